@@ -1,0 +1,48 @@
+# chatsite: `make serve` runs the app, `make test` runs the whole suite (SQLite leg, then
+# PostgreSQL + Redis leg). Both create the virtualenv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+CHROMIUM ?= /usr/bin/chromium
+POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+export DJANGO_DEBUG ?= 1
+
+.PHONY: serve test test-sqlite test-postgres lint format browser screenshots bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+serve: $(VENV)/.installed
+	$(PY) manage.py migrate --noinput
+	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application
+
+# Browser tests drive Debian's Chromium (Playwright cannot download its own here).
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; \
+	  else echo "Chromium is missing: install Debian's 'chromium' package" >&2; exit 1; fi; }
+
+test: test-sqlite test-postgres
+
+test-sqlite: $(VENV)/.installed browser
+	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest $(PYTEST_ARGS)
+
+test-postgres: $(VENV)/.installed browser
+	DATABASE_URL=$(POSTGRES_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) staticfiles test-artifacts .pytest_cache

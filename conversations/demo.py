@@ -1,0 +1,254 @@
+"""An offline stand-in for the model, used when no API key is configured.
+
+``DemoTransport`` plugs into ``UpstreamClient(transport=...)`` and answers
+``POST */chat/completions`` exactly the way the AIML gateway streams Claude, quirks included,
+so the demo exercises the same parsing code path as production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Final
+
+import httpx
+
+__all__ = ["DemoTransport"]
+
+DEMO_MODEL: Final = "anthropic/claude-sonnet-4.5"
+_QUOTE_CHARS: Final = 120
+# Claude Sonnet 4.5 list prices, so the demo's cost column looks plausible.
+_USD_PER_INPUT_TOKEN: Final = 3 / 1_000_000
+_USD_PER_OUTPUT_TOKEN: Final = 15 / 1_000_000
+_WORD_RE: Final = re.compile(r"\s*\S+\s*")
+
+_REASONING: Final = (
+    "The user is trying the offline demo, so no real model is connected. "
+    "I should say so, explain how to switch to Claude, quote their message, "
+    "and show some Markdown so the interface can be checked."
+)
+
+_SAMPLE: Final = """Here is a little Markdown so you can check the rendering:
+
+- a bulleted list item
+- **bold text** and *italics*
+- `inline code`
+
+```python
+def greet(name: str) -> str:
+    return f"Hello, {name}!"
+```
+
+Everything you see was streamed word by word, just like a real reply."""
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part["text"]
+            for part in content
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def _last_user_text(messages: Any) -> str:
+    if not isinstance(messages, list):
+        return ""
+    for message in reversed(messages):
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            return _text_of(message.get("content"))
+    return ""
+
+
+def _quote(text: str) -> str:
+    flat = " ".join(text.split())
+    if len(flat) > _QUOTE_CHARS:
+        flat = flat[: _QUOTE_CHARS - 1].rstrip() + "…"
+    return flat
+
+
+def _reply_text(user_text: str) -> str:
+    quote = _quote(user_text)
+    echo = f"You wrote:\n\n> {quote}\n\n" if quote else "Your message was empty.\n\n"
+    return (
+        "Hi! This is the **offline demo**: no real model is connected, so this answer is "
+        "canned. Set `AIMLAPI_API_KEY` to talk to Claude.\n\n" + echo + _SAMPLE
+    )
+
+
+def _words(text: str) -> list[str]:
+    # Each piece keeps its surrounding whitespace so the pieces join back to the exact text.
+    return _WORD_RE.findall(text)
+
+
+def _prompt_tokens(payload: Mapping[str, Any]) -> int:
+    messages = payload.get("messages")
+    count = len(str(payload.get("system", "")).split())
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, Mapping):
+                count += len(_text_of(message.get("content")).split())
+    return count
+
+
+def _title(user_text: str) -> str:
+    words = [w.strip(".,;:!?\"'()[]{}") for w in user_text.split()[:6]]
+    title = " ".join(w for w in words if w)
+    return title[:60] or "Offline demo chat"
+
+
+class _SSEStream(httpx.AsyncByteStream):
+    def __init__(self, events: Sequence[bytes], delay: float) -> None:
+        self._events = events
+        self._delay = delay
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for index, event in enumerate(self._events):
+            if index and self._delay > 0:
+                await asyncio.sleep(self._delay)
+            yield event
+
+
+class DemoTransport(httpx.AsyncBaseTransport):
+    """Simulated gateway: streams a canned Markdown reply in the AIML gateway's exact shape."""
+
+    def __init__(self, *, token_delay: float = 0.02) -> None:
+        self._token_delay = token_delay
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method != "POST" or not request.url.path.endswith("/chat/completions"):
+            return self._error(404, f"Cannot {request.method} {request.url.path}", request)
+        try:
+            payload = json.loads(await request.aread())
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            return self._error(400, "Body validation error!", request)
+
+        user_text = _last_user_text(payload.get("messages"))
+        if not payload.get("stream"):
+            return self._completion(payload, _title(user_text), request)
+        return httpx.Response(
+            200,
+            headers={
+                "content-type": "text/event-stream",
+                "cache-control": "no-cache",
+                "x-inference-id": uuid.uuid4().hex,
+            },
+            stream=_SSEStream(self._events(payload, user_text), self._token_delay),
+            request=request,
+        )
+
+    def _events(self, payload: Mapping[str, Any], user_text: str) -> list[bytes]:
+        model = str(payload.get("model") or DEMO_MODEL)
+        chunk_id = f"chatcmpl-demo-{uuid.uuid4().hex[:16]}"
+        created = int(time.time())
+        events: list[bytes] = []
+
+        def emit(choice: dict[str, Any], **extra: Any) -> None:
+            body = {
+                # The gateway only fills the id on the first chunk.
+                "id": "" if events else chunk_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [choice],
+                **extra,
+            }
+            events.append(b"data: " + _dumps(body) + b"\n\n")
+
+        reasoning_words: list[str] = []
+        if payload.get("reasoning_effort") or payload.get("thinking"):
+            reasoning_words = _words(_REASONING)
+            for word in reasoning_words:
+                delta = {"role": "assistant", "content": "", "reasoning_content": word}
+                emit({"index": 0, "delta": {**delta, "refusal": None}})
+
+        words = _words(_reply_text(user_text))
+        limit = payload.get("max_tokens")
+        finish_reason = "stop"
+        if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < len(words):
+            words, finish_reason = words[:limit], "length"
+        for word in words:
+            emit({"index": 0, "delta": {"role": "assistant", "content": word, "refusal": None}})
+
+        prompt_tokens = _prompt_tokens(payload)
+        completion_tokens = len(words) + len(reasoning_words)
+        usd = round(
+            prompt_tokens * _USD_PER_INPUT_TOKEN + completion_tokens * _USD_PER_OUTPUT_TOKEN, 8
+        )
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "completion_tokens_details": {"reasoning_tokens": len(reasoning_words)},
+            "prompt_tokens_details": {"cached_tokens": 0},
+        }
+        emit(
+            {
+                "index": 0,
+                "delta": {"role": "assistant", "content": "", "refusal": None},
+                "finish_reason": finish_reason,
+            },
+            usage=usage,
+            meta={"usage": {"credits_used": round(usd * 2_100_000), "usd_spent": usd}},
+        )
+        # The gateway's trailing chunk: no delta, usage null, and no [DONE] after it.
+        emit({"index": 0, "finish_reason": finish_reason}, usage=None)
+        return events
+
+    def _completion(
+        self, payload: Mapping[str, Any], content: str, request: httpx.Request
+    ) -> httpx.Response:
+        prompt_tokens = _prompt_tokens(payload)
+        completion_tokens = len(content.split())
+        body = {
+            "id": f"chatcmpl-demo-{uuid.uuid4().hex[:16]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": str(payload.get("model") or DEMO_MODEL),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": None},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        return httpx.Response(
+            200,
+            content=_dumps(body),
+            headers={"content-type": "application/json"},
+            request=request,
+        )
+
+    def _error(self, status: int, message: str, request: httpx.Request) -> httpx.Response:
+        body = {
+            "message": message,
+            "path": request.url.path,
+            "requestId": uuid.uuid4().hex,
+            "statusCode": status,
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        return httpx.Response(
+            status,
+            content=_dumps(body),
+            headers={"content-type": "application/json"},
+            request=request,
+        )

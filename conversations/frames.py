@@ -1,0 +1,63 @@
+"""The HTML fragments that websocket frames carry: htmx swaps each one out of band by id.
+
+Deltas are the hot path, so they are built with plain escaping rather than a template.
+"""
+
+from html import escape
+
+from django.template.loader import render_to_string
+
+from conversations.models import Message
+
+
+def message_dom_id(message_id: str) -> str:
+    return f"msg-{message_id}"
+
+
+def turn_started(*, messages: list[Message]) -> str:
+    articles = "".join(message_article(message=message) for message in messages)
+    return f'<div hx-swap-oob="beforeend:#transcript">{articles}</div>'
+
+
+def message_article(*, message: Message) -> str:
+    return render_to_string("conversations/_message.html", {"message": message})
+
+
+def message_replaced(*, message: Message) -> str:
+    article = message_article(message=message)
+    # The article keeps its id, so an outerHTML swap replaces the streaming one in place.
+    return article.replace("<article ", '<article hx-swap-oob="true" ', 1)
+
+
+def text_appended(*, message_id: str, text: str, reasoning: str) -> str:
+    parts = []
+    if reasoning:
+        parts.append(
+            f'<span hx-swap-oob="beforeend:#msg-{message_id}-reasoning">{escape(reasoning)}</span>'
+        )
+    if text:
+        parts.append(f'<span hx-swap-oob="beforeend:#msg-{message_id}-content">{escape(text)}</span>')
+    return "".join(parts)
+
+
+def text_replaced(*, message_id: str, text: str, reasoning: str) -> str:
+    return (
+        f'<div hx-swap-oob="innerHTML:#msg-{message_id}-reasoning">{escape(reasoning)}</div>'
+        f'<div hx-swap-oob="innerHTML:#msg-{message_id}-content">{escape(text)}</div>'
+    )
+
+
+def notice(*, message_id: str, text: str) -> str:
+    return f'<p hx-swap-oob="innerHTML:#msg-{message_id}-notice">{escape(text)}</p>'
+
+
+def composer_error(*, text: str) -> str:
+    return f'<p id="composer-error" class="composer-error" role="alert" hx-swap-oob="true">{escape(text)}</p>'
+
+
+def composer_accepted(*, client_token: str) -> str:
+    """Tells the sending tab its message was saved, so it may clear the composer."""
+    return (
+        f'<p id="composer-error" class="composer-error" role="alert" hx-swap-oob="true"></p>'
+        f'<div id="composer-ack" hidden data-token="{escape(client_token)}" hx-swap-oob="true"></div>'
+    )

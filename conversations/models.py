@@ -1,0 +1,110 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Sampling(models.TextChoices):
+    """Claude takes temperature or top_p, never both: a conversation samples with one of them."""
+
+    DEFAULT = "default", "Model default"
+    TEMPERATURE = "temperature", "Temperature"
+    TOP_P = "top_p", "Top P"
+
+
+class ReasoningEffort(models.TextChoices):
+    OFF = "off", "Off"
+    LOW = "low", "Low"
+    MEDIUM = "medium", "Medium"
+    HIGH = "high", "High"
+
+
+class Conversation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, default="New chat")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    # The settings the next turn is sent with; each reply also keeps what was actually sent.
+    system_prompt = models.TextField(blank=True)
+    sampling = models.CharField(max_length=16, choices=Sampling, default=Sampling.DEFAULT)
+    temperature = models.FloatField(default=1.0)
+    top_p = models.FloatField(default=1.0)
+    reasoning_effort = models.CharField(
+        max_length=8, choices=ReasoningEffort, default=ReasoningEffort.OFF
+    )
+    max_tokens = models.PositiveIntegerField(default=4096)
+
+    # The leaf of the branch on screen; the context sent upstream is the path from the root to it.
+    active_leaf = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["owner", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user", "User"
+        ASSISTANT = "assistant", "Assistant"
+
+    class Status(models.TextChoices):
+        STREAMING = "streaming", "Streaming"
+        COMPLETE = "complete", "Complete"
+        STOPPED = "stopped", "Stopped"
+        ERROR = "error", "Error"
+        INTERRUPTED = "interrupted", "Interrupted"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    # A tree rather than a list, so regenerate and edit can branch without changing the data.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    role = models.CharField(max_length=16, choices=Role)
+    content = models.TextField(blank=True)
+    # Sanitised HTML of the finished content, rendered once so page views never re-render it.
+    content_html = models.TextField(blank=True)
+    reasoning = models.TextField(blank=True)
+    status = models.CharField(
+        max_length=16, choices=Status, default=Status.COMPLETE, db_index=True
+    )
+    finish_reason = models.CharField(max_length=32, blank=True)
+    error = models.TextField(blank=True)
+    refusal = models.TextField(blank=True)
+    # url_citation annotations: [{"url": ..., "title": ...}], shown as numbered sources.
+    citations = models.JSONField(default=list, blank=True)
+    model = models.CharField(max_length=100, blank=True)
+    request_params = models.JSONField(default=dict, blank=True)
+
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    reasoning_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cached_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["conversation", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:60]}"
+
+    @property
+    def is_streaming(self) -> bool:
+        return self.status == self.Status.STREAMING

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from conversations.consumers import ChatConsumer
+
+websocket_urlpatterns = [
+    path("ws/c/<uuid:conversation_id>/", ChatConsumer.as_asgi()),
+]

@@ -1,0 +1,192 @@
+"""Fixtures shared by the whole suite: a real loopback upstream, a real Daphne, real Chromium."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+
+from conversations import generation
+from tests.upstream_server import FakeUpstream
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+ARTIFACTS = BASE_DIR / "test-artifacts"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# Recognisable, so that a leak can be grepped for in everything a test run produced.
+TEST_API_KEY = "sk-test-" + "K3y" * 8
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="session")
+def upstream_server() -> Iterator[FakeUpstream]:
+    server = FakeUpstream()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream(upstream_server: FakeUpstream, settings: pytest.FixtureRequest) -> FakeUpstream:
+    """The loopback gateway, reset, with the in-process app pointed at it."""
+    upstream_server.reset()
+    settings.AIMLAPI_BASE_URL = upstream_server.base_url
+    settings.AIMLAPI_API_KEY = TEST_API_KEY
+    settings.CHAT_UPSTREAM_BACKOFF_BASE = 0.01
+    generation._client = None
+    return upstream_server
+
+
+@pytest.fixture(autouse=True)
+def _fresh_upstream_client() -> Iterator[None]:
+    # The shared client belongs to one event loop; each async test has its own.
+    generation._client = None
+    yield
+    generation._client = None
+
+
+@pytest.fixture
+def make_user(db: None):
+    def make(username: str = "alice", **extra: object) -> AbstractBaseUser:
+        return get_user_model().objects.create_user(
+            username=username, password=PASSWORD, **extra
+        )
+
+    return make
+
+
+@pytest.fixture
+def user(make_user) -> AbstractBaseUser:
+    return make_user("alice")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"Daphne exited with code {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"Daphne did not listen on port {port} within {timeout} s")
+
+
+def live_database_url() -> str:
+    db = django_settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+class DaphneServer:
+    def __init__(self, *, upstream: FakeUpstream, extra_env: dict[str, str] | None = None) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log_path = ARTIFACTS / f"daphne-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "DJANGO_DEBUG": "1",
+            "DATABASE_URL": live_database_url(),
+            "AIMLAPI_BASE_URL": upstream.base_url,
+            "AIMLAPI_API_KEY": TEST_API_KEY,
+            "CHAT_UPSTREAM_BACKOFF_BASE": "0.01",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            **(extra_env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+             "chatsite.asgi:application"],
+            cwd=BASE_DIR,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        _wait_for_port(self.port, self.process)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def daphne(
+    django_db_setup: None, django_db_blocker, upstream_server: FakeUpstream
+) -> Iterator[DaphneServer]:
+    """The app in a real Daphne process, on the test database, talking to the loopback gateway."""
+    prefix = f"chatsite-test-{uuid.uuid4().hex[:8]}"
+    server = DaphneServer(upstream=upstream_server, extra_env={"CHANNELS_REDIS_PREFIX": prefix})
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium_browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium is required for browser tests and is missing at {CHROMIUM}")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def live(transactional_db: None, daphne: DaphneServer, upstream: FakeUpstream) -> DaphneServer:
+    """A running app whose database the test can arrange, and a clean loopback gateway."""
+    return daphne
+
+
+@pytest.fixture
+def browser_page(chromium_browser, live: DaphneServer):
+    context = chromium_browser.new_context(base_url=live.url)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def sign_in(page, *, username: str, password: str = PASSWORD) -> None:
+    page.goto("/accounts/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/c/*/")

@@ -1,0 +1,253 @@
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+
+from chatsite.asgi import application
+from conversations import generation
+from conversations.models import Conversation, Message
+from conversations.routing import websocket_urlpatterns
+from conversations.services import conversation_create
+from tests.upstream_server import Event, FakeUpstream, Gate, Hold, Stream, gateway_chunks
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+SEND = {
+    "action": "send",
+    "message": "Hello there",
+    "sampling": "default",
+    "temperature": "1",
+    "top_p": "1",
+    "reasoning_effort": "off",
+    "max_tokens": "1000",
+}
+
+
+def communicator_for(user: Any, conversation: Conversation) -> WebsocketCommunicator:
+    comm = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/c/{conversation.id}/")
+    comm.scope["user"] = user
+    return comm
+
+
+async def receive_until(comm: WebsocketCommunicator, needle: str, timeout: float = 10) -> str:
+    """All frames up to and including the first that contains `needle`."""
+    received = []
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = await comm.receive_from(timeout=timeout)
+            received.append(frame)
+            if needle in frame:
+                return "".join(received)
+
+
+async def reply_of(conversation: Conversation) -> Message:
+    return await Message.objects.aget(conversation=conversation, role=Message.Role.ASSISTANT)
+
+
+async def finished(conversation: Conversation) -> Message:
+    """Wait until the reply task has saved its final state."""
+    for task in [g.task for g in generation.active_generations.values() if g.task]:
+        await task
+    return await reply_of(conversation)
+
+
+async def test_send_streams_reply_and_saves_it(upstream: FakeUpstream, user: Any) -> None:
+    upstream.enqueue(Stream(gateway_chunks(["Hel", "lo ", "<b>world</b>"])))
+    conversation = await database_sync_to_async(conversation_create)(owner=user)
+    comm = communicator_for(user, conversation)
+    assert (await comm.connect())[0]
+
+    await comm.send_to(text_data=json.dumps(SEND))
+    frames = await receive_until(comm, 'data-role="assistant" data-status="complete"')
+
+    assert 'data-role="user"' in frames
+    assert "&lt;b&gt;world&lt;/b&gt;" in frames
+    assert "<b>world</b>" not in frames
+    reply = await finished(conversation)
+    assert reply.content == "Hello <b>world</b>"
+    assert reply.status == Message.Status.COMPLETE
+    assert reply.finish_reason == "stop"
+    assert reply.prompt_tokens is not None
+    await comm.disconnect()
+
+
+async def test_request_carries_exactly_the_chosen_parameters(
+    upstream: FakeUpstream, user: Any
+) -> None:
+    conversation = await database_sync_to_async(conversation_create)(owner=user)
+    comm = communicator_for(user, conversation)
+    await comm.connect()
+
+    await comm.send_to(
+        text_data=json.dumps({**SEND, "sampling": "top_p", "top_p": "0.7", "max_tokens": "321"})
+    )
+    await receive_until(comm, 'data-role="assistant" data-status="complete"')
+
+    body = upstream.requests[0].json
+    assert body["top_p"] == 0.7
+    assert "temperature" not in body
+    assert body["max_tokens"] == 321
+    assert body["stream"] is True
+    assert body["messages"] == [{"role": "user", "content": "Hello there"}]
+    assert upstream.requests[0].headers["authorization"].startswith("Bearer ")
+    await comm.disconnect()
+
+
+async def test_out_of_range_value_is_refused_and_nothing_sent(
+    upstream: FakeUpstream, user: Any
+) -> None:
+    conversation = await database_sync_to_async(conversation_create)(owner=user)
+    comm = communicator_for(user, conversation)
+    await comm.connect()
+
+    await comm.send_to(text_data=json.dumps({**SEND, "sampling": "temperature", "temperature": "1.5"}))
+    frame = await comm.receive_from()
+
+    assert 'id="composer-error"' in frame
+    assert "Temperature" in frame and "less than or equal to 1" in frame
+    assert await Message.objects.filter(conversation=conversation).acount() == 0
+    assert upstream.requests == []
+    await comm.disconnect()
+
+
+async def test_closing_the_socket_does_not_stop_the_reply(upstream: FakeUpstream, user: Any) -> None:
+    gate = Gate()
+    upstream.enqueue(Stream([*gateway_chunks(["first "])[:1], Hold(gate), *gateway_chunks(["first ", "second"])[1:]]))
+    conversation = await database_sync_to_async(conversation_create)(owner=user)
+    comm = communicator_for(user, conversation)
+    await comm.connect()
+    await comm.send_to(text_data=json.dumps(SEND))
+    await receive_until(comm, 'data-role="assistant" data-status="streaming"')
+
+    await comm.disconnect()
+    gate.release()
+
+    reply = await finished(conversation)
+    assert reply.status == Message.Status.COMPLETE
+    assert reply.content.endswith("second")
+
+
+async def test_second_socket_joining_mid_reply_gets_text_so_far_then_the_rest(
+    upstream: FakeUpstream, user: Any
+) -> None:
+    gate = Gate()
+    upstream.enqueue(
+        Stream([*gateway_chunks(["one ", "two "]), Hold(gate), Event(_content_chunk("three"))])
+    )
+    conversation = await database_sync_to_async(conversation_create)(owner=user)
+    first = communicator_for(user, conversation)
+    await first.connect()
+    await first.send_to(text_data=json.dumps(SEND))
+    await asyncio.to_thread(gate.wait_reached)
+    await receive_until(first, "two ")
+
+    second = communicator_for(user, conversation)
+    await second.connect()
+    snapshot = await receive_until(second, "innerHTML:#msg-")
+    gate.release()
+    rest = await receive_until(second, 'data-role="assistant" data-status="complete"')
+
+    assert "one two " in snapshot
+    assert "three" in rest
+    assert "one " not in rest.split('data-role="assistant" data-status="complete"')[0]
+    await first.disconnect()
+    await second.disconnect()
+
+
+async def test_stop_keeps_partial_reply(upstream: FakeUpstream, user: Any) -> None:
+    gate = Gate()
+    upstream.enqueue(Stream([*gateway_chunks(["partial "])[:1], Hold(gate)]))
+    conversation = await database_sync_to_async(conversation_create)(owner=user)
+    comm = communicator_for(user, conversation)
+    await comm.connect()
+    await comm.send_to(text_data=json.dumps(SEND))
+    await receive_until(comm, "partial")
+
+    await comm.send_to(text_data=json.dumps({"action": "stop"}))
+    frames = await receive_until(comm, 'data-status="stopped"')
+
+    gate.release()
+    reply = await finished(conversation)
+    assert reply.status == Message.Status.STOPPED
+    assert reply.content == "partial "
+    assert "Stopped" in frames
+    await comm.disconnect()
+
+
+async def test_second_send_while_streaming_is_refused(upstream: FakeUpstream, user: Any) -> None:
+    gate = Gate()
+    upstream.enqueue(Stream([*gateway_chunks(["busy"])[:1], Hold(gate)]))
+    conversation = await database_sync_to_async(conversation_create)(owner=user)
+    comm = communicator_for(user, conversation)
+    await comm.connect()
+    await comm.send_to(text_data=json.dumps(SEND))
+    await receive_until(comm, "busy")
+
+    await comm.send_to(text_data=json.dumps({**SEND, "message": "again"}))
+    frame = await receive_until(comm, "composer-error")
+
+    assert "still being written" in frame
+    assert await Message.objects.filter(conversation=conversation).acount() == 2
+    gate.release()
+    await finished(conversation)
+    await comm.disconnect()
+
+
+async def test_anonymous_socket_is_refused() -> None:
+    comm = WebsocketCommunicator(application, "/ws/c/00000000-0000-0000-0000-000000000000/",
+                                 headers=[(b"origin", b"http://localhost"), (b"host", b"localhost")])
+    connected, _ = await comm.connect()
+    assert not connected
+
+
+async def test_other_users_conversation_socket_is_refused(make_user: Any) -> None:
+    owner, intruder = await database_sync_to_async(make_user)("owner"), await database_sync_to_async(make_user)("intruder")
+    conversation = await database_sync_to_async(conversation_create)(owner=owner)
+    comm = communicator_for(intruder, conversation)
+
+    connected, code = await comm.connect()
+
+    assert not connected
+    assert code == 4404
+
+
+async def test_foreign_origin_is_refused(user: Any) -> None:
+    conversation = await database_sync_to_async(conversation_create)(owner=user)
+    comm = WebsocketCommunicator(
+        application, f"/ws/c/{conversation.id}/", headers=[(b"origin", b"http://evil.example")]
+    )
+    connected, _ = await comm.connect()
+    assert not connected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["not json", "[]", "1", json.dumps({"action": "dance"}), json.dumps({"message": 5}),
+     json.dumps({**SEND, "max_tokens": 10**30}), '{"temperature": NaN, "message": "x"}'],
+)
+async def test_malformed_frames_get_an_error_and_keep_the_socket(
+    upstream: FakeUpstream, user: Any, raw: str
+) -> None:
+    conversation = await database_sync_to_async(conversation_create)(owner=user)
+    comm = communicator_for(user, conversation)
+    await comm.connect()
+
+    await comm.send_to(text_data=raw)
+    frame = await comm.receive_from()
+
+    assert 'id="composer-error"' in frame
+    assert await Message.objects.filter(conversation=conversation).acount() == 0
+    await comm.send_to(text_data=json.dumps(SEND))
+    await receive_until(comm, 'data-role="assistant" data-status="complete"')
+    await comm.disconnect()
+
+
+def _content_chunk(text: str) -> str:
+    return json.dumps(
+        {"id": "", "object": "chat.completion.chunk",
+         "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}}]}
+    )
