@@ -128,7 +128,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if text or reasoning:
             self.shown[message_id] = (shown[0] + len(text), shown[1] + len(reasoning))
             await self.send(
-                text_data=frames.text_appended(message_id=message_id, text=text, reasoning=reasoning)
+                text_data=frames.text_appended(
+                    message_id=message_id, text=text, reasoning=reasoning
+                )
             )
 
     async def reply_snapshot(self, event: dict[str, Any]) -> None:

@@ -103,7 +103,8 @@ def _prompt_tokens(payload: Mapping[str, Any]) -> int:
 
 
 def _title(user_text: str) -> str:
-    words = [w.strip(".,;:!?\"'()[]{}") for w in user_text.split()[:6]]
+    # Markdown and punctuation make poor titles.
+    words = [w.strip(".,;:!?\"'()[]{}*_`#>~") for w in user_text.split()[:6]]
     title = " ".join(w for w in words if w)
     return title[:60] or "Offline demo chat"
 

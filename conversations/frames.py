@@ -36,7 +36,9 @@ def text_appended(*, message_id: str, text: str, reasoning: str) -> str:
             f'<span hx-swap-oob="beforeend:#msg-{message_id}-reasoning">{escape(reasoning)}</span>'
         )
     if text:
-        parts.append(f'<span hx-swap-oob="beforeend:#msg-{message_id}-content">{escape(text)}</span>')
+        parts.append(
+            f'<span hx-swap-oob="beforeend:#msg-{message_id}-content">{escape(text)}</span>'
+        )
     return "".join(parts)
 
 
@@ -51,13 +53,16 @@ def notice(*, message_id: str, text: str) -> str:
     return f'<p hx-swap-oob="innerHTML:#msg-{message_id}-notice">{escape(text)}</p>'
 
 
+COMPOSER_ERROR = (
+    '<p id="composer-error" class="composer-error" role="alert" hx-swap-oob="true">{}</p>'
+)
+
+
 def composer_error(*, text: str) -> str:
-    return f'<p id="composer-error" class="composer-error" role="alert" hx-swap-oob="true">{escape(text)}</p>'
+    return COMPOSER_ERROR.format(escape(text))
 
 
 def composer_accepted(*, client_token: str) -> str:
     """Tells the sending tab its message was saved, so it may clear the composer."""
-    return (
-        f'<p id="composer-error" class="composer-error" role="alert" hx-swap-oob="true"></p>'
-        f'<div id="composer-ack" hidden data-token="{escape(client_token)}" hx-swap-oob="true"></div>'
-    )
+    ack = f'<div id="composer-ack" hidden data-token="{escape(client_token)}" hx-swap-oob="true">'
+    return COMPOSER_ERROR.format("") + ack + "</div>"

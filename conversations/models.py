@@ -76,9 +76,7 @@ class Message(models.Model):
     # Sanitised HTML of the finished content, rendered once so page views never re-render it.
     content_html = models.TextField(blank=True)
     reasoning = models.TextField(blank=True)
-    status = models.CharField(
-        max_length=16, choices=Status, default=Status.COMPLETE, db_index=True
-    )
+    status = models.CharField(max_length=16, choices=Status, default=Status.COMPLETE, db_index=True)
     finish_reason = models.CharField(max_length=32, blank=True)
     error = models.TextField(blank=True)
     refusal = models.TextField(blank=True)

@@ -62,9 +62,7 @@ def streaming_reply_get(*, conversation_id: uuid.UUID) -> Message | None:
     ).first()
 
 
-def message_get_for_user(
-    *, message_id: uuid.UUID | str, user: AbstractBaseUser
-) -> Message | None:
+def message_get_for_user(*, message_id: uuid.UUID | str, user: AbstractBaseUser) -> Message | None:
     if not user.is_authenticated:
         return None
     try:

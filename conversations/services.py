@@ -67,7 +67,11 @@ def conversation_create(*, owner: AbstractBaseUser) -> Conversation:
 
 
 def turn_start(
-    *, conversation_id: uuid.UUID, owner: AbstractBaseUser, content: str, settings: TurnSettings,
+    *,
+    conversation_id: uuid.UUID,
+    owner: AbstractBaseUser,
+    content: str,
+    settings: TurnSettings,
     model: str,
 ) -> tuple[Message, Message]:
     """Save the user's message and an empty streaming reply, atomically.
@@ -76,9 +80,7 @@ def turn_start(
     conversation: one generation at a time, never run twice.
     """
     with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(
-            id=conversation_id, owner=owner
-        )
+        conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
         if Message.objects.filter(
             conversation=conversation, status=Message.Status.STREAMING
         ).exists():

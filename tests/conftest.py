@@ -55,9 +55,7 @@ def _fresh_upstream_client() -> Iterator[None]:
 @pytest.fixture
 def make_user(db: None):
     def make(username: str = "alice", **extra: object) -> AbstractBaseUser:
-        return get_user_model().objects.create_user(
-            username=username, password=PASSWORD, **extra
-        )
+        return get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
 
     return make
 
@@ -114,8 +112,16 @@ class DaphneServer:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-             "chatsite.asgi:application"],
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "chatsite.asgi:application",
+            ],
             cwd=BASE_DIR,
             env=self.env,
             stdout=log,
@@ -145,8 +151,10 @@ def daphne(
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def chromium_browser():
+@pytest.fixture(scope="module")
+def chromium_browser(django_db_setup: None):
+    """Per module: Playwright's sync API keeps an event loop running in this thread, which
+    Django's async-safety check would take for an async context in later, unrelated tests."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
@@ -170,7 +178,20 @@ def chromium_browser():
 
 
 @pytest.fixture
-def live(transactional_db: None, daphne: DaphneServer, upstream: FakeUpstream) -> DaphneServer:
+def _sync_orm_beside_playwright() -> Iterator[None]:
+    # The ORM calls in a browser test are synchronous; Playwright's loop merely shares the thread.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    yield
+    del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+
+
+@pytest.fixture
+def live(
+    _sync_orm_beside_playwright: None,
+    transactional_db: None,
+    daphne: DaphneServer,
+    upstream: FakeUpstream,
+) -> DaphneServer:
     """A running app whose database the test can arrange, and a clean loopback gateway."""
     return daphne
 

@@ -16,6 +16,8 @@ from tests.upstream_server import Event, FakeUpstream, Gate, Hold, Stream, gatew
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
+RECEIVE_TIMEOUT = 10
+
 SEND = {
     "action": "send",
     "message": "Hello there",
@@ -33,12 +35,12 @@ def communicator_for(user: Any, conversation: Conversation) -> WebsocketCommunic
     return comm
 
 
-async def receive_until(comm: WebsocketCommunicator, needle: str, timeout: float = 10) -> str:
+async def receive_until(comm: WebsocketCommunicator, needle: str) -> str:
     """All frames up to and including the first that contains `needle`."""
     received = []
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(RECEIVE_TIMEOUT):
         while True:
-            frame = await comm.receive_from(timeout=timeout)
+            frame = await comm.receive_from(timeout=RECEIVE_TIMEOUT)
             received.append(frame)
             if needle in frame:
                 return "".join(received)
@@ -104,7 +106,9 @@ async def test_out_of_range_value_is_refused_and_nothing_sent(
     comm = communicator_for(user, conversation)
     await comm.connect()
 
-    await comm.send_to(text_data=json.dumps({**SEND, "sampling": "temperature", "temperature": "1.5"}))
+    await comm.send_to(
+        text_data=json.dumps({**SEND, "sampling": "temperature", "temperature": "1.5"})
+    )
     frame = await comm.receive_from()
 
     assert 'id="composer-error"' in frame
@@ -114,9 +118,15 @@ async def test_out_of_range_value_is_refused_and_nothing_sent(
     await comm.disconnect()
 
 
-async def test_closing_the_socket_does_not_stop_the_reply(upstream: FakeUpstream, user: Any) -> None:
+async def test_closing_the_socket_does_not_stop_the_reply(
+    upstream: FakeUpstream, user: Any
+) -> None:
     gate = Gate()
-    upstream.enqueue(Stream([*gateway_chunks(["first "])[:1], Hold(gate), *gateway_chunks(["first ", "second"])[1:]]))
+    upstream.enqueue(
+        Stream(
+            [*gateway_chunks(["first "])[:1], Hold(gate), *gateway_chunks(["first ", "second"])[1:]]
+        )
+    )
     conversation = await database_sync_to_async(conversation_create)(owner=user)
     comm = communicator_for(user, conversation)
     await comm.connect()
@@ -198,14 +208,20 @@ async def test_second_send_while_streaming_is_refused(upstream: FakeUpstream, us
 
 
 async def test_anonymous_socket_is_refused() -> None:
-    comm = WebsocketCommunicator(application, "/ws/c/00000000-0000-0000-0000-000000000000/",
-                                 headers=[(b"origin", b"http://localhost"), (b"host", b"localhost")])
+    comm = WebsocketCommunicator(
+        application,
+        "/ws/c/00000000-0000-0000-0000-000000000000/",
+        headers=[(b"origin", b"http://localhost"), (b"host", b"localhost")],
+    )
     connected, _ = await comm.connect()
     assert not connected
 
 
 async def test_other_users_conversation_socket_is_refused(make_user: Any) -> None:
-    owner, intruder = await database_sync_to_async(make_user)("owner"), await database_sync_to_async(make_user)("intruder")
+    owner, intruder = (
+        await database_sync_to_async(make_user)("owner"),
+        await database_sync_to_async(make_user)("intruder"),
+    )
     conversation = await database_sync_to_async(conversation_create)(owner=owner)
     comm = communicator_for(intruder, conversation)
 
@@ -226,8 +242,15 @@ async def test_foreign_origin_is_refused(user: Any) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["not json", "[]", "1", json.dumps({"action": "dance"}), json.dumps({"message": 5}),
-     json.dumps({**SEND, "max_tokens": 10**30}), '{"temperature": NaN, "message": "x"}'],
+    [
+        "not json",
+        "[]",
+        "1",
+        json.dumps({"action": "dance"}),
+        json.dumps({"message": 5}),
+        json.dumps({**SEND, "max_tokens": 10**30}),
+        '{"temperature": NaN, "message": "x"}',
+    ],
 )
 async def test_malformed_frames_get_an_error_and_keep_the_socket(
     upstream: FakeUpstream, user: Any, raw: str
@@ -248,6 +271,9 @@ async def test_malformed_frames_get_an_error_and_keep_the_socket(
 
 def _content_chunk(text: str) -> str:
     return json.dumps(
-        {"id": "", "object": "chat.completion.chunk",
-         "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}}]}
+        {
+            "id": "",
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}}],
+        }
     )
