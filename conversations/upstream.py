@@ -906,7 +906,7 @@ class UpstreamClient:
             logger.info("upstream stream ended abnormally after its finish reason; ignoring")
         except SSEError as exc:
             raise _protocol_error("a malformed event stream") from exc
-        except (AttributeError, TypeError, IndexError) as exc:
+        except (AttributeError, TypeError, IndexError, KeyError) as exc:
             # A chunk with the right keys but wrong value types; cheaper than checking each.
             raise _protocol_error("a reply chunk in an unexpected format") from exc
 
@@ -983,6 +983,12 @@ class UpstreamClient:
             try:
                 response = await self._open(body, headers, model)
                 try:
+                    if "event-stream" in response.headers.get("content-type", ""):
+                        # Some gateways stream even when asked not to; the text is the same.
+                        async with aclosing(self._events(response)) as events:
+                            return "".join(
+                                [e.text async for e in events if isinstance(e, ContentDelta)]
+                            )
                     reply = await self._read_json(response)
                 finally:
                     await response.aclose()

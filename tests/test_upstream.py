@@ -980,6 +980,30 @@ async def test_complete_retries_and_maps_errors_like_streaming(
 
 
 @pytest.mark.asyncio
+async def test_complete_accepts_a_streamed_answer(
+    upstream: FakeUpstream, client: UpstreamClient
+) -> None:
+    upstream.enqueue(Stream(list(gateway_chunks(["Streamed", " title"]))))
+
+    title = await client.complete(PAYLOAD)
+
+    assert title == "Streamed title"
+
+
+@pytest.mark.asyncio
+async def test_complete_raises_an_error_carried_in_a_200_body(
+    upstream: FakeUpstream, client: UpstreamClient
+) -> None:
+    upstream.enqueue(ErrorReply(200, {"error": {"message": "Generation failed", "code": 400}}))
+
+    with pytest.raises(UpstreamError) as caught:
+        await client.complete(PAYLOAD)
+
+    assert caught.value.kind is ErrorKind.STREAM
+    assert "Generation failed" in caught.value.message
+
+
+@pytest.mark.asyncio
 async def test_many_concurrent_streams_share_one_client(
     upstream: FakeUpstream, client: UpstreamClient
 ) -> None:
