@@ -67,7 +67,7 @@ async def test_send_streams_reply_and_saves_it(upstream: FakeUpstream, user: Any
     frames = await receive_until(comm, 'data-role="assistant" data-status="complete"')
 
     assert 'data-role="user"' in frames
-    assert "&lt;b&gt;world&lt;/b&gt;" in frames
+    assert "&lt;b&gt;world&lt;/b&gt;" in frames, frames
     assert "<b>world</b>" not in frames
     reply = await finished(conversation)
     assert reply.content == "Hello <b>world</b>"
