@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
@@ -63,7 +64,9 @@ class ReplyOutcome:
 
 
 def conversation_create(*, owner: AbstractBaseUser) -> Conversation:
-    return Conversation.objects.create(owner=owner)
+    return Conversation.objects.create(
+        owner=owner, max_tokens=django_settings.CHAT_DEFAULT_MAX_TOKENS
+    )
 
 
 def turn_start(
