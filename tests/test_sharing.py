@@ -596,3 +596,31 @@ def test_login_then_continue_round_trip(conversation, make_user) -> None:
 
     assert login["Location"] == f"/s/{token}/"
     assert client.get(login["Location"]).status_code == 200
+
+
+def test_continue_accepts_the_null_origin_of_a_no_referrer_page_with_its_token(
+    conversation, make_user
+) -> None:
+    _, token = create_link(conversation)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(make_user("bob"))
+    page = client.get(f"/s/{token}/")
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.content.decode())
+    assert csrf is not None
+
+    without_token = client.post(f"/s/{token}/continue/", headers={"Origin": "null"})
+    foreign = client.post(
+        f"/s/{token}/continue/",
+        {"csrfmiddlewaretoken": csrf.group(1)},
+        headers={"Origin": "https://evil.example"},
+    )
+    with_token = client.post(
+        f"/s/{token}/continue/",
+        {"csrfmiddlewaretoken": csrf.group(1)},
+        headers={"Origin": "null"},
+    )
+
+    assert without_token.status_code == 403
+    assert foreign.status_code == 403
+    assert with_token.status_code == 302
+    assert Conversation.objects.filter(owner__username="bob").count() == 1
