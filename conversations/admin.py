@@ -242,6 +242,12 @@ class ConversationAdmin(admin.ModelAdmin):
         live = sum(1 for link in links if link.status == "active")
         return f"{live} live of {len(links)}" if links else "never shared"
 
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple:
+        # Django lists every related object by its str(), which for a message is its text;
+        # the confirmation names the conversations and counts the rest instead.
+        _, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        return [str(obj) for obj in objs], model_count, perms_needed, protected
+
     # Views ---------------------------------------------------------------------------------
 
     def get_urls(self) -> list[URLPattern]:

@@ -501,3 +501,18 @@ def test_share_link_admin_never_shows_the_token(assorted, viewer) -> None:
     assert link.token not in listing
     assert link.token not in change
     assert link.token_digest not in change
+
+
+def test_delete_confirmation_names_conversations_without_message_text(
+    conversation, make_user
+) -> None:
+    root = make_user("root", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(root)
+
+    page = client.get(reverse("admin:conversations_conversation_delete", args=[conversation.pk]))
+
+    body = page.content.decode()
+    assert "Tax question" in body
+    assert "How do I file" not in body
+    assert "File form" not in body

@@ -139,6 +139,9 @@ def test_staff_reviews_a_transcript_and_the_owner_sees_the_note(
     expect(page.get_by_text("How do I keep a starter alive?")).to_be_visible()
     page.screenshot(path=ARTIFACTS / "admin-transcript.png", full_page=True)
     assert TranscriptAccess.objects.get().reason == "Quality spot check"
+    page.goto("/admin/conversations/conversation/usage/")
+    expect(page.get_by_role("img", name=re.compile("Tokens per day"))).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "admin-usage.png", full_page=True)
 
     owner_context = chromium_browser.new_context(base_url=live.url)
     owner_context.set_default_timeout(15_000)

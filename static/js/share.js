@@ -25,7 +25,18 @@
 
   document.addEventListener("htmx:afterSwap", function (event) {
     var box = dialog();
-    if (box && event.target.id === "share-dialog-body" && !box.open) box.showModal();
+    if (!box || event.target.id !== "share-dialog-body") return;
+    if (!box.open) box.showModal();
+    // Right after Create link, the link is what the owner came for: select it for Ctrl+C.
+    var link = document.getElementById("share-url");
+    if (link && box.querySelector(".share-notice")) link.select();
+  });
+
+  // The header's "More" menu closes when the user clicks anywhere else.
+  document.addEventListener("click", function (event) {
+    document.querySelectorAll(".chat-menu[open]").forEach(function (menu) {
+      if (!menu.contains(event.target)) menu.removeAttribute("open");
+    });
   });
 
   document.addEventListener("click", function (event) {
