@@ -163,10 +163,12 @@ def share_snapshot_build(
                 "status": message.status,
                 "model": message.model,
                 "refusal": message.refusal,
+                # Citations come from the model's side; on a public page only web links pass.
                 "citations": [
-                    {"url": str(c.get("url", "")), "title": str(c.get("title", ""))}
+                    {"url": str(c["url"]), "title": str(c.get("title", ""))}
                     for c in message.citations
                     if isinstance(c, dict)
+                    and str(c.get("url", "")).lower().startswith(("https://", "http://"))
                 ],
                 "finish_reason": message.finish_reason,
             }

@@ -22,7 +22,11 @@ from conversations.models import (
     TranscriptAccess,
 )
 from conversations.rendering import markdown_to_html
-from conversations.selectors import share_snapshot_build, share_token_digest
+from conversations.selectors import (
+    share_link_live_for_conversation,
+    share_snapshot_build,
+    share_token_digest,
+)
 
 TITLE_FROM_MESSAGE_CHARS = 60
 
@@ -221,6 +225,21 @@ def share_link_create(
         _share_apply(link=link, conversation=conversation, options=options)
         link.save()
     return link, token
+
+
+def share_link_publish(
+    *, conversation_id: uuid.UUID | str, user: AbstractBaseUser, options: ShareOptions
+) -> tuple[ShareLink, bool]:
+    """What the dialog's button does: update the conversation's live link, or create one.
+    The decision is taken under the conversation's row lock, so two clicks racing each other
+    cannot leave two live links. Returns the link and whether it was created."""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=user)
+        live = share_link_live_for_conversation(conversation=conversation)
+        if live is not None:
+            return share_link_update(link_id=live.id, user=user, options=options), False
+        link, _ = share_link_create(conversation_id=conversation.id, user=user, options=options)
+    return link, True
 
 
 def share_link_update(

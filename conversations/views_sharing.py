@@ -69,14 +69,12 @@ def share_dialog(request: HttpRequest, conversation_id: str) -> HttpResponse:
     form = ShareOptionsForm(request.POST)
     if not form.is_valid():
         return _dialog(request, conversation, form=form, notice="Check the options below.")
-    link = selectors.share_link_live_for_conversation(conversation=conversation)
-    if link is None:
-        services.share_link_create(
-            conversation_id=conversation.id, user=request.user, options=form.options()
-        )
+    _, created = services.share_link_publish(
+        conversation_id=conversation.id, user=request.user, options=form.options()
+    )
+    if created:
         notice = "Link created. Anyone you give it to sees the messages below."
     else:
-        services.share_link_update(link_id=link.id, user=request.user, options=form.options())
         notice = "Link updated: the same URL now shows the conversation as it is now."
     if not request.htmx:
         return redirect("share_dialog", conversation_id=conversation.id)

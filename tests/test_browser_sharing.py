@@ -85,6 +85,12 @@ def test_share_open_signed_out_then_revoke(
     finally:
         visitor_context.close()
 
+    page.goto("/share-links/")
+    row = page.get_by_role("row", name=re.compile("Sourdough starter"))
+    expect(row).to_contain_text("Revoked")
+    expect(row).to_contain_text("1")
+    page.screenshot(path=ARTIFACTS / "shared-links.png")
+
 
 def test_continue_a_shared_conversation_after_signing_in(
     browser_page: Page, chromium_browser, live: DaphneServer, conversation, user, make_user

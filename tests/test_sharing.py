@@ -624,3 +624,36 @@ def test_continue_accepts_the_null_origin_of_a_no_referrer_page_with_its_token(
     assert foreign.status_code == 403
     assert with_token.status_code == 302
     assert Conversation.objects.filter(owner__username="bob").count() == 1
+
+
+def test_publish_creates_once_then_updates_the_live_link(conversation) -> None:
+    first, created = services.share_link_publish(
+        conversation_id=conversation.id, user=conversation.owner, options=ShareOptions()
+    )
+    add_turn(conversation, "later", "LATER")
+
+    second, created_again = services.share_link_publish(
+        conversation_id=conversation.id, user=conversation.owner, options=ShareOptions()
+    )
+
+    assert created is True
+    assert created_again is False
+    assert second.id == first.id
+    assert ShareLink.objects.count() == 1
+    assert second.messages[-1]["content"] == "LATER"
+
+
+def test_snapshot_keeps_only_web_links_among_citations(conversation) -> None:
+    Message.objects.filter(id=conversation.active_leaf_id).update(
+        citations=[
+            {"url": "https://example.org/a", "title": "A"},
+            {"url": "javascript:alert(1)", "title": "bad"},
+            {"url": " data:text/html,x", "title": "bad"},
+            "not a dict",
+        ]
+    )
+    conversation.refresh_from_db()
+
+    link, _ = create_link(conversation)
+
+    assert link.messages[1]["citations"] == [{"url": "https://example.org/a", "title": "A"}]
