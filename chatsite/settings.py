@@ -198,3 +198,6 @@ CHAT_FLUSH_INTERVAL = env_float("CHAT_FLUSH_INTERVAL", 0.05)
 CHAT_CHECKPOINT_INTERVAL = env_float("CHAT_CHECKPOINT_INTERVAL", 1.0)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 100_000)
 CHAT_DEFAULT_MAX_TOKENS = env_int("CHAT_DEFAULT_MAX_TOKENS", 4096)
+
+# Admin review (issue 4): staff must type why they open a transcript; it goes into the access log.
+CHAT_REVIEW_REASON_REQUIRED = env_bool("CHAT_REVIEW_REASON_REQUIRED", True)

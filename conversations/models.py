@@ -106,3 +106,130 @@ class Message(models.Model):
     @property
     def is_streaming(self) -> bool:
         return self.status == self.Status.STREAMING
+
+
+class ShareLink(models.Model):
+    """A published snapshot of one branch of a conversation, reachable at /s/<token>/.
+
+    The token is looked up by its SHA-256 digest (an indexed equality match on a value an
+    attacker cannot steer), so response timing says nothing about how close a guess was. The
+    token itself is kept too, because the owner must be able to copy the same link again; it
+    protects no more than the conversation rows stored beside it.
+    """
+
+    class Visibility(models.TextChoices):
+        ANYONE = "anyone", "Anyone with the link"
+        SIGNED_IN = "signed_in", "Signed-in users only"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Cascade: deleting a conversation kills its links at once.
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="share_links"
+    )
+    token = models.CharField(max_length=64, editable=False)
+    token_digest = models.CharField(max_length=64, unique=True, editable=False)
+
+    include_system_prompt = models.BooleanField(default=False)
+    include_thinking = models.BooleanField(default=False)
+    visibility = models.CharField(max_length=16, choices=Visibility, default=Visibility.ANYONE)
+    # The owner's choice (0 = never); expires_at counts it from the last create or update.
+    expiry_days = models.PositiveSmallIntegerField(default=0)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    view_count = models.PositiveIntegerField(default=0)
+
+    # The snapshot: what the public page shows, frozen until the owner presses Update link.
+    title = models.CharField(max_length=200)
+    system_prompt = models.TextField(blank=True)
+    messages = models.JSONField(default=list, blank=True)
+    snapshot_at = models.DateTimeField()
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["conversation", "revoked_at"])]
+
+    def __str__(self) -> str:
+        return f"Share link for {self.title}"
+
+    @property
+    def status(self) -> str:
+        """active, revoked or expired; the public page answers only for active links."""
+        # Imported here so this block stays self-contained at the end of the module.
+        from django.utils import timezone
+
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+
+class ConversationReview(models.Model):
+    """Staff review of one conversation. The note and who reviewed it are shown to the owner."""
+
+    conversation = models.OneToOneField(
+        Conversation, on_delete=models.CASCADE, primary_key=True, related_name="review"
+    )
+    flagged = models.BooleanField(default=False, db_index=True)
+    flagged_at = models.DateTimeField(null=True, blank=True)
+    flagged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    note = models.TextField(
+        "Review note",
+        blank=True,
+        help_text="Shown to the conversation's owner on their conversation page.",
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Review of {self.conversation}"
+
+
+class TranscriptAccess(models.Model):
+    """Append-only log: a staff member opened (or exported) a transcript, and why.
+
+    It outlives the conversation and the staff account (SET_NULL plus copies of the ids and
+    names), because an audit trail that can be erased by deleting its subject is no trail.
+    """
+
+    class Kind(models.TextChoices):
+        VIEW = "view", "Viewed transcript"
+        EXPORT_JSON = "export_json", "Exported as JSON"
+        EXPORT_MARKDOWN = "export_markdown", "Exported as Markdown"
+
+    conversation = models.ForeignKey(
+        Conversation, null=True, on_delete=models.SET_NULL, related_name="transcript_accesses"
+    )
+    conversation_uuid = models.UUIDField(db_index=True)
+    conversation_title = models.CharField(max_length=200)
+    staff = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    staff_username = models.CharField(max_length=150)
+    kind = models.CharField(max_length=16, choices=Kind, default=Kind.VIEW)
+    reason = models.TextField(blank=True)
+    accessed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-accessed_at"]
+        verbose_name = "transcript access"
+        verbose_name_plural = "transcript access log"
+
+    def __str__(self) -> str:
+        return f"{self.staff_username} → {self.conversation_title}"

@@ -1,9 +1,39 @@
 from django.urls import path
 
-from conversations import views
+from conversations import views, views_export, views_sharing
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("c/<uuid:conversation_id>/", views.conversation_detail, name="conversation"),
     path("accounts/signup/", views.signup, name="signup"),
+    # Sharing and export (issue 4).
+    path("c/<uuid:conversation_id>/share/", views_sharing.share_dialog, name="share_dialog"),
+    path(
+        "c/<uuid:conversation_id>/share/preview/",
+        views_sharing.share_preview,
+        name="share_preview",
+    ),
+    path(
+        "share-links/<uuid:link_id>/revoke/",
+        views_sharing.share_link_revoke,
+        name="share_link_revoke",
+    ),
+    path("share-links/", views_sharing.shared_links, name="shared_links"),
+    path("s/<str:token>/", views_sharing.shared_conversation, name="shared_conversation"),
+    path("s/<str:token>/continue/", views_sharing.shared_continue, name="shared_continue"),
+    path(
+        "c/<uuid:conversation_id>/export.json",
+        views_export.conversation_export_json,
+        name="conversation_export_json",
+    ),
+    path(
+        "c/<uuid:conversation_id>/export.md",
+        views_export.conversation_export_markdown,
+        name="conversation_export_markdown",
+    ),
+    path(
+        "c/<uuid:conversation_id>/delete/",
+        views_export.conversation_delete,
+        name="conversation_delete",
+    ),
 ]

@@ -1,0 +1,77 @@
+"""A user's own conversation: export as JSON or Markdown, and delete."""
+
+import json
+import re
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from conversations import selectors, services
+from conversations.models import Conversation
+
+
+def _owned_conversation(request: HttpRequest, conversation_id: str) -> Conversation:
+    conversation = selectors.conversation_get_for_user(
+        conversation_id=conversation_id, user=request.user
+    )
+    if conversation is None:
+        raise Http404("No such conversation.")
+    return conversation
+
+
+def export_filename(*, conversation: Conversation, extension: str) -> str:
+    """An ASCII file name from the title (header-safe), ending in a short id to keep it unique."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", conversation.title).strip("-").lower()[:50]
+    return f"{slug or 'conversation'}-{str(conversation.id)[:8]}.{extension}"
+
+
+def json_attachment(*, data: object, filename: str) -> HttpResponse:
+    response = HttpResponse(
+        json.dumps(data, ensure_ascii=False, indent=2), content_type="application/json"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def markdown_attachment(*, text: str, filename: str) -> HttpResponse:
+    response = HttpResponse(text, content_type="text/markdown; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@require_GET
+@login_required
+def conversation_export_json(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = _owned_conversation(request, conversation_id)
+    return json_attachment(
+        data=selectors.conversation_export_data(conversation=conversation),
+        filename=export_filename(conversation=conversation, extension="json"),
+    )
+
+
+@require_GET
+@login_required
+def conversation_export_markdown(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = _owned_conversation(request, conversation_id)
+    return markdown_attachment(
+        text=selectors.conversation_export_markdown(conversation=conversation),
+        filename=export_filename(conversation=conversation, extension="md"),
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def conversation_delete(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    """GET asks for confirmation; POST deletes (its share links die with it)."""
+    conversation = _owned_conversation(request, conversation_id)
+    if request.method == "POST":
+        services.conversation_delete(conversation_id=conversation.id, user=request.user)
+        return redirect("home")
+    live_links = conversation.share_links.filter(revoked_at__isnull=True).count()
+    return render(
+        request,
+        "sharing/confirm_delete.html",
+        {"conversation": conversation, "live_links": live_links},
+    )

@@ -1,0 +1,33 @@
+"""Builders for conversations with finished turns, shared by the sharing and admin tests."""
+
+from decimal import Decimal
+
+from conversations.models import Conversation, Message
+from conversations.rendering import markdown_to_html
+
+
+def add_turn(
+    conversation: Conversation, question: str, answer: str, *, reasoning: str = ""
+) -> Message:
+    """Append a finished user/assistant pair to the branch on screen; returns the reply."""
+    question_message = Message.objects.create(
+        conversation=conversation,
+        parent=conversation.active_leaf,
+        role=Message.Role.USER,
+        content=question,
+    )
+    reply = Message.objects.create(
+        conversation=conversation,
+        parent=question_message,
+        role=Message.Role.ASSISTANT,
+        content=answer,
+        content_html=markdown_to_html(answer),
+        reasoning=reasoning,
+        model="anthropic/claude-sonnet-4.5",
+        prompt_tokens=10,
+        completion_tokens=5,
+        cost_usd=Decimal("0.000123"),
+    )
+    conversation.active_leaf = reply
+    conversation.save()
+    return reply
