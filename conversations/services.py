@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -140,6 +141,15 @@ def _title_from_message(content: str) -> str:
     return first_line[: TITLE_FROM_MESSAGE_CHARS - 1].rstrip() + "…"
 
 
+def web_citations(citations: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Only http(s) sources become links: a model can cite `javascript:` as easily as a page."""
+    return [
+        citation
+        for citation in citations
+        if urlsplit(citation.get("url", "")).scheme.lower() in {"http", "https"}
+    ]
+
+
 def reply_checkpoint(*, message_id: uuid.UUID, content: str, reasoning: str) -> None:
     """Save the partial reply; a no-op once the reply has finished, so a late checkpoint can
     never overwrite the final text."""
@@ -159,7 +169,7 @@ def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
             finish_reason=outcome.finish_reason,
             error=outcome.error,
             refusal=outcome.refusal,
-            citations=outcome.citations,
+            citations=web_citations(outcome.citations),
             prompt_tokens=outcome.prompt_tokens,
             completion_tokens=outcome.completion_tokens,
             reasoning_tokens=outcome.reasoning_tokens,

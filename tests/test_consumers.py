@@ -277,3 +277,27 @@ def _content_chunk(text: str) -> str:
             "choices": [{"index": 0, "delta": {"role": "assistant", "content": text}}],
         }
     )
+
+
+async def test_only_web_citations_are_kept(upstream: FakeUpstream, user: Any) -> None:
+    annotations = [
+        {"type": "url_citation", "url_citation": {"url": "https://example.com/a", "title": "A"}},
+        {"type": "url_citation", "url_citation": {"url": "javascript:alert(1)", "title": "B"}},
+    ]
+    chunk = {
+        "id": "",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"content": "Cited.", "annotations": annotations}}],
+    }
+    upstream.enqueue(Stream([Event(json.dumps(chunk)), *gateway_chunks([""])[1:]]))
+    conversation = await database_sync_to_async(conversation_create)(owner=user)
+    comm = communicator_for(user, conversation)
+    await comm.connect()
+
+    await comm.send_to(text_data=json.dumps(SEND))
+    frames = await receive_until(comm, 'data-role="assistant" data-status="complete"')
+
+    reply = await finished(conversation)
+    assert reply.citations == [{"url": "https://example.com/a", "title": "A"}]
+    assert "javascript:" not in frames
+    await comm.disconnect()
