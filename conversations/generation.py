@@ -18,6 +18,7 @@ from django.conf import settings
 from conversations import selectors, services
 from conversations.demo import DemoTransport
 from conversations.models import Message
+from conversations.rendering import markdown_to_html
 from conversations.upstream import (
     Citation,
     ContentDelta,
@@ -96,6 +97,9 @@ class Generation:
         self._viewers = viewers_group(conversation_id)
         self._flush_interval: float = settings.CHAT_FLUSH_INTERVAL
         self._checkpoint_interval: float = settings.CHAT_CHECKPOINT_INTERVAL
+        self._render_interval: float = settings.CHAT_RENDER_INTERVAL
+        self._last_render = 0.0
+        self._rendered_length = 0
 
         # Broadcast text is in _content/_reasoning; what arrived since the last flush is pending.
         self._content: list[str] = []
@@ -205,6 +209,7 @@ class Generation:
             if self._streaming_done:
                 return
             self._maybe_checkpoint()
+            await self._maybe_render()
             await asyncio.sleep(self._flush_interval)
 
     async def _flush(self) -> None:
@@ -245,6 +250,33 @@ class Generation:
                 reasoning="".join(self._reasoning),
             )
         )
+
+    async def _maybe_render(self) -> None:
+        """Send the Markdown of the text so far, a few times a second at most, so readers never
+        look at raw `**` for long. The interval stretches when rendering gets slow."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if (
+            started - self._last_render < self._render_interval
+            or self._content_length == self._rendered_length
+        ):
+            return
+        length = self._content_length
+        html = await asyncio.to_thread(markdown_to_html, "".join(self._content))
+        self._last_render = loop.time()
+        self._last_render += 2 * (self._last_render - started)
+        self._rendered_length = length
+        async with self._send_lock:
+            # Deltas only leave from this loop, so none can have gone out while rendering.
+            await self._layer.group_send(
+                self._viewers,
+                {
+                    "type": "reply.render",
+                    "message_id": str(self.reply_id),
+                    "length": length,
+                    "html": html,
+                },
+            )
 
     async def _listen(self, channel: str) -> None:
         while True:
