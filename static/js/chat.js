@@ -411,6 +411,16 @@
     });
   }
 
+  function bindOptions() {
+    var toggle = $("options-toggle");
+    if (!toggle) return;
+    toggle.addEventListener("click", function () {
+      var open = !document.body.classList.contains("options-open");
+      document.body.classList.toggle("options-open", open);
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+    });
+  }
+
   function bindDialogs() {
     document.querySelectorAll("[data-dialog]").forEach(function (opener) {
       opener.addEventListener("click", function () {
@@ -442,6 +452,7 @@
     bindTheme();
     bindMenu();
     bindDialogs();
+    bindOptions();
     updateStreamingState();
     scrollToLatest();
   });
