@@ -45,7 +45,7 @@ def test_thread_window_shows_the_branch_with_versions(conversation: Conversation
 
 def test_versions_of_an_edited_message_page_between_branches(conversation: Conversation):
     first_q, _ = exchange(conversation, "Hi", "Hello!")
-    edited, reply = services.turn_edit(
+    _, reply = services.turn_edit(
         conversation_id=conversation.id,
         owner=conversation.owner,
         message_id=first_q.id,

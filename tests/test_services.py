@@ -96,7 +96,7 @@ def test_a_message_of_another_conversation_is_refused(conversation: Conversation
 
 
 def test_edit_branches_where_the_edited_message_was(conversation: Conversation) -> None:
-    first_q, first_a = exchange(conversation, "Capital of France?", "Paris.")
+    _, first_a = exchange(conversation, "Capital of France?", "Paris.")
     second_q, _ = exchange(conversation, "And Spain?", "Madrid.")
 
     edited, reply = services.turn_edit(
