@@ -199,7 +199,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Only Markdown of exactly the text on screen: anything else would drop or repeat text.
         if shown is not None and shown[0] == event["length"]:
             await self.send(
-                text_data=frames.text_rendered(message_id=event["message_id"], html=event["html"])
+                text_data=frames.text_rendered(
+                    message_id=event["message_id"], html=event["html"], tail=event["tail"]
+                )
             )
 
     async def thread_changed(self, event: dict[str, Any]) -> None:
@@ -269,7 +271,9 @@ def _thread_window(conversation_id: uuid.UUID) -> selectors.ThreadWindow | None:
 
 
 def _sidebar(user: Any, conversation_id: uuid.UUID) -> tuple[list[Conversation], Any]:
-    conversations = list(selectors.conversation_list_for_user(user=user)[: frames.SIDEBAR_SIZE])
+    conversations = selectors.conversation_sidebar_for_user(
+        user=user, current_id=conversation_id, limit=frames.SIDEBAR_SIZE
+    )
     current = next((c for c in conversations if c.id == conversation_id), None)
     if current is None:
         current = Conversation.objects.filter(id=conversation_id).first()

@@ -72,11 +72,13 @@ def composer_accepted(*, client_token: str) -> str:
 SIDEBAR_SIZE = 100
 
 
-def text_rendered(*, message_id: str, html: str) -> str:
-    """The Markdown of a streaming reply so far; `html` is already sanitised by rendering."""
+def text_rendered(*, message_id: str, html: str, tail: str) -> str:
+    """The Markdown of a streaming reply so far (`html`, already sanitised by rendering) and
+    the text that arrived while it was rendered, as plain text."""
+    tail_html = f"<span>{escape(tail)}</span>" if tail else ""
     return (
         f'<div id="msg-{message_id}-content" class="message-body markdown" '
-        f'hx-swap-oob="true">{html}</div>'
+        f'hx-swap-oob="true">{html}{tail_html}</div>'
     )
 
 

@@ -292,6 +292,18 @@ def _snippet(text: str, query: str) -> str:
     return ("…" if start else "") + text_part + ("…" if end < len(text) else "")
 
 
+def conversation_sidebar_for_user(
+    *, user: AbstractBaseUser, current_id: uuid.UUID | None, limit: int
+) -> list[Conversation]:
+    """The sidebar: conversations with at least one message, newest activity first, plus the
+    one on screen (a blank 'New chat' is listed only while it is open)."""
+    return list(
+        Conversation.objects.filter(owner=user)
+        .filter(Q(active_leaf__isnull=False) | Q(id=current_id))
+        .order_by("-updated_at")[:limit]
+    )
+
+
 def preferences_for_user(*, user: AbstractBaseUser) -> UserPreferences:
     """The user's defaults; unsaved model defaults when they never changed them."""
     return UserPreferences.objects.filter(user=user).first() or UserPreferences(user=user)

@@ -58,7 +58,9 @@ def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpRespo
         {
             "conversation": conversation,
             "window": selectors.thread_window(conversation=conversation),
-            "conversations": selectors.conversation_list_for_user(user=request.user)[:SIDEBAR_SIZE],
+            "conversations": selectors.conversation_sidebar_for_user(
+                user=request.user, current_id=conversation.id, limit=SIDEBAR_SIZE
+            ),
             "settings_form": settings_form,
             "stop_fields": [settings_form[name] for name in STOP_FIELDS],
         },
@@ -94,7 +96,9 @@ def conversation_rename(request: HttpRequest, conversation_id: str) -> HttpRespo
         {
             "conversation": conversation,
             "form": form,
-            "conversations": selectors.conversation_list_for_user(user=request.user)[:SIDEBAR_SIZE],
+            "conversations": selectors.conversation_sidebar_for_user(
+                user=request.user, current_id=conversation.id, limit=SIDEBAR_SIZE
+            ),
         },
     )
 
