@@ -77,6 +77,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 raise FrameError(f"Unknown action {str(action)[:40]!r}.")
         except FrameError as exc:
             await self.send(text_data=frames.composer_error(text=str(exc)))
+        except Conversation.DoesNotExist:
+            # Deleted from another tab while this one was open.
+            await self.send(
+                text_data=frames.composer_error(text="This conversation has been deleted.")
+            )
 
     async def turn_send(self, frame: dict[str, Any]) -> None:
         if not isinstance(frame.get("message"), str):

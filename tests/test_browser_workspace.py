@@ -265,3 +265,37 @@ def test_keyboard_slash_focuses_the_composer_and_it_grows(
     page.keyboard.type("line three")
     assert composer.bounding_box()["height"] > before
     expect(composer).to_have_value("line one\nline two\nline three")
+
+
+def test_copy_puts_the_raw_markdown_on_the_clipboard(
+    chromium_browser, live: DaphneServer, upstream: FakeUpstream, user
+) -> None:
+    conversation = _conversation(user, "Code?", "Use **bold** and `code`.")
+    context = chromium_browser.new_context(base_url=live.url)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live.url)
+    page = context.new_page()
+    _open(page, user, conversation)
+
+    page.locator(ASSISTANT).get_by_role("button", name="Copy", exact=True).click()
+
+    expect(page.locator(ASSISTANT).get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == "Use **bold** and `code`."
+    context.close()
+
+
+def test_older_messages_load_when_scrolled_up(
+    browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user
+) -> None:
+    conversation = services.conversation_create(owner=user)
+    for turn in range(40):
+        exchange(conversation, f"question {turn:02d}", f"answer {turn:02d}")
+    page = browser_page
+    _open(page, user, conversation)
+    articles = page.locator("#transcript article")
+    expect(articles).to_have_count(50)
+    expect(page.get_by_role("button", name=re.compile("Jump to latest"))).to_be_hidden()
+
+    page.locator(".older-messages").scroll_into_view_if_needed()
+
+    expect(articles).to_have_count(80)
+    expect(articles.first).to_contain_text("question 00")

@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -220,3 +222,69 @@ def test_favicon_is_served(client) -> None:
 
     assert response.status_code == 301
     assert response.url.endswith("favicon.svg")
+
+
+def test_reply_shows_sources_refusal_and_meta(client_for) -> None:
+    client, user = client_for("alice")
+    conversation = services.conversation_create(owner=user)
+    exchange(
+        conversation,
+        "Sources?",
+        "See the sources.",
+        citations=[
+            {"url": "https://example.com/a", "title": "Example <A>"},
+            {"url": "javascript:alert(1)", "title": "Sneaky"},
+        ],
+        refusal="I can't help with <that>.",
+        prompt_tokens=12,
+        completion_tokens=7,
+        reasoning_tokens=3,
+        cost_usd=Decimal("0.0012"),
+        time_to_first_token_ms=640,
+        duration_ms=4210,
+    )
+
+    html = client.get(reverse("conversation", args=[conversation.id])).content.decode()
+
+    assert (
+        '<a href="https://example.com/a" target="_blank" rel="noopener noreferrer">'
+        "Example &lt;A&gt;</a>" in html
+    )
+    assert "javascript:" not in html
+    assert "Sneaky" in html
+    assert 'class="message-refusal"' in html
+    assert "I can&#x27;t help with &lt;that&gt;." in html
+    assert "12 → 7 (3 thinking) tokens" in html
+    assert "$0.0012" in html
+    assert "first token 640 ms" in html
+    assert "4.2 s total" in html
+
+
+def test_error_reply_shows_the_error_and_a_retry_button(client_for) -> None:
+    client, user = client_for("alice")
+    conversation = services.conversation_create(owner=user)
+    exchange(
+        conversation,
+        "Hi",
+        "",
+        status=Message.Status.ERROR,
+        error="The gateway is overloaded (529). Try again in a minute.",
+    )
+
+    html = client.get(reverse("conversation", args=[conversation.id])).content.decode()
+
+    assert "The gateway is overloaded (529)" in html
+    assert 'data-action="retry"' in html
+    assert 'data-action="regenerate"' not in html
+
+
+def test_message_actions_carry_no_htmx_attributes(client_for) -> None:
+    client, user = client_for("alice")
+    conversation = services.conversation_create(owner=user)
+    exchange(conversation, '<button hx-get="/x">Hi</button>', "Hello")
+
+    html = client.get(reverse("conversation", args=[conversation.id])).content.decode()
+    articles = html[html.index("<article ") : html.rindex("</article>")]
+
+    assert "hx-disable" in articles
+    assert "hx-get" not in articles.replace("&lt;button hx-get=", "")

@@ -15,3 +15,11 @@ def duration(milliseconds: int | None) -> str:
         return f"{seconds:.1f} s"
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min {rest} s"
+
+
+@register.filter
+def http_url(url: object) -> str:
+    """The URL if it is http(s), else "": a citation from upstream must never become a
+    `javascript:` or `data:` link."""
+    text = str(url or "").strip()
+    return text if text.lower().startswith(("https://", "http://")) else ""

@@ -443,6 +443,11 @@
     });
   }
 
+  // Deferred scripts run once the document is parsed but before htmx initialises on
+  // DOMContentLoaded: start at the latest message now, so the "load older messages" sentinel
+  // at the top is not already revealed when htmx looks at it.
+  if ($("transcript")) window.scrollTo(0, document.scrollingElement.scrollHeight);
+
   document.addEventListener("DOMContentLoaded", function () {
     bindControls();
     bindComposer();
