@@ -11,9 +11,11 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
+from conversations import services
 from conversations.models import Conversation, Message
 from conversations.rendering import markdown_to_html
 from tests.conftest import DaphneServer, sign_in
+from tests.factories import exchange
 from tests.upstream_server import FakeUpstream
 
 pytestmark = pytest.mark.browser
@@ -56,7 +58,9 @@ Memory stays flat whatever the file size."""
 
 def _seed(user) -> Conversation:
     for title in ["Trip ideas for Lisbon", "Regex for ISO dates", "Explain CRDTs simply"]:
-        Conversation.objects.create(owner=user, title=title)
+        other = services.conversation_create(owner=user)
+        exchange(other, title, "…")
+        services.conversation_rename(conversation_id=other.id, owner=user, title=title)
     conversation = Conversation.objects.create(owner=user, title="Reading big CSV files")
     parent = None
     turns = [

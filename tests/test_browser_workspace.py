@@ -299,3 +299,57 @@ def test_older_messages_load_when_scrolled_up(
 
     expect(articles).to_have_count(80)
     expect(articles.first).to_contain_text("question 00")
+
+
+def test_thinking_folds_away_once_the_answer_starts(
+    browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user
+) -> None:
+    thinking, answering = Gate(), Gate()
+    chunks = gateway_chunks(["The answer", " is 42."], reasoning_pieces=["Let me think…"])
+    upstream.enqueue(Stream([chunks[0], Hold(thinking), chunks[1], Hold(answering), *chunks[2:]]))
+    page = browser_page
+    sign_in(page, username=user.username)
+    page.get_by_label("Message").fill("Meaning of life?")
+    page.get_by_role("button", name="Send").click()
+    details = page.locator(f"{ASSISTANT} details.thinking")
+
+    expect(details).to_contain_text("Let me think…")
+    expect(details).to_have_attribute("open", "")
+    thinking.release()
+    expect(page.locator(ASSISTANT)).to_contain_text("The answer")
+    expect(details).not_to_have_attribute("open", re.compile(".*"))
+    answering.release()
+    expect(page.locator(ASSISTANT)).to_have_attribute("data-status", "complete")
+    expect(details.locator("summary")).to_have_text("Thinking")
+
+
+def test_jump_to_latest_appears_when_scrolled_up_during_a_reply(
+    browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user
+) -> None:
+    conversation = services.conversation_create(owner=user)
+    for turn in range(8):
+        exchange(conversation, f"question {turn}", "A long answer.\n\n" * 12)
+    gate = Gate()
+    chunks = gateway_chunks(["First part. ", "Second part."])
+    upstream.enqueue(Stream([chunks[0], Hold(gate), *chunks[1:]]))
+    page = browser_page
+    page.set_viewport_size({"width": 1000, "height": 600})
+    _open(page, user, conversation)
+    jump = page.get_by_role("button", name=re.compile("Jump to latest"))
+    page.get_by_label("Message").fill("More please")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator(ASSISTANT).last).to_contain_text("First part.")
+
+    page.evaluate("window.scrollTo(0, 0)")
+    gate.release()
+
+    expect(jump).to_be_visible()
+    assert page.evaluate("window.scrollY") == 0
+    jump.click()
+    expect(jump).to_be_hidden()
+    assert (
+        page.evaluate(
+            "document.scrollingElement.scrollHeight - window.scrollY - window.innerHeight"
+        )
+        < 80
+    )
