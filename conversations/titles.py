@@ -20,8 +20,9 @@ TITLE_MAX_TOKENS = 30
 TITLE_MAX_CHARS = 80
 EXCERPT_CHARS = 1500
 TITLE_INSTRUCTION = (
-    "Write a short title (at most six words) for the conversation below. Reply with the title "
-    "only: no quotes, no punctuation at the end.\n\n"
+    "You name conversations. The user's message is the start of a conversation: what the user "
+    "wrote, a line with ---, then the assistant's reply. Answer with a short title for it (at "
+    "most six words) and nothing else: no quotes, no punctuation at the end."
 )
 
 # Title tasks in flight: kept referenced so they are not collected, awaited by tests.
@@ -49,13 +50,12 @@ async def title_generate(*, conversation_id: uuid.UUID, owner_id: int) -> bool:
         title=request.title, first_message=request.user_text
     ):
         return False
-    prompt = (
-        f"{TITLE_INSTRUCTION}User: {request.user_text[:EXCERPT_CHARS]}\n\n"
-        f"Assistant: {request.reply_text[:EXCERPT_CHARS]}"
-    )
+    # The user's own words come first, so even the offline demo model titles from them.
+    excerpt = f"{request.user_text[:EXCERPT_CHARS]}\n---\n{request.reply_text[:EXCERPT_CHARS]}"
     payload = build_payload(
         options=TurnOptions(model=settings.CHAT_MODEL, max_tokens=TITLE_MAX_TOKENS),
-        messages=[{"role": "user", "content": prompt}],
+        messages=[{"role": "user", "content": excerpt}],
+        system_prompt=TITLE_INSTRUCTION,
         style=RequestStyle(settings.CHAT_REQUEST_STYLE),
         stream=False,
     )

@@ -30,8 +30,8 @@ async def test_title_comes_from_a_small_non_streaming_request(upstream: FakeUpst
     assert body["stream"] is False
     assert "stream_options" not in body
     assert body["max_tokens"] == titles.TITLE_MAX_TOKENS
-    assert QUESTION in body["messages"][0]["content"]
-    assert "Paris." in body["messages"][0]["content"]
+    assert body["messages"][0] == {"role": "system", "content": titles.TITLE_INSTRUCTION}
+    assert body["messages"][1]["content"] == f"{QUESTION}\n---\nParis."
 
 
 @pytest.mark.parametrize(
@@ -83,3 +83,15 @@ async def test_a_renamed_conversation_gets_no_title_request(upstream: FakeUpstre
 )
 async def test_title_clean(raw: str, clean: str) -> None:
     assert titles.title_clean(raw) == clean
+
+
+async def test_offline_demo_titles_from_the_users_words(user, settings) -> None:
+    settings.AIMLAPI_API_KEY = ""
+    settings.CHAT_DEMO_TOKEN_DELAY = 0
+    conversation = await _conversation_after_first_exchange(user)
+
+    saved = await titles.title_generate(conversation_id=conversation.id, owner_id=user.pk)
+
+    await conversation.arefresh_from_db()
+    assert saved
+    assert conversation.title == "What is the capital of France"

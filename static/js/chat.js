@@ -197,6 +197,8 @@
       }
       updateStreamingState();
       foldThinking();
+      var title = $("chat-title");
+      if (title) document.title = title.textContent + " · chatsite";
       if (followStream) {
         scrollToLatest();
       } else if ($("jump-latest")) {
