@@ -12,7 +12,7 @@ from conversations import titles
 from conversations.models import Conversation, Message
 from conversations.services import conversation_create
 from tests.factories import exchange
-from tests.test_consumers import SEND, communicator_for, receive_until
+from tests.test_consumers import RECEIVE_TIMEOUT, SEND, communicator_for, receive_until
 from tests.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chunks
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -32,7 +32,8 @@ async def _settled() -> None:
 
 async def _connected(user: Any, conversation: Conversation):
     comm = communicator_for(user, conversation)
-    assert (await comm.connect())[0]
+    # Generous: a connect that times out mid-way leaves the Redis layer's receive lock held.
+    assert (await comm.connect(timeout=RECEIVE_TIMEOUT))[0]
     return comm
 
 
@@ -59,8 +60,8 @@ async def test_first_exchange_gets_a_model_title_in_every_tab(
     assert conversation.title == "A short title"
     assert 'id="conversation-list"' in frames
     assert [r.json["stream"] for r in upstream.requests] == [True, False]
-    await comm.disconnect()
-    await elsewhere.disconnect()
+    await comm.disconnect(timeout=RECEIVE_TIMEOUT)
+    await elsewhere.disconnect(timeout=RECEIVE_TIMEOUT)
 
 
 async def test_regenerate_streams_a_second_version(upstream: FakeUpstream, user: Any) -> None:
@@ -78,7 +79,7 @@ async def test_regenerate_streams_a_second_version(upstream: FakeUpstream, user:
     assert upstream.requests[0].json["messages"] == [{"role": "user", "content": "Hi"}]
     replies = [m async for m in Message.objects.filter(role="assistant").order_by("created_at")]
     assert [m.content for m in replies] == ["Hello!", "Hello from the fake upstream."]
-    await comm.disconnect()
+    await comm.disconnect(timeout=RECEIVE_TIMEOUT)
 
 
 async def test_switch_pages_back_to_the_earlier_version(upstream: FakeUpstream, user: Any):
@@ -97,7 +98,7 @@ async def test_switch_pages_back_to_the_earlier_version(upstream: FakeUpstream, 
     assert "1/2" in frames
     await conversation.arefresh_from_db()
     assert conversation.active_leaf_id == first.id
-    await comm.disconnect()
+    await comm.disconnect(timeout=RECEIVE_TIMEOUT)
 
 
 async def test_edit_resends_on_a_new_branch(upstream: FakeUpstream, user: Any) -> None:
@@ -114,7 +115,7 @@ async def test_edit_resends_on_a_new_branch(upstream: FakeUpstream, user: Any) -
 
     assert upstream.requests[0].json["messages"] == [{"role": "user", "content": "Of Italy?"}]
     assert await Message.objects.filter(role="user").acount() == 2
-    await comm.disconnect()
+    await comm.disconnect(timeout=RECEIVE_TIMEOUT)
 
 
 async def test_retry_of_an_error_reply(upstream: FakeUpstream, user: Any) -> None:
@@ -131,7 +132,7 @@ async def test_retry_of_an_error_reply(upstream: FakeUpstream, user: Any) -> Non
 
     assert await Message.objects.filter(role="user").acount() == 1
     assert upstream.requests[0].json["messages"] == [{"role": "user", "content": "Hi"}]
-    await comm.disconnect()
+    await comm.disconnect(timeout=RECEIVE_TIMEOUT)
 
 
 async def test_continue_prefills_the_stopped_reply(upstream: FakeUpstream, user: Any) -> None:
@@ -147,7 +148,7 @@ async def test_continue_prefills_the_stopped_reply(upstream: FakeUpstream, user:
     await _settled()
 
     assert upstream.requests[0].json["messages"][-1] == {"role": "assistant", "content": "one two"}
-    await comm.disconnect()
+    await comm.disconnect(timeout=RECEIVE_TIMEOUT)
 
 
 async def test_actions_on_another_users_message_are_refused(
@@ -165,7 +166,7 @@ async def test_actions_on_another_users_message_are_refused(
         assert "not part of this conversation" in reply
 
     assert upstream.requests == []
-    await comm.disconnect()
+    await comm.disconnect(timeout=RECEIVE_TIMEOUT)
 
 
 async def test_streaming_reply_is_rendered_as_markdown_on_the_way(
@@ -185,4 +186,4 @@ async def test_streaming_reply_is_rendered_as_markdown_on_the_way(
     await _settled()
 
     assert 'class="message-body markdown" hx-swap-oob="true"' in rendered
-    await comm.disconnect()
+    await comm.disconnect(timeout=RECEIVE_TIMEOUT)
