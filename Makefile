@@ -46,7 +46,7 @@ format: $(VENV)/.installed
 
 # Screenshots of the chat page (light/dark, desktop/phone) from a real Daphne run, for the README.
 screenshots: $(VENV)/.installed browser
-	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -q -p no:randomly tests/screenshots.py
+	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -q tests/screenshots.py
 
 clean:
 	rm -rf $(VENV) staticfiles test-artifacts .pytest_cache
