@@ -111,6 +111,8 @@ def turn_settings_from(*, form: TurnSettingsForm, frame: dict[str, Any]) -> Turn
 class PreferencesForm(TurnSettingsForm):
     """The per-user defaults a new conversation starts with."""
 
+    field_order = ["system_prompt", "sampling", "temperature", "top_p"]
+
     system_prompt = forms.CharField(
         label="Default system prompt",
         required=False,
@@ -126,6 +128,8 @@ class PreferencesForm(TurnSettingsForm):
         self.fields["max_tokens"].label = "Max tokens"
         self.fields["reasoning_effort"].label = "Reasoning effort"
         self.fields["sampling"].label = "Sampling"
+        sampling = self.fields["sampling"]
+        sampling.help_text = "Claude takes temperature or Top P, never both: this picks which."
 
 
 class RenameForm(forms.Form):

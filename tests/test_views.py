@@ -1,7 +1,9 @@
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from conversations import services
@@ -288,3 +290,20 @@ def test_message_actions_carry_no_htmx_attributes(client_for) -> None:
 
     assert "hx-disable" in articles
     assert "hx-get" not in articles.replace("&lt;button hx-get=", "")
+
+
+def test_page_queries_do_not_grow_with_the_conversation(
+    client_for, django_assert_max_num_queries
+) -> None:
+    client, user = client_for("alice")
+    short = services.conversation_create(owner=user)
+    exchange(short, "q", "a")
+    long = services.conversation_create(owner=user)
+    for turn in range(60):
+        exchange(long, f"q{turn}", f"a{turn}")
+    with CaptureQueriesContext(connection) as short_queries:
+        client.get(reverse("conversation", args=[short.id]))
+
+    with django_assert_max_num_queries(len(short_queries)):
+        html = client.get(reverse("conversation", args=[long.id])).content.decode()
+    assert html.count("<article ") == 50
