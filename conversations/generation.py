@@ -209,7 +209,9 @@ class Generation:
             await self._dirty.wait()
             self._dirty.clear()
             await self._flush()
-            if self._streaming_done:
+            # Text that arrived while that flush awaited the layer is still pending (dirty):
+            # the last tokens must go out before the loop ends, or the saved reply loses them.
+            if self._streaming_done and not self._dirty.is_set():
                 return
             self._maybe_checkpoint()
             await asyncio.sleep(self._flush_interval)
