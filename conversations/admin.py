@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, UserPreferences
 
 
 class MessageInline(admin.TabularInline):
@@ -26,3 +26,9 @@ class MessageAdmin(admin.ModelAdmin):
     list_display = ("conversation", "role", "status", "model", "created_at")
     list_filter = ("role", "status", "model")
     raw_id_fields = ("conversation", "parent")
+
+
+@admin.register(UserPreferences)
+class UserPreferencesAdmin(admin.ModelAdmin):
+    list_display = ("user", "sampling", "reasoning_effort", "max_tokens")
+    raw_id_fields = ("user",)
