@@ -44,5 +44,9 @@ format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Screenshots of the chat page (light/dark, desktop/phone) from a real Daphne run, for the README.
+screenshots: $(VENV)/.installed browser
+	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -q tests/screenshots.py
+
 clean:
 	rm -rf $(VENV) staticfiles test-artifacts .pytest_cache

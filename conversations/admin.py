@@ -29,6 +29,7 @@ from conversations.models import (
     Message,
     ShareLink,
     TranscriptAccess,
+    UserPreferences,
 )
 from conversations.views_export import json_attachment, markdown_attachment
 
@@ -596,3 +597,9 @@ class TranscriptAccessAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(UserPreferences)
+class UserPreferencesAdmin(admin.ModelAdmin):
+    list_display = ("user", "sampling", "reasoning_effort", "max_tokens")
+    raw_id_fields = ("user",)

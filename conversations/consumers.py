@@ -9,14 +9,16 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from conversations import frames, generation, selectors, services
-from conversations.forms import TurnForm, form_error_text
-from conversations.models import Message
+from conversations import frames, generation, live, selectors, services, titles
+from conversations.forms import TurnForm, TurnSettingsForm, form_error_text, turn_settings_from
+from conversations.models import Conversation, Message
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
+# Frames that change which branch of the tree is on screen.
+BRANCH_ACTIONS = frozenset({"regenerate", "retry", "continue", "edit", "switch"})
 # Room for the message itself plus the controls and htmx's headers.
 FRAME_OVERHEAD_CHARS = 16_384
 
@@ -46,6 +48,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(
             generation.viewers_group(self.conversation_id), self.channel_name
         )
+        await self.channel_layer.group_add(live.user_group(user.pk), self.channel_name)
         await self.accept()
         await generation.reply_snapshot_request(
             conversation_id=self.conversation_id, reply_channel=self.channel_name
@@ -56,6 +59,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(
                 generation.viewers_group(self.conversation_id), self.channel_name
             )
+            await self.channel_layer.group_discard(
+                live.user_group(self.scope["user"].pk), self.channel_name
+            )
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
@@ -65,10 +71,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.turn_send(frame)
             elif action == "stop":
                 await generation.reply_stop(conversation_id=self.conversation_id)
+            elif action in BRANCH_ACTIONS:
+                await self.branch(action, frame)
             else:
                 raise FrameError(f"Unknown action {str(action)[:40]!r}.")
         except FrameError as exc:
             await self.send(text_data=frames.composer_error(text=str(exc)))
+        except Conversation.DoesNotExist:
+            # Deleted from another tab while this one was open.
+            await self.send(
+                text_data=frames.composer_error(text="This conversation has been deleted.")
+            )
 
     async def turn_send(self, frame: dict[str, Any]) -> None:
         if not isinstance(frame.get("message"), str):
@@ -82,13 +95,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 conversation_id=self.conversation_id,
                 owner=self.scope["user"],
                 content=data["message"],
-                settings=services.TurnSettings(
-                    sampling=data["sampling"],
-                    temperature=data["temperature"],
-                    top_p=data["top_p"],
-                    reasoning_effort=data["reasoning_effort"],
-                    max_tokens=data["max_tokens"],
-                ),
+                settings=turn_settings_from(form=form, frame=frame),
                 model=settings.CHAT_MODEL,
             )
         except services.TurnRefused as exc:
@@ -99,7 +106,59 @@ class ChatConsumer(AsyncWebsocketConsumer):
             generation.viewers_group(self.conversation_id),
             {"type": "turn.started", "message_ids": [str(user_message.id), str(reply.id)]},
         )
-        await generation.reply_generate(reply_id=reply.id)
+        started = await generation.reply_generate(reply_id=reply.id)
+        await live.sidebar_changed(user_id=self.scope["user"].pk)
+        if user_message.parent_id is None:
+            titles.title_schedule(
+                conversation_id=self.conversation_id,
+                owner_id=self.scope["user"].pk,
+                after=started.task,
+            )
+
+    async def branch(self, action: str, frame: dict[str, Any]) -> None:
+        """Regenerate / retry / continue a reply, edit a user message, or page to a version:
+        the branch on screen changes, so every tab of the conversation re-renders it."""
+        owner, message_id = self.scope["user"], str(frame.get("message_id", ""))[:64]
+        reply_id = None
+        try:
+            if action == "switch":
+                await database_sync_to_async(services.branch_switch)(
+                    conversation_id=self.conversation_id, owner=owner, message_id=message_id
+                )
+            elif action == "edit":
+                form: TurnSettingsForm = TurnForm(data=frame)
+                if not isinstance(frame.get("message"), str) or not form.is_valid():
+                    raise FrameError(form_error_text(form) or "The message must be text.")
+                _, reply = await database_sync_to_async(services.turn_edit)(
+                    conversation_id=self.conversation_id,
+                    owner=owner,
+                    message_id=message_id,
+                    content=form.cleaned_data["message"],
+                    settings=turn_settings_from(form=form, frame=frame),
+                    model=settings.CHAT_MODEL,
+                )
+                reply_id = reply.id
+            else:
+                form = TurnSettingsForm(data=frame)
+                if not form.is_valid():
+                    raise FrameError(form_error_text(form))
+                write = (
+                    services.reply_continue if action == "continue" else services.reply_regenerate
+                )
+                reply = await database_sync_to_async(write)(
+                    conversation_id=self.conversation_id,
+                    owner=owner,
+                    reply_id=message_id,
+                    settings=turn_settings_from(form=form, frame=frame),
+                    model=settings.CHAT_MODEL,
+                )
+                reply_id = reply.id
+        except services.TurnRefused as exc:
+            raise FrameError(str(exc)) from exc
+        await live.thread_changed(conversation_id=self.conversation_id)
+        if reply_id is not None:
+            await generation.reply_generate(reply_id=reply_id)
+            await live.sidebar_changed(user_id=owner.pk)
 
     # Events from the conversation's group.
 
@@ -140,13 +199,38 @@ class ChatConsumer(AsyncWebsocketConsumer):
             text_data=frames.text_replaced(message_id=message_id, text=text, reasoning=reasoning)
         )
 
+    async def reply_render(self, event: dict[str, Any]) -> None:
+        shown = self.shown.get(event["message_id"])
+        # Only Markdown of exactly the text on screen: anything else would drop or repeat text.
+        if shown is not None and shown[0] == event["length"]:
+            await self.send(
+                text_data=frames.text_rendered(
+                    message_id=event["message_id"], html=event["html"], tail=event["tail"]
+                )
+            )
+
+    async def thread_changed(self, event: dict[str, Any]) -> None:
+        window = await database_sync_to_async(_thread_window)(self.conversation_id)
+        if window is None:
+            return
+        for message in window.messages:
+            if message.is_streaming:
+                self.shown[str(message.id)] = (len(message.content), len(message.reasoning))
+        await self.send(text_data=frames.transcript(window=window))
+
+    async def sidebar_changed(self, event: dict[str, Any]) -> None:
+        user = self.scope["user"]
+        conversations, current = await database_sync_to_async(_sidebar)(user, self.conversation_id)
+        await self.send(text_data=frames.sidebar(conversations=conversations, current=current))
+
     async def reply_notice(self, event: dict[str, Any]) -> None:
         await self.send(text_data=frames.notice(message_id=event["message_id"], text=event["text"]))
 
     async def reply_finished(self, event: dict[str, Any]) -> None:
         self.shown.pop(event["message_id"], None)
-        message = await database_sync_to_async(Message.objects.get)(id=event["message_id"])
-        await self.send(text_data=frames.message_replaced(message=message))
+        message = await database_sync_to_async(_message_with_version)(event["message_id"])
+        if message is not None:
+            await self.send(text_data=frames.message_replaced(message=message))
 
 
 def parse_frame(text_data: str | None) -> dict[str, Any]:
@@ -175,4 +259,27 @@ def _unseen(piece: str, offset: int, shown: int) -> str | None:
 
 def _messages_in_order(message_ids: list[str]) -> list[Message]:
     by_id = Message.objects.in_bulk(message_ids, field_name="id")
-    return [by_id[uuid.UUID(message_id)] for message_id in message_ids]
+    return selectors.messages_with_versions(
+        messages=[by_id[uuid.UUID(message_id)] for message_id in message_ids]
+    )
+
+
+def _message_with_version(message_id: str) -> Message | None:
+    # A conversation deleted mid-reply has nothing left to show.
+    message = Message.objects.filter(id=message_id).first()
+    return selectors.messages_with_versions(messages=[message])[0] if message else None
+
+
+def _thread_window(conversation_id: uuid.UUID) -> selectors.ThreadWindow | None:
+    conversation = Conversation.objects.filter(id=conversation_id).first()
+    return selectors.thread_window(conversation=conversation) if conversation else None
+
+
+def _sidebar(user: Any, conversation_id: uuid.UUID) -> tuple[list[Conversation], Any]:
+    conversations = selectors.conversation_sidebar_for_user(
+        user=user, current_id=conversation_id, limit=frames.SIDEBAR_SIZE
+    )
+    current = next((c for c in conversations if c.id == conversation_id), None)
+    if current is None:
+        current = Conversation.objects.filter(id=conversation_id).first()
+    return conversations, current

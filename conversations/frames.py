@@ -7,7 +7,8 @@ from html import escape
 
 from django.template.loader import render_to_string
 
-from conversations.models import Message
+from conversations import selectors
+from conversations.models import Conversation, Message
 
 
 def message_dom_id(message_id: str) -> str:
@@ -66,3 +67,35 @@ def composer_accepted(*, client_token: str) -> str:
     """Tells the sending tab its message was saved, so it may clear the composer."""
     ack = f'<div id="composer-ack" hidden data-token="{escape(client_token)}" hx-swap-oob="true">'
     return COMPOSER_ERROR.format("") + ack + "</div>"
+
+
+SIDEBAR_SIZE = 100
+
+
+def text_rendered(*, message_id: str, html: str, tail: str) -> str:
+    """The Markdown of a streaming reply so far (`html`, already sanitised by rendering) and
+    the text that arrived while it was rendered, as plain text."""
+    tail_html = f"<span>{escape(tail)}</span>" if tail else ""
+    return (
+        f'<div id="msg-{message_id}-content" class="message-body markdown" '
+        f'hx-swap-oob="true">{html}{tail_html}</div>'
+    )
+
+
+def transcript(*, window: selectors.ThreadWindow) -> str:
+    inner = render_to_string("conversations/_thread.html", {"window": window})
+    return f'<div hx-swap-oob="innerHTML:#transcript">{inner}</div>'
+
+
+def sidebar(*, conversations: list[Conversation], current: Conversation | None) -> str:
+    parts = [
+        render_to_string(
+            "conversations/_conversation_list.html",
+            {"conversations": conversations, "current": current, "oob": True},
+        )
+    ]
+    if current is not None:
+        parts.append(
+            render_to_string("conversations/_title.html", {"conversation": current, "oob": True})
+        )
+    return "".join(parts)

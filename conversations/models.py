@@ -37,6 +37,8 @@ class Conversation(models.Model):
         max_length=8, choices=ReasoningEffort, default=ReasoningEffort.OFF
     )
     max_tokens = models.PositiveIntegerField(default=4096)
+    # Up to four stop sequences, sent upstream as `stop`.
+    stop_sequences = models.JSONField(default=list, blank=True)
 
     # The leaf of the branch on screen; the context sent upstream is the path from the root to it.
     active_leaf = models.ForeignKey(
@@ -233,3 +235,25 @@ class TranscriptAccess(models.Model):
 
     def __str__(self) -> str:
         return f"{self.staff_username} → {self.conversation_title}"
+
+
+class UserPreferences(models.Model):
+    """What a new conversation starts with: the user's default system prompt and parameters."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_preferences"
+    )
+    system_prompt = models.TextField(blank=True)
+    sampling = models.CharField(max_length=16, choices=Sampling, default=Sampling.DEFAULT)
+    temperature = models.FloatField(default=1.0)
+    top_p = models.FloatField(default=1.0)
+    reasoning_effort = models.CharField(
+        max_length=8, choices=ReasoningEffort, default=ReasoningEffort.OFF
+    )
+    max_tokens = models.PositiveIntegerField(default=4096)
+
+    class Meta:
+        verbose_name_plural = "user preferences"
+
+    def __str__(self) -> str:
+        return f"preferences of {self.user}"

@@ -3,6 +3,7 @@
 import datetime
 import hashlib
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +14,13 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from conversations.models import Conversation, Message, ShareLink, TranscriptAccess
+from conversations.models import (
+    Conversation,
+    Message,
+    ShareLink,
+    TranscriptAccess,
+    UserPreferences,
+)
 from conversations.upstream import RequestStyle, TurnOptions, build_payload
 
 
@@ -112,7 +119,9 @@ def reply_request(*, reply_id: uuid.UUID) -> tuple[dict[str, Any], uuid.UUID]:
         reasoning_effort=params.get("reasoning_effort"),
         stop=tuple(params.get("stop", ())),
     )
-    context = upstream_context(thread=message_path(message=reply)[:-1])
+    context = context_with_continuations(
+        messages=upstream_context(thread=message_path(message=reply)[:-1])
+    )
     payload = build_payload(
         options=options,
         messages=context,
@@ -379,4 +388,212 @@ def conversation_with_totals(*, queryset: QuerySet[Conversation]) -> QuerySet[Co
         has_live_link=Exists(
             ShareLink.objects.filter(share_link_live_q(), conversation=OuterRef("pk"))
         ),
+    )
+
+
+# The workspace.
+
+THREAD_WINDOW = 50
+SEARCH_LIMIT = 20
+SNIPPET_BEFORE, SNIPPET_AFTER = 40, 100
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """Where a message sits among its versions (siblings of the same role), 1-based."""
+
+    index: int
+    count: int
+    previous_id: uuid.UUID | None
+    next_id: uuid.UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadWindow:
+    messages: list[Message]  # each carries a `version` attribute
+    # The first message shown, when older ones on the path are left for scrolling up.
+    older_than: uuid.UUID | None
+
+
+def context_with_continuations(*, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """A continued reply is stored as a chain of assistant messages; the model sees one. A
+    trailing assistant message (a continuation's prefill) loses its trailing whitespace, which
+    Anthropic refuses there."""
+    merged: list[dict[str, str]] = []
+    for message in messages:
+        if merged and message["role"] == "assistant" and merged[-1]["role"] == "assistant":
+            merged[-1] = {
+                "role": "assistant",
+                "content": merged[-1]["content"] + message["content"],
+            }
+        else:
+            merged.append(dict(message))
+    if merged and merged[-1]["role"] == "assistant":
+        merged[-1]["content"] = merged[-1]["content"].rstrip()
+    return merged
+
+
+def _tree(
+    *, conversation_id: uuid.UUID
+) -> tuple[dict[uuid.UUID, uuid.UUID | None], dict[tuple[uuid.UUID | None, str], list[uuid.UUID]]]:
+    """Each message's parent, and the versions under each (parent, role), oldest first."""
+    parents: dict[uuid.UUID, uuid.UUID | None] = {}
+    versions: dict[tuple[uuid.UUID | None, str], list[uuid.UUID]] = defaultdict(list)
+    rows = (
+        Message.objects.filter(conversation_id=conversation_id)
+        .order_by("created_at")
+        .values_list("id", "parent_id", "role")
+    )
+    for message_id, parent_id, role in rows:
+        parents[message_id] = parent_id
+        versions[(parent_id, role)].append(message_id)
+    return parents, versions
+
+
+def _version_of(
+    *, message: Message, versions: dict[tuple[uuid.UUID | None, str], list[uuid.UUID]]
+) -> Version:
+    siblings = versions.get((message.parent_id, message.role)) or [message.id]
+    index = siblings.index(message.id) if message.id in siblings else 0
+    return Version(
+        index=index + 1,
+        count=len(siblings),
+        previous_id=siblings[index - 1] if index > 0 else None,
+        next_id=siblings[index + 1] if index + 1 < len(siblings) else None,
+    )
+
+
+def thread_window(
+    *,
+    conversation: Conversation,
+    before: uuid.UUID | str | None = None,
+    size: int = THREAD_WINDOW,
+) -> ThreadWindow:
+    """The last `size` messages of the branch on screen (or the `size` before `before`), each
+    with its versions, so a long conversation renders no more than a window."""
+    if conversation.active_leaf_id is None:
+        return ThreadWindow(messages=[], older_than=None)
+    parents, versions = _tree(conversation_id=conversation.id)
+    path: list[uuid.UUID] = []
+    node: uuid.UUID | None = conversation.active_leaf_id
+    while node is not None and node in parents:
+        path.append(node)
+        node = parents[node]
+    path.reverse()
+    end = len(path)
+    if before is not None:
+        try:
+            end = path.index(uuid.UUID(str(before)))
+        except ValueError:
+            return ThreadWindow(messages=[], older_than=None)
+    start = max(0, end - size)
+    ids = path[start:end]
+    by_id = Message.objects.in_bulk(ids)
+    messages = []
+    for message_id in ids:
+        message = by_id[message_id]
+        message.version = _version_of(message=message, versions=versions)  # type: ignore[attr-defined]
+        messages.append(message)
+    return ThreadWindow(messages=messages, older_than=ids[0] if start > 0 and ids else None)
+
+
+def messages_with_versions(*, messages: list[Message]) -> list[Message]:
+    """Give messages rendered outside a thread window (a frame) their `version`."""
+    if not messages:
+        return messages
+    parent_ids = {message.parent_id for message in messages}
+    versions: dict[tuple[uuid.UUID | None, str], list[uuid.UUID]] = defaultdict(list)
+    siblings = Q(parent_id__in=[p for p in parent_ids if p is not None])
+    if None in parent_ids:
+        siblings |= Q(parent__isnull=True)
+    rows = (
+        Message.objects.filter(siblings, conversation_id=messages[0].conversation_id)
+        .order_by("created_at")
+        .values_list("id", "parent_id", "role")
+    )
+    for message_id, parent_id, role in rows:
+        if parent_id in parent_ids:
+            versions[(parent_id, role)].append(message_id)
+    for message in messages:
+        message.version = _version_of(message=message, versions=versions)  # type: ignore[attr-defined]
+    return messages
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    conversation: Conversation
+    snippet: str
+
+
+def conversation_search_for_user(
+    *, user: AbstractBaseUser, query: str, limit: int = SEARCH_LIMIT
+) -> list[SearchHit]:
+    """The user's own conversations whose title or any message text contains `query`."""
+    query = " ".join(query.split())[:200]
+    if not query or not user.is_authenticated:
+        return []
+    conversations = list(
+        Conversation.objects.filter(owner=user)
+        .filter(Q(title__icontains=query) | Q(messages__content__icontains=query))
+        .distinct()
+        .order_by("-updated_at")[:limit]
+    )
+    hits = []
+    for conversation in conversations:
+        snippet = ""
+        if query.lower() not in conversation.title.lower():
+            content = (
+                Message.objects.filter(conversation=conversation, content__icontains=query)
+                .values_list("content", flat=True)
+                .first()
+            )
+            snippet = _snippet(content or "", query)
+        hits.append(SearchHit(conversation=conversation, snippet=snippet))
+    return hits
+
+
+def _snippet(text: str, query: str) -> str:
+    at = text.lower().find(query.lower())
+    if at < 0:
+        return " ".join(text[:SNIPPET_AFTER].split())
+    start = max(0, at - SNIPPET_BEFORE)
+    end = at + len(query) + SNIPPET_AFTER
+    text_part = " ".join(text[start:end].split())
+    return ("…" if start else "") + text_part + ("…" if end < len(text) else "")
+
+
+def conversation_sidebar_for_user(
+    *, user: AbstractBaseUser, current_id: uuid.UUID | None, limit: int
+) -> list[Conversation]:
+    """The sidebar: conversations with at least one message, newest activity first, plus the
+    one on screen (a blank 'New chat' is listed only while it is open)."""
+    return list(
+        Conversation.objects.filter(owner=user)
+        .filter(Q(active_leaf__isnull=False) | Q(id=current_id))
+        .order_by("-updated_at")[:limit]
+    )
+
+
+def preferences_for_user(*, user: AbstractBaseUser) -> UserPreferences:
+    """The user's defaults; unsaved model defaults when they never changed them."""
+    return UserPreferences.objects.filter(user=user).first() or UserPreferences(user=user)
+
+
+@dataclass(frozen=True, slots=True)
+class TitleRequest:
+    title: str
+    user_text: str
+    reply_text: str
+
+
+def title_request_for(*, conversation_id: uuid.UUID) -> TitleRequest | None:
+    """What a title is made from: the first exchange on screen, if its reply completed."""
+    conversation = Conversation.objects.filter(id=conversation_id).first()
+    if conversation is None or conversation.active_leaf_id is None:
+        return None
+    path = message_path(message=conversation.active_leaf)
+    if len(path) < 2 or path[1].status != Message.Status.COMPLETE or not path[1].content:
+        return None
+    return TitleRequest(
+        title=conversation.title, user_text=path[0].content, reply_text=path[1].content
     )

@@ -5,10 +5,9 @@ import re
 
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET
 
-from conversations import selectors, services
+from conversations import selectors
 from conversations.models import Conversation
 
 
@@ -58,20 +57,4 @@ def conversation_export_markdown(request: HttpRequest, conversation_id: str) -> 
     return markdown_attachment(
         text=selectors.conversation_export_markdown(conversation=conversation),
         filename=export_filename(conversation=conversation, extension="md"),
-    )
-
-
-@require_http_methods(["GET", "POST"])
-@login_required
-def conversation_delete(request: HttpRequest, conversation_id: str) -> HttpResponse:
-    """GET asks for confirmation; POST deletes (its share links die with it)."""
-    conversation = _owned_conversation(request, conversation_id)
-    if request.method == "POST":
-        services.conversation_delete(conversation_id=conversation.id, user=request.user)
-        return redirect("home")
-    live_links = conversation.share_links.filter(revoked_at__isnull=True).count()
-    return render(
-        request,
-        "sharing/confirm_delete.html",
-        {"conversation": conversation, "live_links": live_links},
     )

@@ -410,7 +410,10 @@ def test_date_filter(assorted, viewer) -> None:
     client, _ = viewer
     Conversation.objects.filter(title="Tax question").update(created_at="2020-01-02T00:00:00Z")
 
-    titles = listed_titles(client, "created_at__gte=2020-01-01T00:00:00%2B00:00&created_at__lt=2020-01-03T00:00:00%2B00:00")
+    titles = listed_titles(
+        client,
+        "created_at__gte=2020-01-01T00:00:00%2B00:00&created_at__lt=2020-01-03T00:00:00%2B00:00",
+    )
 
     assert titles == {"Tax question"}
 

@@ -1,9 +1,14 @@
 // The chat page's behaviour that htmx does not cover: keyboard, either/or sampling sliders,
-// clearing the composer only once the server has saved the message, Stop visibility, scrolling.
+// clearing the composer only once the server has saved the message, Stop visibility, scrolling,
+// message actions (articles carry hx-disable, so their buttons are handled here by delegation
+// and sent over the page's socket), theme, phone menu and dialogs.
 (function () {
   "use strict";
 
   var NEAR_BOTTOM_PX = 80;
+  var THEMES = ["system", "light", "dark"];
+  var THEME_KEY = "chatsite-theme";
+  var socket = null;
 
   function $(id) {
     return document.getElementById(id);
@@ -19,6 +24,7 @@
     var send = $("send");
     if (stop) stop.hidden = !streaming;
     if (send) send.hidden = streaming;
+    document.body.classList.toggle("is-streaming", streaming);
   }
 
   // Sampling: Claude takes temperature or top_p, never both. Moving one slider selects it.
@@ -72,6 +78,12 @@
     textarea.style.height = Math.min(textarea.scrollHeight, 320) + "px";
   }
 
+  function isTyping(element) {
+    if (!element) return false;
+    var tag = element.tagName;
+    return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || element.isContentEditable;
+  }
+
   function bindComposer() {
     var form = $("composer");
     var textarea = $("message");
@@ -86,9 +98,18 @@
       autoGrow(textarea);
     });
     document.addEventListener("keydown", function (event) {
-      if (event.key === "Escape" && isStreaming()) {
-        $("stop").click();
-      } else if (event.key === "/" && document.activeElement === document.body) {
+      if ((event.ctrlKey || event.metaKey) && (event.key === "k" || event.key === "K")) {
+        event.preventDefault();
+        openSearch();
+      } else if (event.key === "Escape") {
+        if (document.querySelector("dialog[open]")) return;
+        if (isStreaming()) {
+          event.preventDefault();
+          $("stop").click();
+        } else if (document.body.classList.contains("menu-open")) {
+          setMenu(false);
+        }
+      } else if (event.key === "/" && !isTyping(document.activeElement)) {
         event.preventDefault();
         textarea.focus();
       }
@@ -99,10 +120,56 @@
     return Date.now().toString(36) + Math.random().toString(36).slice(2);
   }
 
+  // Scrolling: follow the stream unless the reader has scrolled up; then offer a way back.
+  function nearBottom() {
+    var scroller = document.scrollingElement;
+    return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < NEAR_BOTTOM_PX;
+  }
+
+  function scrollToLatest() {
+    window.scrollTo(0, document.scrollingElement.scrollHeight);
+    var jump = $("jump-latest");
+    if (jump) jump.hidden = true;
+  }
+
+  function bindScrolling() {
+    var jump = $("jump-latest");
+    if (!jump) return;
+    jump.addEventListener("click", function () {
+      scrollToLatest();
+      $("message").focus();
+    });
+    window.addEventListener(
+      "scroll",
+      function () {
+        if (nearBottom()) jump.hidden = true;
+      },
+      { passive: true }
+    );
+  }
+
+  // The Thinking section is open while the model thinks and folds away once the answer starts;
+  // after that it is the reader's to open.
+  function foldThinking() {
+    document.querySelectorAll('#transcript article[data-status="streaming"] details.thinking[open]').forEach(function (details) {
+      if (details.hasAttribute("data-folded")) return;
+      var article = details.closest("article");
+      var content = article && article.querySelector(".message-body");
+      if (content && content.textContent.trim() !== "") {
+        details.open = false;
+        details.setAttribute("data-folded", "");
+      }
+    });
+  }
+
   function bindSocket() {
     var pendingToken = null;
-    var transcript = $("transcript");
     var followStream = true;
+
+    document.body.addEventListener("htmx:wsOpen", function (event) {
+      socket = event.detail.socketWrapper;
+      document.body.classList.remove("socket-closed");
+    });
 
     document.body.addEventListener("htmx:wsConfigSend", function (event) {
       var params = event.detail.parameters;
@@ -113,8 +180,7 @@
     });
 
     document.body.addEventListener("htmx:wsBeforeMessage", function () {
-      var scroller = document.scrollingElement;
-      followStream = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < NEAR_BOTTOM_PX;
+      followStream = nearBottom();
     });
 
     document.body.addEventListener("htmx:wsAfterMessage", function () {
@@ -123,45 +189,280 @@
         pendingToken = null;
         $("message").value = "";
         autoGrow($("message"));
+        followStream = true;
+      }
+      if (document.querySelector("#transcript article")) {
         var hint = document.querySelector(".empty-hint");
         if (hint) hint.remove();
       }
       updateStreamingState();
-      if (followStream && transcript) {
-        window.scrollTo(0, document.scrollingElement.scrollHeight);
+      foldThinking();
+      var title = $("chat-title");
+      if (title) document.title = title.textContent + " · chatsite";
+      if (followStream) {
+        scrollToLatest();
+      } else if ($("jump-latest")) {
+        $("jump-latest").hidden = false;
       }
     });
 
     document.body.addEventListener("htmx:wsClose", function () {
       document.body.classList.add("socket-closed");
     });
-    document.body.addEventListener("htmx:wsOpen", function () {
-      document.body.classList.remove("socket-closed");
+  }
+
+  // Message actions, sent as JSON over the page's socket with the composer's current controls.
+  function controlValues() {
+    var values = {};
+    var form = $("composer");
+    new FormData(form).forEach(function (value, name) {
+      if (name !== "message" && name !== "action" && name !== "client_token") values[name] = value;
+    });
+    return values;
+  }
+
+  function sendAction(action, extra) {
+    if (!socket) {
+      showComposerError("Not connected yet; try again in a moment.");
+      return;
+    }
+    var frame = controlValues();
+    frame.action = action;
+    Object.keys(extra).forEach(function (key) {
+      frame[key] = extra[key];
+    });
+    showComposerError("");
+    socket.send(JSON.stringify(frame), null);
+  }
+
+  function showComposerError(text) {
+    var error = $("composer-error");
+    if (error) error.textContent = text;
+  }
+
+  function copyText(text, button) {
+    if (!navigator.clipboard) return;
+    navigator.clipboard.writeText(text).then(function () {
+      var label = button.textContent;
+      button.textContent = "Copied";
+      setTimeout(function () {
+        button.textContent = label;
+      }, 1500);
     });
   }
 
-  function bindCopyButtons() {
+  function rawContent(article) {
+    var template = article.querySelector("template.message-raw");
+    return template ? template.content.textContent : "";
+  }
+
+  function openEditor(article) {
+    if (article.querySelector(".edit-box")) return;
+    var id = article.getAttribute("data-message-id");
+    var box = document.createElement("div");
+    box.className = "edit-box";
+    var label = document.createElement("label");
+    label.className = "visually-hidden";
+    label.htmlFor = "edit-" + id;
+    label.textContent = "Edited text";
+    var textarea = document.createElement("textarea");
+    textarea.id = "edit-" + id;
+    textarea.value = rawContent(article);
+    var buttons = document.createElement("div");
+    buttons.className = "edit-buttons";
+    var cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.className = "button";
+    cancel.setAttribute("data-action", "edit-cancel");
+    cancel.textContent = "Cancel";
+    var save = document.createElement("button");
+    save.type = "button";
+    save.className = "button button--primary";
+    save.setAttribute("data-action", "edit-send");
+    save.textContent = "Send edit";
+    buttons.append(cancel, save);
+    box.append(label, textarea, buttons);
+    article.classList.add("is-editing");
+    article.querySelector(".message-body").after(box);
+    textarea.addEventListener("input", function () {
+      autoGrow(textarea);
+    });
+    textarea.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        save.click();
+      } else if (event.key === "Escape") {
+        event.stopPropagation();
+        cancel.click();
+      }
+    });
+    autoGrow(textarea);
+    textarea.focus();
+  }
+
+  function closeEditor(article) {
+    var box = article.querySelector(".edit-box");
+    if (box) box.remove();
+    article.classList.remove("is-editing");
+  }
+
+  function bindMessageActions() {
     document.addEventListener("click", function (event) {
-      var button = event.target.closest(".copy-code");
-      if (!button) return;
-      var block = button.closest(".codeblock");
-      var pre = block && block.querySelector("pre");
-      if (!pre || !navigator.clipboard) return;
-      navigator.clipboard.writeText(pre.innerText).then(function () {
-        button.textContent = "Copied";
-        setTimeout(function () {
-          button.textContent = "Copy";
-        }, 1500);
+      var codeCopy = event.target.closest(".copy-code");
+      if (codeCopy) {
+        var block = codeCopy.closest(".codeblock");
+        var pre = block && block.querySelector("pre");
+        if (pre) copyText(pre.innerText, codeCopy);
+        return;
+      }
+      var button = event.target.closest("#transcript [data-action]");
+      if (!button || button.disabled) return;
+      var article = button.closest("article");
+      var id = article.getAttribute("data-message-id");
+      var action = button.getAttribute("data-action");
+      if (action === "copy") {
+        copyText(rawContent(article), button);
+      } else if (action === "edit") {
+        openEditor(article);
+      } else if (action === "edit-cancel") {
+        closeEditor(article);
+      } else if (action === "edit-send") {
+        var text = article.querySelector(".edit-box textarea").value;
+        if (text.trim() === "") return;
+        sendAction("edit", { message_id: id, message: text });
+      } else if (action === "switch") {
+        sendAction("switch", { message_id: button.getAttribute("data-target") });
+      } else {
+        sendAction(action, { message_id: id });
+      }
+    });
+  }
+
+  // Theme: the system's unless chosen; the choice is remembered (theme.js applies it early).
+  function currentTheme() {
+    var theme = document.documentElement.getAttribute("data-theme");
+    return theme === "light" || theme === "dark" ? theme : "system";
+  }
+
+  function showTheme() {
+    var button = $("theme-toggle");
+    if (!button) return;
+    var theme = currentTheme();
+    var names = { system: "System", light: "Light", dark: "Dark" };
+    button.textContent = "Theme: " + names[theme];
+    button.setAttribute("aria-label", "Theme: " + names[theme] + " (change)");
+  }
+
+  function bindTheme() {
+    var button = $("theme-toggle");
+    if (!button) return;
+    button.addEventListener("click", function () {
+      var next = THEMES[(THEMES.indexOf(currentTheme()) + 1) % THEMES.length];
+      try {
+        if (next === "system") localStorage.removeItem(THEME_KEY);
+        else localStorage.setItem(THEME_KEY, next);
+      } catch (e) {
+        // Storage unavailable: the choice lasts for this page only.
+      }
+      if (next === "system") document.documentElement.removeAttribute("data-theme");
+      else document.documentElement.setAttribute("data-theme", next);
+      showTheme();
+    });
+    showTheme();
+  }
+
+  // The phone layout hides the sidebar behind a Menu button.
+  function setMenu(open) {
+    var toggle = $("menu-toggle");
+    document.body.classList.toggle("menu-open", open);
+    if (toggle) toggle.setAttribute("aria-expanded", open ? "true" : "false");
+    document.querySelectorAll(".sidebar-backdrop").forEach(function (backdrop) {
+      backdrop.hidden = !open;
+    });
+    if (open) {
+      var first = document.querySelector("#sidebar .new-chat");
+      if (first) first.focus();
+    }
+  }
+
+  function menuIsCollapsible() {
+    var toggle = $("menu-toggle");
+    return toggle && getComputedStyle(toggle).display !== "none";
+  }
+
+  function openSearch() {
+    if (menuIsCollapsible()) setMenu(true);
+    var search = $("search");
+    if (search) {
+      search.focus();
+      search.select();
+    }
+  }
+
+  function bindMenu() {
+    var toggle = $("menu-toggle");
+    if (!toggle) return;
+    toggle.addEventListener("click", function () {
+      setMenu(!document.body.classList.contains("menu-open"));
+    });
+    document.querySelectorAll("[data-menu-close]").forEach(function (element) {
+      element.addEventListener("click", function () {
+        setMenu(false);
+        toggle.focus();
       });
     });
   }
+
+  function bindOptions() {
+    var toggle = $("options-toggle");
+    if (!toggle) return;
+    toggle.addEventListener("click", function () {
+      var open = !document.body.classList.contains("options-open");
+      document.body.classList.toggle("options-open", open);
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+    });
+  }
+
+  function bindDialogs() {
+    document.querySelectorAll("[data-dialog]").forEach(function (opener) {
+      opener.addEventListener("click", function () {
+        var dialog = $(opener.getAttribute("data-dialog"));
+        if (!dialog) return;
+        dialog.showModal();
+        var input = dialog.querySelector("input[type=text]");
+        if (input) input.select();
+      });
+    });
+    document.querySelectorAll("[data-dialog-close]").forEach(function (closer) {
+      closer.addEventListener("click", function () {
+        closer.closest("dialog").close();
+      });
+    });
+    // Only dialogs that say so close when their form succeeds (the share dialog stays open to
+    // show the link it just made).
+    document.body.addEventListener("htmx:afterRequest", function (event) {
+      var dialog = event.detail.elt.closest && event.detail.elt.closest("dialog[data-close-on-success]");
+      var error = $("rename-error");
+      if (dialog && event.detail.successful && !(error && error.textContent.trim())) dialog.close();
+    });
+  }
+
+  // Deferred scripts run once the document is parsed but before htmx initialises on
+  // DOMContentLoaded: start at the latest message now, so the "load older messages" sentinel
+  // at the top is not already revealed when htmx looks at it.
+  if ($("transcript")) window.scrollTo(0, document.scrollingElement.scrollHeight);
 
   document.addEventListener("DOMContentLoaded", function () {
     bindControls();
     bindComposer();
     bindSocket();
-    bindCopyButtons();
+    bindScrolling();
+    bindMessageActions();
+    bindTheme();
+    bindMenu();
+    bindDialogs();
+    bindOptions();
     updateStreamingState();
-    window.scrollTo(0, document.scrollingElement.scrollHeight);
+    scrollToLatest();
   });
 })();

@@ -1,0 +1,94 @@
+"""Model-written conversation titles: one small non-streaming request after the first exchange.
+
+Best effort by design: any failure leaves the title as it was and never touches the reply.
+"""
+
+import asyncio
+import logging
+import uuid
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from conversations import live, selectors, services
+from conversations.generation import upstream_client
+from conversations.upstream import RequestStyle, TurnOptions, UpstreamError, build_payload
+
+logger = logging.getLogger(__name__)
+
+TITLE_MAX_TOKENS = 30
+TITLE_MAX_CHARS = 80
+EXCERPT_CHARS = 1500
+TITLE_INSTRUCTION = (
+    "You name conversations. The user's message is the start of a conversation: what the user "
+    "wrote, a line with ---, then the assistant's reply. Answer with a short title for it (at "
+    "most six words) and nothing else: no quotes, no punctuation at the end."
+)
+
+# Title tasks in flight: kept referenced so they are not collected, awaited by tests.
+pending: set[asyncio.Task[None]] = set()
+
+
+def title_clean(text: str) -> str:
+    """The first line of the model's answer without quotes, markup or a trailing full stop."""
+    line = next((line for line in text.strip().splitlines() if line.strip()), "")
+    line = line.strip().strip("\"'“”‘’*#`").strip()
+    if line.lower().startswith("title:"):
+        line = line[len("title:") :].strip().strip("\"'“”‘’")
+    line = " ".join(line.split()).rstrip(".")
+    if len(line) > TITLE_MAX_CHARS:
+        line = line[: TITLE_MAX_CHARS - 1].rstrip() + "…"
+    return line
+
+
+async def title_generate(*, conversation_id: uuid.UUID, owner_id: int) -> bool:
+    """Ask the model for a title; True if one was saved."""
+    request = await database_sync_to_async(selectors.title_request_for)(
+        conversation_id=conversation_id
+    )
+    if request is None or not services.title_is_provisional(
+        title=request.title, first_message=request.user_text
+    ):
+        return False
+    # The user's own words come first, so even the offline demo model titles from them.
+    excerpt = f"{request.user_text[:EXCERPT_CHARS]}\n---\n{request.reply_text[:EXCERPT_CHARS]}"
+    payload = build_payload(
+        options=TurnOptions(model=settings.CHAT_MODEL, max_tokens=TITLE_MAX_TOKENS),
+        messages=[{"role": "user", "content": excerpt}],
+        system_prompt=TITLE_INSTRUCTION,
+        style=RequestStyle(settings.CHAT_REQUEST_STYLE),
+        stream=False,
+    )
+    try:
+        title = title_clean(await upstream_client().complete(payload))
+    except UpstreamError as exc:
+        logger.info("no title for conversation %s: %s", conversation_id, exc.message)
+        return False
+    if not title:
+        return False
+    saved = await database_sync_to_async(services.conversation_title_generated_set)(
+        conversation_id=conversation_id, title=title, first_message=request.user_text
+    )
+    if saved:
+        await live.sidebar_changed(user_id=owner_id)
+    return saved
+
+
+def title_schedule(
+    *, conversation_id: uuid.UUID, owner_id: int, after: asyncio.Task[None] | None
+) -> None:
+    """Generate a title once the first reply (`after`) has finished, in the background."""
+
+    async def run() -> None:
+        try:
+            if after is not None:
+                await asyncio.shield(after)
+            await title_generate(conversation_id=conversation_id, owner_id=owner_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("title generation failed for conversation %s", conversation_id)
+
+    task = asyncio.create_task(run(), name=f"title-{conversation_id}")
+    pending.add(task)
+    task.add_done_callback(pending.discard)

@@ -1,0 +1,44 @@
+"""Small builders for conversation trees, through the same services the app uses."""
+
+from typing import Any
+
+from conversations import services
+from conversations.models import Conversation, Message
+
+MODEL = "anthropic/claude-sonnet-4.5"
+
+
+def turn_settings(**overrides: Any) -> services.TurnSettings:
+    values: dict[str, Any] = {
+        "sampling": "default",
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "reasoning_effort": "off",
+        "max_tokens": 1000,
+    }
+    values.update(overrides)
+    return services.TurnSettings(**values)
+
+
+def finish(reply: Message, content: str, **outcome: Any) -> Message:
+    values: dict[str, Any] = {"status": Message.Status.COMPLETE, "finish_reason": "stop"}
+    values.update(outcome)
+    services.reply_finish(
+        message_id=reply.id, outcome=services.ReplyOutcome(content=content, **values)
+    )
+    reply.refresh_from_db()
+    return reply
+
+
+def exchange(
+    conversation: Conversation, question: str, answer: str, **outcome: Any
+) -> tuple[Message, Message]:
+    """A user message and its finished reply, at the end of the branch on screen."""
+    asked, reply = services.turn_start(
+        conversation_id=conversation.id,
+        owner=conversation.owner,
+        content=question,
+        settings=turn_settings(),
+        model=MODEL,
+    )
+    return asked, finish(reply, answer, **outcome)

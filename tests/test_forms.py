@@ -1,0 +1,56 @@
+import pytest
+
+from conversations.forms import RenameForm, TurnSettingsForm, turn_settings_from
+
+CONTROLS = {
+    "sampling": "default",
+    "temperature": "1",
+    "top_p": "1",
+    "reasoning_effort": "off",
+    "max_tokens": "1000",
+}
+
+
+def test_stop_sequences_are_kept_verbatim_deduplicated_and_sent_as_stop() -> None:
+    frame = {**CONTROLS, "stop_1": "\n\nHuman:", "stop_2": "", "stop_3": " END", "stop_4": " END"}
+    form = TurnSettingsForm(data=frame)
+
+    assert form.is_valid(), form.errors
+    settings = turn_settings_from(form=form, frame=frame)
+
+    assert settings.stop == ("\n\nHuman:", " END")
+    assert settings.request_params()["stop"] == ["\n\nHuman:", " END"]
+
+
+def test_a_blank_stop_sequence_is_refused() -> None:
+    form = TurnSettingsForm(data={**CONTROLS, "stop_2": "   "})
+
+    assert not form.is_valid()
+    assert "only spaces" in form.errors["stop_2"][0]
+
+
+def test_no_stop_sequences_sends_no_stop() -> None:
+    form = TurnSettingsForm(data=CONTROLS)
+
+    assert form.is_valid()
+    assert "stop" not in turn_settings_from(form=form, frame=CONTROLS).request_params()
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [({**CONTROLS, "system_prompt": "Be brief."}, "Be brief."), (CONTROLS, None)],
+)
+def test_system_prompt_is_only_changed_when_the_frame_carries_one(frame, expected) -> None:
+    form = TurnSettingsForm(data=frame)
+
+    assert form.is_valid()
+    assert turn_settings_from(form=form, frame=frame).system_prompt == expected
+
+
+def test_rename_collapses_whitespace_and_refuses_blank() -> None:
+    form = RenameForm(data={"title": "  Trip \n to   Lisbon "})
+    blank = RenameForm(data={"title": " \t "})
+
+    assert form.is_valid()
+    assert form.cleaned_data["title"] == "Trip to Lisbon"
+    assert not blank.is_valid()
