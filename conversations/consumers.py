@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from conversations import frames, generation, selectors, services
+from conversations import frames, generation, limits, selectors, services
 from conversations.forms import TurnForm, form_error_text
 from conversations.models import Message
 
@@ -65,6 +65,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self.turn_send(frame)
             elif action == "stop":
                 await generation.reply_stop(conversation_id=self.conversation_id)
+            elif action == "retry":
+                await self.reply_retry(frame)
             else:
                 raise FrameError(f"Unknown action {str(action)[:40]!r}.")
         except FrameError as exc:
@@ -101,14 +103,47 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         await generation.reply_generate(reply_id=reply.id)
 
+    async def reply_retry(self, frame: dict[str, Any]) -> None:
+        try:
+            message_id = uuid.UUID(str(frame.get("message_id"))[:64])
+        except ValueError as exc:
+            raise FrameError("That reply is not part of this conversation.") from exc
+        try:
+            failed, reply = await database_sync_to_async(services.reply_retry)(
+                conversation_id=self.conversation_id,
+                message_id=message_id,
+                owner=self.scope["user"],
+                model=settings.CHAT_MODEL,
+            )
+        except services.TurnRefused as exc:
+            raise FrameError(str(exc)) from exc
+        await self.channel_layer.group_send(
+            generation.viewers_group(self.conversation_id),
+            {"type": "turn.retried", "replaced_id": str(failed.id), "message_id": str(reply.id)},
+        )
+        await generation.reply_generate(reply_id=reply.id)
+
     # Events from the conversation's group.
+
+    async def turn_retried(self, event: dict[str, Any]) -> None:
+        reply, quota = await database_sync_to_async(_message_and_quota)(
+            event["message_id"], self.scope["user"]
+        )
+        self.shown[event["message_id"]] = (0, 0)
+        await self.send(
+            text_data=frames.message_swapped(replaced_id=event["replaced_id"], message=reply)
+            + frames.quota_status(usage=quota)
+        )
 
     async def turn_started(self, event: dict[str, Any]) -> None:
         messages = await database_sync_to_async(_messages_in_order)(event["message_ids"])
         for message in messages:
             if message.is_streaming:
                 self.shown[str(message.id)] = (0, 0)
-        await self.send(text_data=frames.turn_started(messages=messages))
+        quota = await database_sync_to_async(limits.quota_usage_for_user)(user=self.scope["user"])
+        await self.send(
+            text_data=frames.turn_started(messages=messages) + frames.quota_status(usage=quota)
+        )
 
     async def reply_delta(self, event: dict[str, Any]) -> None:
         message_id = event["message_id"]
@@ -145,8 +180,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def reply_finished(self, event: dict[str, Any]) -> None:
         self.shown.pop(event["message_id"], None)
-        message = await database_sync_to_async(Message.objects.get)(id=event["message_id"])
-        await self.send(text_data=frames.message_replaced(message=message))
+        message, quota = await database_sync_to_async(_message_and_quota)(
+            event["message_id"], self.scope["user"]
+        )
+        await self.send(
+            text_data=frames.message_replaced(message=message) + frames.quota_status(usage=quota)
+        )
 
 
 def parse_frame(text_data: str | None) -> dict[str, Any]:
@@ -171,6 +210,10 @@ def _unseen(piece: str, offset: int, shown: int) -> str | None:
     if offset > shown:
         return None
     return piece[shown - offset :]
+
+
+def _message_and_quota(message_id: str, user: Any) -> tuple[Message, limits.QuotaUsage]:
+    return Message.objects.get(id=message_id), limits.quota_usage_for_user(user=user)
 
 
 def _messages_in_order(message_ids: list[str]) -> list[Message]:

@@ -5,7 +5,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from conversations import selectors, services
+from conversations import limits, selectors, services
 from conversations.forms import SignupForm, TurnSettingsForm
 
 
@@ -43,6 +43,7 @@ def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpRespo
             "thread": selectors.thread_path(conversation=conversation),
             "conversations": selectors.conversation_list_for_user(user=request.user)[:100],
             "settings_form": settings_form,
+            "quota": limits.quota_usage_for_user(user=request.user),
         },
     )
 
