@@ -26,3 +26,6 @@ class MessageAdmin(admin.ModelAdmin):
     list_display = ("conversation", "role", "status", "model", "created_at")
     list_filter = ("role", "status", "model")
     raw_id_fields = ("conversation", "parent")
+
+
+from conversations import admin_limits  # noqa: E402, F401  (quotas and sign-in locks)
