@@ -8,6 +8,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db.models import F
 
 from conversations import frames, generation, limits, selectors, services
 from conversations.forms import TurnForm, form_error_text
@@ -50,6 +51,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await generation.reply_snapshot_request(
             conversation_id=self.conversation_id, reply_channel=self.channel_name
         )
+        # A reply that ended between the page render and this socket joining the group has no
+        # generation left to answer the snapshot request: send its final state instead.
+        finished = await database_sync_to_async(_finished_leaf)(self.conversation_id)
+        if finished is not None:
+            await self.send(text_data=frames.message_replaced(message=finished))
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "conversation_id"):
@@ -210,6 +216,16 @@ def _unseen(piece: str, offset: int, shown: int) -> str | None:
     if offset > shown:
         return None
     return piece[shown - offset :]
+
+
+def _finished_leaf(conversation_id: uuid.UUID) -> Message | None:
+    leaf = (
+        Message.objects.filter(conversation__id=conversation_id, conversation__active_leaf=F("id"))
+        .exclude(status=Message.Status.STREAMING)
+        .filter(role=Message.Role.ASSISTANT)
+        .first()
+    )
+    return leaf
 
 
 def _message_and_quota(message_id: str, user: Any) -> tuple[Message, limits.QuotaUsage]:

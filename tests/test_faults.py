@@ -64,6 +64,11 @@ async def collect_until_final(comm: WebsocketCommunicator) -> str:
                 return html.unescape("".join(received))
 
 
+async def drain_final_state(comm: WebsocketCommunicator) -> str:
+    """On connect, a socket is sent the final state of the conversation's last reply."""
+    return await comm.receive_from()
+
+
 async def wait_generations() -> None:
     for task in [g.task for g in generation.active_generations.values() if g.task]:
         await task
@@ -407,6 +412,7 @@ async def test_retry_writes_a_new_reply_without_duplicating_the_users_message(
     upstream.enqueue(Stream(gateway_chunks(["Whole ", "answer."])))
     comm = communicator_for(user, conversation)
     await comm.connect()
+    await drain_final_state(comm)
 
     await comm.send_to(text_data=json.dumps({"action": "retry", "message_id": str(failed.id)}))
     frames = await collect_until_final(comm)
@@ -441,6 +447,7 @@ async def test_retry_with_a_bad_id_changes_nothing(
     requests_before = len(upstream.requests)
     comm = communicator_for(user, conversation)
     await comm.connect()
+    await drain_final_state(comm)
 
     await comm.send_to(text_data=json.dumps({"action": "retry", "message_id": message_id}))
     frame = await comm.receive_from()
@@ -457,10 +464,29 @@ async def test_only_the_last_failed_reply_can_be_retried(upstream: FakeUpstream,
     conversation = await Conversation.objects.aget(id=turn.reply.conversation_id)
     comm = communicator_for(user, conversation)
     await comm.connect()
+    await drain_final_state(comm)
 
     await comm.send_to(text_data=json.dumps({"action": "retry", "message_id": str(turn.reply.id)}))
     frame = await comm.receive_from()
 
     assert "Only a reply that failed or was interrupted can be retried." in html.unescape(frame)
     assert await Message.objects.filter(conversation=conversation).acount() == 2
+    await comm.disconnect()
+
+
+async def test_socket_joining_after_the_reply_ended_gets_its_final_state(
+    upstream: FakeUpstream, user: Any
+) -> None:
+    # The page was rendered mid-reply, but the reply ended before the socket joined: no
+    # generation is left to answer the snapshot request, so the final state comes from the DB.
+    turn = await run_turn(upstream, user, Stream(gateway_chunks(["Done ", "already."])))
+    conversation = await Conversation.objects.aget(id=turn.reply.conversation_id)
+    comm = communicator_for(user, conversation)
+    await comm.connect()
+
+    frame = await drain_final_state(comm)
+
+    assert f'<article hx-swap-oob="true" id="msg-{turn.reply.id}"' in frame
+    assert 'data-status="complete"' in frame
+    assert "Done already." in frame
     await comm.disconnect()

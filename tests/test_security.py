@@ -20,6 +20,7 @@ from conversations.models import Conversation, Message
 from conversations.services import conversation_create
 from tests.conftest import ARTIFACTS, BASE_DIR, PASSWORD, TEST_API_KEY, DaphneServer, sign_in
 from tests.test_consumers import communicator_for
+from tests.test_faults import drain_final_state
 from tests.upstream_server import ErrorReply, Event, FakeUpstream, Stream, gateway_chunks
 
 PRODUCTION_ENV = {
@@ -145,6 +146,7 @@ async def test_retry_with_another_users_message_id_changes_nothing(
     own_before = await database_sync_to_async(snapshot)(own)
     comm = communicator_for(intruder, own)
     assert (await comm.connect())[0]
+    await drain_final_state(comm)
 
     await comm.send_to(
         text_data=json.dumps({"action": "retry", "message_id": str(foreign_reply.id)})
@@ -169,6 +171,7 @@ async def test_retry_with_own_message_from_another_conversation_is_refused(
     first_reply = await Message.objects.aget(conversation=first, role=Message.Role.ASSISTANT)
     comm = communicator_for(user, second)
     await comm.connect()
+    await drain_final_state(comm)
 
     await comm.send_to(text_data=json.dumps({"action": "retry", "message_id": str(first_reply.id)}))
     frame = await comm.receive_from()
