@@ -9,14 +9,24 @@
     if (error) error.textContent = text;
   }
 
+  var pressed = null;
+
   document.addEventListener("click", function (event) {
     var button = event.target.closest("[data-reply-action]");
     var form = document.getElementById("reply-actions");
     if (!button || !form) return;
     form.elements.action.value = button.getAttribute("data-reply-action");
     form.elements.message_id.value = button.getAttribute("data-message-id");
+    // Disabled against double clicks; the accepted action replaces the whole message.
     button.disabled = true;
+    pressed = button;
     form.requestSubmit();
+  });
+
+  // A refused action (its reason is shown above the composer) leaves the button in place.
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    if (pressed && pressed.isConnected) pressed.disabled = false;
+    pressed = null;
   });
 
   // The server refuses over-long messages too; checking here first keeps a huge paste from
