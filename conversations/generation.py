@@ -205,6 +205,9 @@ class Generation:
             self._dirty.clear()
             await self._flush()
             if self._streaming_done:
+                # Text may have arrived while the flush above awaited the channel layer; it is
+                # the reply's last, and must reach both the viewers and the saved content.
+                await self._flush()
                 return
             self._maybe_checkpoint()
             await asyncio.sleep(self._flush_interval)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from conversations import generation
@@ -30,6 +31,7 @@ from tests.upstream_server import (
     FakeUpstream,
     Gate,
     Hold,
+    Pause,
     Raw,
     Refuse,
     Stream,
@@ -490,3 +492,25 @@ async def test_socket_joining_after_the_reply_ended_gets_its_final_state(
     assert 'data-status="complete"' in frame
     assert "Done already." in frame
     await comm.disconnect()
+
+
+async def test_text_arriving_during_the_last_flush_is_kept(
+    upstream: FakeUpstream, user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slow channel layer (Redis under load): the end of the stream arrives while the
+    # previous delta is still being sent. The last words must not be lost.
+    layer = get_channel_layer()
+    original = layer.group_send
+
+    async def slow_group_send(group: str, message: dict[str, Any]) -> None:
+        if message.get("type") == "reply.delta":
+            await asyncio.sleep(0.3)
+        await original(group, message)
+
+    monkeypatch.setattr(layer, "group_send", slow_group_send)
+    chunks = gateway_chunks(["First ", "last."])
+    turn = await run_turn(upstream, user, Stream([chunks[0], Pause(0.1), *chunks[1:]]))
+
+    assert turn.reply.status == Message.Status.COMPLETE
+    assert turn.reply.content == "First last."
+    assert "First last." in turn.frames
