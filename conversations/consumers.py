@@ -219,13 +219,15 @@ def _unseen(piece: str, offset: int, shown: int) -> str | None:
 
 
 def _finished_leaf(conversation_id: uuid.UUID) -> Message | None:
-    leaf = (
-        Message.objects.filter(conversation__id=conversation_id, conversation__active_leaf=F("id"))
+    return (
+        Message.objects.filter(
+            conversation__id=conversation_id,
+            conversation__active_leaf=F("id"),
+            role=Message.Role.ASSISTANT,
+        )
         .exclude(status=Message.Status.STREAMING)
-        .filter(role=Message.Role.ASSISTANT)
         .first()
     )
-    return leaf
 
 
 def _message_and_quota(message_id: str, user: Any) -> tuple[Message, limits.QuotaUsage]:
