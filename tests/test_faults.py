@@ -42,6 +42,8 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 FINAL = re.compile(r'data-role="assistant" data-status="(complete|error|stopped|interrupted)"')
 RECEIVE_TIMEOUT = 15
+# Generous: on the Redis leg of a busy machine a connect can take seconds.
+SOCKET_TIMEOUT = 10
 
 
 @dataclass
@@ -68,7 +70,7 @@ async def collect_until_final(comm: WebsocketCommunicator) -> str:
 
 async def drain_final_state(comm: WebsocketCommunicator) -> str:
     """On connect, a socket is sent the final state of the conversation's last reply."""
-    return await comm.receive_from()
+    return await comm.receive_from(timeout=SOCKET_TIMEOUT)
 
 
 async def wait_generations() -> None:
@@ -80,7 +82,7 @@ async def run_turn(upstream: FakeUpstream, user: Any, *replies: Any) -> Turn:
     upstream.enqueue(*replies)
     conversation = await database_sync_to_async(conversation_create)(owner=user)
     comm = communicator_for(user, conversation)
-    assert (await comm.connect())[0]
+    assert (await comm.connect(timeout=SOCKET_TIMEOUT))[0]
     started = time.monotonic()
     await comm.send_to(text_data=json.dumps(SEND))
     frames = await collect_until_final(comm)
@@ -413,7 +415,7 @@ async def test_retry_writes_a_new_reply_without_duplicating_the_users_message(
     upstream.reset()
     upstream.enqueue(Stream(gateway_chunks(["Whole ", "answer."])))
     comm = communicator_for(user, conversation)
-    await comm.connect()
+    await comm.connect(timeout=SOCKET_TIMEOUT)
     await drain_final_state(comm)
 
     await comm.send_to(text_data=json.dumps({"action": "retry", "message_id": str(failed.id)}))
@@ -448,11 +450,11 @@ async def test_retry_with_a_bad_id_changes_nothing(
     conversation, _ = await failed_turn(upstream, user)
     requests_before = len(upstream.requests)
     comm = communicator_for(user, conversation)
-    await comm.connect()
+    await comm.connect(timeout=SOCKET_TIMEOUT)
     await drain_final_state(comm)
 
     await comm.send_to(text_data=json.dumps({"action": "retry", "message_id": message_id}))
-    frame = await comm.receive_from()
+    frame = await comm.receive_from(timeout=SOCKET_TIMEOUT)
 
     assert 'id="composer-error"' in frame
     assert "not part of this conversation" in frame
@@ -465,11 +467,11 @@ async def test_only_the_last_failed_reply_can_be_retried(upstream: FakeUpstream,
     turn = await run_turn(upstream, user, Stream(gateway_chunks(["Fine."])))
     conversation = await Conversation.objects.aget(id=turn.reply.conversation_id)
     comm = communicator_for(user, conversation)
-    await comm.connect()
+    await comm.connect(timeout=SOCKET_TIMEOUT)
     await drain_final_state(comm)
 
     await comm.send_to(text_data=json.dumps({"action": "retry", "message_id": str(turn.reply.id)}))
-    frame = await comm.receive_from()
+    frame = await comm.receive_from(timeout=SOCKET_TIMEOUT)
 
     assert "Only a reply that failed or was interrupted can be retried." in html.unescape(frame)
     assert await Message.objects.filter(conversation=conversation).acount() == 2
@@ -484,7 +486,7 @@ async def test_socket_joining_after_the_reply_ended_gets_its_final_state(
     turn = await run_turn(upstream, user, Stream(gateway_chunks(["Done ", "already."])))
     conversation = await Conversation.objects.aget(id=turn.reply.conversation_id)
     comm = communicator_for(user, conversation)
-    await comm.connect()
+    await comm.connect(timeout=SOCKET_TIMEOUT)
 
     frame = await drain_final_state(comm)
 

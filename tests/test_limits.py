@@ -23,6 +23,7 @@ from conversations.models import Conversation, Message, UserQuota
 from conversations.services import conversation_create
 from tests.conftest import DaphneServer, sign_in
 from tests.test_consumers import SEND, communicator_for, receive_until
+from tests.test_faults import SOCKET_TIMEOUT
 from tests.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chunks
 
 TURN_SETTINGS = services.TurnSettings(
@@ -59,10 +60,10 @@ async def test_over_long_message_is_refused_clearly_and_nothing_saved(
 ) -> None:
     conversation = await database_sync_to_async(conversation_create)(owner=user)
     comm = communicator_for(user, conversation)
-    await comm.connect()
+    await comm.connect(timeout=SOCKET_TIMEOUT)
 
     await comm.send_to(text_data=json.dumps({**SEND, "message": "x" * 100_001}))
-    frame = html.unescape(await comm.receive_from())
+    frame = html.unescape(await comm.receive_from(timeout=SOCKET_TIMEOUT))
 
     assert settings.CHAT_MAX_MESSAGE_CHARS == 100_000
     assert "That message is 100,001 characters long; the limit is 100,000." in frame
@@ -78,11 +79,11 @@ async def test_over_large_frame_is_refused_before_parsing(
 ) -> None:
     conversation = await database_sync_to_async(conversation_create)(owner=user)
     comm = communicator_for(user, conversation)
-    await comm.connect()
+    await comm.connect(timeout=SOCKET_TIMEOUT)
 
     padding = "y" * (100_000 + FRAME_OVERHEAD_CHARS)
     await comm.send_to(text_data=json.dumps({**SEND, "client_token": padding}))
-    frame = html.unescape(await comm.receive_from())
+    frame = html.unescape(await comm.receive_from(timeout=SOCKET_TIMEOUT))
 
     assert "That message is too long: the limit is 100,000 characters. Nothing was sent." in frame
     assert await Message.objects.filter(conversation=conversation).acount() == 0
@@ -150,7 +151,7 @@ def test_random_frames_never_break_the_socket_or_the_database(
     async def exchange() -> None:
         conversation = await database_sync_to_async(conversation_create)(owner=user)
         comm = communicator_for(user, conversation)
-        assert (await comm.connect())[0]
+        assert (await comm.connect(timeout=SOCKET_TIMEOUT))[0]
         for index, frame in enumerate(frames):
             if isinstance(frame, bytes):
                 await comm.send_to(bytes_data=frame)
@@ -186,8 +187,8 @@ async def test_two_sends_at_once_from_two_sockets_make_exactly_one_reply(
     upstream.enqueue(Stream([*gateway_chunks(["only one"])[:1], Hold(gate)]))
     conversation = await database_sync_to_async(conversation_create)(owner=user)
     first, second = communicator_for(user, conversation), communicator_for(user, conversation)
-    await first.connect()
-    await second.connect()
+    await first.connect(timeout=SOCKET_TIMEOUT)
+    await second.connect(timeout=SOCKET_TIMEOUT)
 
     await asyncio.gather(
         first.send_to(text_data=json.dumps({**SEND, "message": "from tab one"})),
@@ -201,7 +202,8 @@ async def test_two_sends_at_once_from_two_sockets_make_exactly_one_reply(
     assert len(refused) == 1
     await asyncio.to_thread(gate.wait_reached)
     gate.release()
-    await receive_until(first, 'data-role="assistant" data-status="complete"')
+    for comm in (first, second):
+        await receive_until(comm, 'data-role="assistant" data-status="complete"')
     await wait_generations()
     assert await Message.objects.filter(conversation=conversation).acount() == 2
     assert len(upstream.requests) == 1
@@ -388,7 +390,7 @@ async def test_exhausted_quota_is_explained_on_the_socket_and_nothing_sent(
     settings.CHAT_DAILY_MESSAGE_QUOTA = 1
     conversation = await database_sync_to_async(conversation_create)(owner=user)
     comm = communicator_for(user, conversation)
-    await comm.connect()
+    await comm.connect(timeout=SOCKET_TIMEOUT)
     await comm.send_to(text_data=json.dumps(SEND))
     frames = await receive_until(comm, 'data-role="assistant" data-status="complete"')
     assert "0 of 1 messages left today" in frames

@@ -20,7 +20,7 @@ from conversations.models import Conversation, Message
 from conversations.services import conversation_create
 from tests.conftest import ARTIFACTS, BASE_DIR, PASSWORD, TEST_API_KEY, DaphneServer, sign_in
 from tests.test_consumers import communicator_for
-from tests.test_faults import drain_final_state
+from tests.test_faults import SOCKET_TIMEOUT, drain_final_state
 from tests.upstream_server import ErrorReply, Event, FakeUpstream, Stream, gateway_chunks
 
 PRODUCTION_ENV = {
@@ -126,7 +126,7 @@ async def test_another_users_conversation_socket_is_refused(make_user: Any) -> N
     intruder = await database_sync_to_async(make_user)("intruder")
     conversation = await database_sync_to_async(owned_conversation)(owner)
 
-    connected, code = await communicator_for(intruder, conversation).connect()
+    connected, code = await communicator_for(intruder, conversation).connect(timeout=SOCKET_TIMEOUT)
 
     assert not connected
     assert code == 4404
@@ -145,13 +145,13 @@ async def test_retry_with_another_users_message_id_changes_nothing(
     before = await database_sync_to_async(snapshot)(foreign)
     own_before = await database_sync_to_async(snapshot)(own)
     comm = communicator_for(intruder, own)
-    assert (await comm.connect())[0]
+    assert (await comm.connect(timeout=SOCKET_TIMEOUT))[0]
     await drain_final_state(comm)
 
     await comm.send_to(
         text_data=json.dumps({"action": "retry", "message_id": str(foreign_reply.id)})
     )
-    frame = await comm.receive_from()
+    frame = await comm.receive_from(timeout=SOCKET_TIMEOUT)
 
     assert "not part of this conversation" in frame
     assert "classified" not in frame
@@ -170,11 +170,11 @@ async def test_retry_with_own_message_from_another_conversation_is_refused(
     second = await database_sync_to_async(owned_conversation)(user, "second")
     first_reply = await Message.objects.aget(conversation=first, role=Message.Role.ASSISTANT)
     comm = communicator_for(user, second)
-    await comm.connect()
+    await comm.connect(timeout=SOCKET_TIMEOUT)
     await drain_final_state(comm)
 
     await comm.send_to(text_data=json.dumps({"action": "retry", "message_id": str(first_reply.id)}))
-    frame = await comm.receive_from()
+    frame = await comm.receive_from(timeout=SOCKET_TIMEOUT)
 
     assert "not part of this conversation" in frame
     assert await Message.objects.acount() == 4
@@ -196,7 +196,7 @@ async def test_socket_with_a_foreign_origin_is_refused(user: Any, origin: bytes)
     )
     comm.scope["user"] = user
 
-    connected, _ = await comm.connect()
+    connected, _ = await comm.connect(timeout=SOCKET_TIMEOUT)
 
     assert not connected
 
