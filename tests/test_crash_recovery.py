@@ -1,14 +1,21 @@
 """A server process dies or is restarted mid-reply: real Daphne processes, real signals."""
 
+import datetime
+import os
 import signal
+import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import Page, expect
 
+from conversations import recovery
 from conversations.models import Message
+from conversations.services import conversation_create
 from tests.conftest import DaphneServer, sign_in
 from tests.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chunks
 
@@ -66,6 +73,59 @@ def page_for(chromium_browser) -> Iterator[Callable[[DaphneServer], Page]]:
     yield open_page
     for context in contexts:
         context.close()
+
+
+# The sweep's rules, without processes (first: Playwright's loop must not be running yet).
+
+
+def streaming_reply(user, *, worker: str, heartbeat_age: float | None) -> Message:
+    conversation = conversation_create(owner=user)
+    reply = Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        content="so far",
+        worker_id=worker,
+    )
+    if heartbeat_age is not None:
+        Message.objects.filter(id=reply.id).update(
+            heartbeat_at=timezone.now() - datetime.timedelta(seconds=heartbeat_age)
+        )
+    return reply
+
+
+@pytest.mark.django_db
+def test_sweep_marks_only_dead_processes_replies(user, settings) -> None:
+    settings.CHAT_HEARTBEAT_STALE_AFTER = 15
+    host = socket.gethostname()
+    dead_pid = _exited_pid()
+    elsewhere_fresh = streaming_reply(user, worker="other-host:12:abcd", heartbeat_age=1)
+    elsewhere_stale = streaming_reply(user, worker="other-host:13:abcd", heartbeat_age=60)
+    here_dead = streaming_reply(user, worker=f"{host}:{dead_pid}:abcd", heartbeat_age=0)
+    here_alive = streaming_reply(user, worker=f"{host}:{os.getppid()}:abcd", heartbeat_age=1)
+    mine = streaming_reply(user, worker=recovery.worker_id(), heartbeat_age=1)
+
+    interrupted = recovery.replies_orphaned_interrupt()
+
+    assert {message_id for _, message_id in interrupted} == {elsewhere_stale.id, here_dead.id}
+    for reply, status in [
+        (elsewhere_fresh, Message.Status.STREAMING),
+        (elsewhere_stale, Message.Status.INTERRUPTED),
+        (here_dead, Message.Status.INTERRUPTED),
+        (here_alive, Message.Status.STREAMING),
+        (mine, Message.Status.STREAMING),
+    ]:
+        reply.refresh_from_db()
+        assert reply.status == status, reply.worker_id
+    here_dead.refresh_from_db()
+    assert here_dead.content == "so far"
+    assert "so far" in here_dead.content_html
+
+
+def _exited_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
 
 
 def start_held_reply(page: Page, upstream: FakeUpstream, username: str) -> Gate:
