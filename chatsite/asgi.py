@@ -12,6 +12,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from conversations.recovery import install_under_daphne  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -22,3 +23,6 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# Start-up sweep of replies orphaned by a dead process, heartbeats, and graceful SIGTERM.
+install_under_daphne()

@@ -203,3 +203,17 @@ CHAT_DEFAULT_MAX_TOKENS = env_int("CHAT_DEFAULT_MAX_TOKENS", 4096)
 
 # Admin review (issue 4): staff must type why they open a transcript; it goes into the access log.
 CHAT_REVIEW_REASON_REQUIRED = env_bool("CHAT_REVIEW_REASON_REQUIRED", True)
+# Limits and quotas (0 = no limit); staff can override them per user in the admin.
+CHAT_RATE_LIMIT_PER_MINUTE = env_int("CHAT_RATE_LIMIT_PER_MINUTE", 20)
+CHAT_DAILY_MESSAGE_QUOTA = env_int("CHAT_DAILY_MESSAGE_QUOTA", 500)
+CHAT_DAILY_TOKEN_QUOTA = env_int("CHAT_DAILY_TOKEN_QUOTA", 2_000_000)
+# Sign-in throttling: this many failures within the lock period lock the key for that period.
+LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5)
+LOGIN_MAX_FAILURES_PER_ADDRESS = env_int("LOGIN_MAX_FAILURES_PER_ADDRESS", 50)
+LOGIN_LOCK_SECONDS = env_int("LOGIN_LOCK_SECONDS", 15 * 60)
+# Crash recovery: each process marks its streaming replies alive this often; a reply whose
+# heartbeat is older than CHAT_HEARTBEAT_STALE_AFTER belongs to a dead process.
+CHAT_HEARTBEAT_INTERVAL = env_float("CHAT_HEARTBEAT_INTERVAL", 5.0)
+CHAT_HEARTBEAT_STALE_AFTER = env_float("CHAT_HEARTBEAT_STALE_AFTER", 3 * CHAT_HEARTBEAT_INTERVAL)
+# On SIGTERM, in-flight replies get this long to finish before they are saved as interrupted.
+CHAT_SHUTDOWN_GRACE = env_float("CHAT_SHUTDOWN_GRACE", 3.0)

@@ -603,3 +603,6 @@ class TranscriptAccessAdmin(admin.ModelAdmin):
 class UserPreferencesAdmin(admin.ModelAdmin):
     list_display = ("user", "sampling", "reasoning_effort", "max_tokens")
     raw_id_fields = ("user",)
+
+
+from conversations import admin_limits  # noqa: E402, F401  (quotas and sign-in locks)

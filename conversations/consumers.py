@@ -8,8 +8,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db.models import F
 
-from conversations import frames, generation, live, selectors, services, titles
+from conversations import frames, generation, limits, live, selectors, services, titles
 from conversations.forms import TurnForm, TurnSettingsForm, form_error_text, turn_settings_from
 from conversations.models import Conversation, Message
 
@@ -18,7 +19,8 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
 # Frames that change which branch of the tree is on screen.
-BRANCH_ACTIONS = frozenset({"regenerate", "retry", "continue", "edit", "switch"})
+# Retry is not among them: it re-sends a failed reply with the parameters it was sent with.
+BRANCH_ACTIONS = frozenset({"regenerate", "continue", "edit", "switch"})
 # Room for the message itself plus the controls and htmx's headers.
 FRAME_OVERHEAD_CHARS = 16_384
 
@@ -53,6 +55,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await generation.reply_snapshot_request(
             conversation_id=self.conversation_id, reply_channel=self.channel_name
         )
+        # A reply that ended between the page render and this socket joining the group has no
+        # generation left to answer the snapshot request: send its final state instead.
+        finished = await database_sync_to_async(_finished_leaf)(self.conversation_id)
+        if finished is not None:
+            await self.send(text_data=frames.message_replaced(message=finished))
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "conversation_id"):
@@ -67,10 +74,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             frame = parse_frame(text_data)
             action = frame.get("action", "send")
+            if not isinstance(action, str):
+                raise FrameError("The action must be text.")
             if action == "send":
                 await self.turn_send(frame)
             elif action == "stop":
                 await generation.reply_stop(conversation_id=self.conversation_id)
+            elif action == "retry":
+                await self.reply_retry(frame)
             elif action in BRANCH_ACTIONS:
                 await self.branch(action, frame)
             else:
@@ -160,14 +171,49 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await generation.reply_generate(reply_id=reply_id)
             await live.sidebar_changed(user_id=owner.pk)
 
+    async def reply_retry(self, frame: dict[str, Any]) -> None:
+        try:
+            message_id = uuid.UUID(str(frame.get("message_id"))[:64])
+        except ValueError as exc:
+            raise FrameError("That reply is not part of this conversation.") from exc
+        try:
+            failed, reply = await database_sync_to_async(services.reply_retry)(
+                conversation_id=self.conversation_id,
+                message_id=message_id,
+                owner=self.scope["user"],
+                model=settings.CHAT_MODEL,
+            )
+        except services.TurnRefused as exc:
+            raise FrameError(str(exc)) from exc
+        await self.channel_layer.group_send(
+            generation.viewers_group(self.conversation_id),
+            {"type": "turn.retried", "replaced_id": str(failed.id), "message_id": str(reply.id)},
+        )
+        await generation.reply_generate(reply_id=reply.id)
+
     # Events from the conversation's group.
+
+    async def turn_retried(self, event: dict[str, Any]) -> None:
+        reply, quota = await database_sync_to_async(_message_and_quota)(
+            event["message_id"], self.scope["user"]
+        )
+        if reply is None:
+            return
+        self.shown[event["message_id"]] = (0, 0)
+        await self.send(
+            text_data=frames.message_swapped(replaced_id=event["replaced_id"], message=reply)
+            + frames.quota_status(usage=quota)
+        )
 
     async def turn_started(self, event: dict[str, Any]) -> None:
         messages = await database_sync_to_async(_messages_in_order)(event["message_ids"])
         for message in messages:
             if message.is_streaming:
                 self.shown[str(message.id)] = (0, 0)
-        await self.send(text_data=frames.turn_started(messages=messages))
+        quota = await database_sync_to_async(limits.quota_usage_for_user)(user=self.scope["user"])
+        await self.send(
+            text_data=frames.turn_started(messages=messages) + frames.quota_status(usage=quota)
+        )
 
     async def reply_delta(self, event: dict[str, Any]) -> None:
         message_id = event["message_id"]
@@ -228,9 +274,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def reply_finished(self, event: dict[str, Any]) -> None:
         self.shown.pop(event["message_id"], None)
-        message = await database_sync_to_async(_message_with_version)(event["message_id"])
+        message, quota = await database_sync_to_async(_message_and_quota)(
+            event["message_id"], self.scope["user"]
+        )
         if message is not None:
-            await self.send(text_data=frames.message_replaced(message=message))
+            await self.send(
+                text_data=frames.message_replaced(message=message)
+                + frames.quota_status(usage=quota)
+            )
 
 
 def parse_frame(text_data: str | None) -> dict[str, Any]:
@@ -255,6 +306,24 @@ def _unseen(piece: str, offset: int, shown: int) -> str | None:
     if offset > shown:
         return None
     return piece[shown - offset :]
+
+
+def _finished_leaf(conversation_id: uuid.UUID) -> Message | None:
+    leaf = (
+        Message.objects.filter(
+            conversation__id=conversation_id,
+            conversation__active_leaf=F("id"),
+            role=Message.Role.ASSISTANT,
+        )
+        .exclude(status=Message.Status.STREAMING)
+        .first()
+    )
+    # Rendered with its version pager, like the page rendered it.
+    return selectors.messages_with_versions(messages=[leaf])[0] if leaf else None
+
+
+def _message_and_quota(message_id: str, user: Any) -> tuple[Message | None, limits.QuotaUsage]:
+    return _message_with_version(message_id), limits.quota_usage_for_user(user=user)
 
 
 def _messages_in_order(message_ids: list[str]) -> list[Message]:

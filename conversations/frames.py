@@ -4,6 +4,7 @@ Deltas are the hot path, so they are built with plain escaping rather than a tem
 """
 
 from html import escape
+from typing import Any
 
 from django.template.loader import render_to_string
 
@@ -28,6 +29,17 @@ def message_replaced(*, message: Message) -> str:
     article = message_article(message=message)
     # The article keeps its id, so an outerHTML swap replaces the streaming one in place.
     return article.replace("<article ", '<article hx-swap-oob="true" ', 1)
+
+
+def message_swapped(*, replaced_id: str, message: Message) -> str:
+    """A retried reply takes the place of the failed one on screen."""
+    article = message_article(message=message)
+    return article.replace("<article ", f'<article hx-swap-oob="outerHTML:#msg-{replaced_id}" ', 1)
+
+
+def quota_status(*, usage: Any) -> str:
+    html = render_to_string("conversations/_quota.html", {"quota": usage})
+    return html.replace("<p ", '<p hx-swap-oob="true" ', 1)
 
 
 def text_appended(*, message_id: str, text: str, reasoning: str) -> str:

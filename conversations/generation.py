@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 
-from conversations import selectors, services
+from conversations import recovery, selectors, services
 from conversations.demo import DemoTransport
 from conversations.models import Message
 from conversations.rendering import markdown_to_html
@@ -123,6 +123,8 @@ class Generation:
         self._streaming_done = False
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._last_checkpoint = 0.0
+        # (content, reasoning) lengths at the last checkpoint.
+        self._checkpointed = (0, 0)
         self._started_at = 0.0
         self._first_token_at: float | None = None
         self._consume_task: asyncio.Task[None] | None = None
@@ -211,12 +213,29 @@ class Generation:
         stream has ended.
         """
         while not self._streaming_done:
-            await self._dirty.wait()
+            await self._wait_dirty()
             self._dirty.clear()
             await self._flush()
             self._maybe_checkpoint()
             await asyncio.sleep(self._flush_interval)
         await self._flush()
+
+    async def _wait_dirty(self) -> None:
+        """Wait for new text. Text not yet checkpointed is saved when its checkpoint falls due
+        even if nothing more arrives, so a stream that stalls and then dies with the process
+        loses at most one checkpoint interval."""
+        if self._dirty.is_set():
+            return
+        if self._checkpointed == (self._content_length, self._reasoning_length):
+            await self._dirty.wait()
+            return
+        due = self._last_checkpoint + self._checkpoint_interval - asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(max(due, 0.0)):
+                await self._dirty.wait()
+        except TimeoutError:
+            self._maybe_checkpoint()
+            await self._dirty.wait()
 
     async def _flush(self) -> None:
         async with self._send_lock:
@@ -249,6 +268,7 @@ class Generation:
         if self._checkpoint_task is not None and not self._checkpoint_task.done():
             return
         self._last_checkpoint = now
+        self._checkpointed = (self._content_length, self._reasoning_length)
         self._checkpoint_task = asyncio.create_task(
             database_sync_to_async(services.reply_checkpoint)(
                 message_id=self.reply_id,
@@ -375,6 +395,10 @@ async def reply_generate(*, reply_id: uuid.UUID) -> Generation:
     """Start generating a saved `streaming` reply in this process."""
     payload, conversation_id = await database_sync_to_async(selectors.reply_request)(
         reply_id=reply_id
+    )
+    # Recorded so that, should this process die, another one can tell the reply is orphaned.
+    await database_sync_to_async(recovery.reply_claim)(
+        message_id=reply_id, worker=recovery.worker_id()
     )
     generation = Generation(
         reply_id=reply_id,

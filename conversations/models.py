@@ -98,6 +98,11 @@ class Message(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Which server process generates a streaming reply, and when it last said it was alive:
+    # a reply whose process died is marked interrupted by the survivors (see recovery.py).
+    worker_id = models.CharField(max_length=128, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         ordering = ["created_at"]
         indexes = [models.Index(fields=["conversation", "created_at"])]
@@ -257,3 +262,40 @@ class UserPreferences(models.Model):
 
     def __str__(self) -> str:
         return f"preferences of {self.user}"
+
+
+class UserQuota(models.Model):
+    """Per-user overrides of the site-wide limits; a blank field means the site default."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_quota"
+    )
+    messages_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Blank: the site default. 0: no limit."
+    )
+    messages_per_day = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Blank: the site default. 0: no limit."
+    )
+    tokens_per_day = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Blank: the site default. 0: no limit."
+    )
+    note = models.CharField(max_length=200, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "user quota"
+
+    def __str__(self) -> str:
+        return f"quota of {self.user}"
+
+
+class LoginThrottle(models.Model):
+    """Failed sign-ins per key (username+address, or address), shared by all processes."""
+
+    key = models.CharField(max_length=200, unique=True)
+    failures = models.PositiveIntegerField(default=0)
+    window_started_at = models.DateTimeField()
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.key

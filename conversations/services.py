@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from conversations import limits
 from conversations.models import (
     Conversation,
     ConversationReview,
@@ -126,6 +127,7 @@ def turn_start(
                 "A reply is still being written in this conversation. Wait for it or press "
                 "Stop, then send again."
             )
+        _allowance_check(user=owner)
         user_message = Message.objects.create(
             conversation=conversation,
             parent_id=conversation.active_leaf_id,
@@ -438,6 +440,8 @@ def _message_of(*, conversation: Conversation, message_id: uuid.UUID | str, role
 def _reply_create(
     *, conversation: Conversation, parent: Message, params: dict[str, Any], model: str
 ) -> Message:
+    # Regenerate, edit and continue start replies too, so they count against the same limits.
+    _allowance_check(user=conversation.owner)
     reply = Message.objects.create(
         conversation=conversation,
         parent=parent,
@@ -609,3 +613,57 @@ def preferences_update(
         },
     )
     return preferences
+
+
+def _allowance_check(*, user: AbstractBaseUser) -> None:
+    try:
+        limits.turn_allowance_check(user=user)
+    except limits.LimitReached as exc:
+        raise TurnRefused(str(exc)) from exc
+
+
+RETRYABLE_STATUSES = (Message.Status.ERROR, Message.Status.INTERRUPTED)
+
+
+def reply_retry(
+    *,
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    owner: AbstractBaseUser,
+    model: str,
+) -> tuple[Message, Message]:
+    """Write a failed reply again: a new streaming sibling under the same user message.
+
+    The user's message is not duplicated; the failed reply stays in the tree (as an earlier
+    version) and the new one becomes the active leaf. Returns (failed reply, new reply).
+    """
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
+        failed = Message.objects.filter(
+            id=message_id, conversation=conversation, role=Message.Role.ASSISTANT
+        ).first()
+        if failed is None:
+            raise TurnRefused("That reply is not part of this conversation.")
+        if failed.status not in RETRYABLE_STATUSES:
+            raise TurnRefused("Only a reply that failed or was interrupted can be retried.")
+        if conversation.active_leaf_id != failed.id:
+            raise TurnRefused("Only the last reply of the conversation can be retried.")
+        if Message.objects.filter(
+            conversation=conversation, status=Message.Status.STREAMING
+        ).exists():
+            raise TurnRefused(
+                "A reply is still being written in this conversation. Wait for it or press "
+                "Stop, then try again."
+            )
+        _allowance_check(user=owner)
+        reply = Message.objects.create(
+            conversation=conversation,
+            parent_id=failed.parent_id,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            model=model,
+            request_params=failed.request_params,
+        )
+        conversation.active_leaf = reply
+        conversation.save(update_fields=["active_leaf", "updated_at"])
+    return failed, reply

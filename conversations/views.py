@@ -6,7 +6,7 @@ from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from conversations import live, selectors, services
+from conversations import limits, live, selectors, services
 from conversations.forms import (
     STOP_FIELDS,
     PreferencesForm,
@@ -63,6 +63,7 @@ def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpRespo
             ),
             "settings_form": settings_form,
             "stop_fields": [settings_form[name] for name in STOP_FIELDS],
+            "quota": limits.quota_usage_for_user(user=request.user),
         },
     )
 

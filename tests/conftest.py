@@ -62,6 +62,12 @@ def _fresh_channel_layer() -> Iterator[None]:
     channel_layers.backends.pop(DEFAULT_CHANNEL_LAYER, None)
 
 
+@pytest.fixture(autouse=True)
+def _no_rate_limit_unless_asked(settings) -> None:
+    # Factories build many turns in a second; tests of the limits set the ones they test.
+    settings.CHAT_RATE_LIMIT_PER_MINUTE = 0
+
+
 @pytest.fixture
 def make_user(db: None):
     def make(username: str = "alice", **extra: object) -> AbstractBaseUser:

@@ -537,6 +537,12 @@ class FakeUpstream:
         with self._cond:
             self._queue.extend(replies)
 
+    @property
+    def streamed_requests(self) -> list[RecordedRequest]:
+        """The chat turns, without the app's small non-streaming requests (titles)."""
+        with self._cond:
+            return [r for r in self.requests if isinstance(r.json, dict) and r.json.get("stream")]
+
     def wait_for_requests(self, count: int, timeout: float = 10.0) -> None:
         with self._cond:
             if not self._cond.wait_for(lambda: len(self.requests) >= count, timeout):

@@ -1,0 +1,214 @@
+"""Per-user rate limit and daily quotas, and sign-in throttling.
+
+Counting is done in the database, so every server process sees the same numbers: a reply is
+one "message" (a send, a retry or a regenerate each make Claude write one), and its tokens are
+the prompt plus completion tokens the gateway reported.
+"""
+
+import datetime
+import math
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Count, F, Q, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from conversations.models import LoginThrottle, Message, UserQuota
+
+MINUTE = datetime.timedelta(minutes=1)
+
+
+class LimitReached(Exception):
+    """The user may not start another reply now; the message says why and until when."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """0 means no limit."""
+
+    per_minute: int
+    per_day: int
+    tokens_per_day: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaUsage:
+    limits: Limits
+    messages_last_minute: int
+    messages_today: int
+    tokens_today: int
+    day_ends_at: datetime.datetime
+
+    @property
+    def messages_left_today(self) -> int | None:
+        if not self.limits.per_day:
+            return None
+        return max(0, self.limits.per_day - self.messages_today)
+
+    @property
+    def tokens_left_today(self) -> int | None:
+        if not self.limits.tokens_per_day:
+            return None
+        return max(0, self.limits.tokens_per_day - self.tokens_today)
+
+    @property
+    def summary(self) -> str:
+        """What the page shows beside the composer."""
+        parts = []
+        if self.limits.per_day:
+            parts.append(
+                f"{self.messages_left_today:,} of {self.limits.per_day:,} messages left today"
+            )
+        if self.limits.tokens_per_day:
+            parts.append(
+                f"{self.tokens_left_today:,} of {self.limits.tokens_per_day:,} tokens left today"
+            )
+        return " · ".join(parts)
+
+
+def limits_for_user(*, user: AbstractBaseUser) -> Limits:
+    quota = UserQuota.objects.filter(user=user).first()
+
+    def pick(override: int | None, default: int) -> int:
+        return default if override is None else override
+
+    return Limits(
+        per_minute=pick(quota and quota.messages_per_minute, settings.CHAT_RATE_LIMIT_PER_MINUTE),
+        per_day=pick(quota and quota.messages_per_day, settings.CHAT_DAILY_MESSAGE_QUOTA),
+        tokens_per_day=pick(quota and quota.tokens_per_day, settings.CHAT_DAILY_TOKEN_QUOTA),
+    )
+
+
+def _day_bounds(now: datetime.datetime) -> tuple[datetime.datetime, datetime.datetime]:
+    local = timezone.localtime(now)
+    start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return start, start + datetime.timedelta(days=1)
+
+
+def quota_usage_for_user(
+    *, user: AbstractBaseUser, now: datetime.datetime | None = None
+) -> QuotaUsage:
+    now = now or timezone.now()
+    day_start, day_end = _day_bounds(now)
+    today, last_minute = Q(created_at__gte=day_start), Q(created_at__gt=now - MINUTE)
+    # One query: the minute's window may start before midnight.
+    counts = Message.objects.filter(
+        conversation__owner=user,
+        role=Message.Role.ASSISTANT,
+        created_at__gte=min(day_start, now - MINUTE),
+    ).aggregate(
+        today=Count("id", filter=today),
+        last_minute=Count("id", filter=last_minute),
+        tokens=Coalesce(
+            Sum(
+                Coalesce(F("prompt_tokens"), 0) + Coalesce(F("completion_tokens"), 0),
+                filter=today,
+            ),
+            0,
+        ),
+    )
+    return QuotaUsage(
+        limits=limits_for_user(user=user),
+        messages_last_minute=counts["last_minute"],
+        messages_today=counts["today"],
+        tokens_today=counts["tokens"],
+        day_ends_at=day_end,
+    )
+
+
+def _wait_text(seconds: float) -> str:
+    seconds = max(1, math.ceil(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, minutes = divmod(math.ceil(seconds / 60), 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def turn_allowance_check(*, user: AbstractBaseUser) -> None:
+    """Raise LimitReached if the user may not start a reply now.
+
+    Call inside the transaction that creates the reply: the user's quota row is locked, so two
+    sends at once (from any processes) are counted one after the other, never both let through.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("turn_allowance_check must run inside the reply's transaction")
+    UserQuota.objects.get_or_create(user=user)
+    UserQuota.objects.select_for_update().filter(user=user).first()
+    now = timezone.now()
+    usage = quota_usage_for_user(user=user, now=now)
+    limits = usage.limits
+    if limits.per_minute and usage.messages_last_minute >= limits.per_minute:
+        oldest = (
+            Message.objects.filter(
+                conversation__owner=user,
+                role=Message.Role.ASSISTANT,
+                created_at__gt=now - MINUTE,
+            )
+            .order_by("created_at")
+            .values_list("created_at", flat=True)
+            .first()
+        )
+        wait = (oldest + MINUTE - now).total_seconds() if oldest else 60
+        raise LimitReached(
+            f"You are sending messages too quickly: the limit is {limits.per_minute} per "
+            f"minute. Try again in {_wait_text(wait)}. Nothing was sent."
+        )
+    resets = _wait_text((usage.day_ends_at - now).total_seconds())
+    if limits.per_day and usage.messages_today >= limits.per_day:
+        raise LimitReached(
+            f"You have used all {limits.per_day:,} messages for today. The quota resets at "
+            f"midnight {settings.TIME_ZONE} (in {resets}). Nothing was sent."
+        )
+    if limits.tokens_per_day and usage.tokens_today >= limits.tokens_per_day:
+        raise LimitReached(
+            f"You have used all {limits.tokens_per_day:,} tokens of today's quota. It resets at "
+            f"midnight {settings.TIME_ZONE} (in {resets}). Nothing was sent."
+        )
+
+
+# Sign-in throttling.
+
+
+def _login_keys(*, username: str, address: str) -> list[tuple[str, int]]:
+    keys = [(f"user:{username.strip().lower()[:150]}|{address}", settings.LOGIN_MAX_FAILURES)]
+    if settings.LOGIN_MAX_FAILURES_PER_ADDRESS:
+        keys.append((f"addr:{address}", settings.LOGIN_MAX_FAILURES_PER_ADDRESS))
+    return keys
+
+
+def login_locked_for(*, username: str, address: str) -> float:
+    """Seconds until sign-in is allowed again for this username and address (0: allowed)."""
+    now = timezone.now()
+    keys = [key for key, _ in _login_keys(username=username, address=address)]
+    locked = LoginThrottle.objects.filter(key__in=keys, locked_until__gt=now).values_list(
+        "locked_until", flat=True
+    )
+    return max(((until - now).total_seconds() for until in locked), default=0.0)
+
+
+def login_failure_record(*, username: str, address: str) -> None:
+    now = timezone.now()
+    window = datetime.timedelta(seconds=settings.LOGIN_LOCK_SECONDS)
+    with transaction.atomic():
+        for key, max_failures in _login_keys(username=username, address=address):
+            throttle, _ = LoginThrottle.objects.select_for_update().get_or_create(
+                key=key, defaults={"window_started_at": now}
+            )
+            if throttle.window_started_at < now - window:
+                throttle.failures, throttle.window_started_at = 0, now
+            throttle.failures += 1
+            if throttle.failures >= max_failures:
+                throttle.locked_until = now + window
+            throttle.save()
+
+
+def login_success_record(*, username: str, address: str) -> None:
+    key = _login_keys(username=username, address=address)[0][0]
+    LoginThrottle.objects.filter(key=key).delete()
+
+
+def lock_wait_text(seconds: float) -> str:
+    return _wait_text(seconds)
