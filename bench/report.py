@@ -118,8 +118,10 @@ def render(results: dict[str, Any], chart_name: str, results_name: str) -> str:
         "",
         "## Concurrency sweep (each upstream stream at "
         f"{results['settings']['rate_tokens_per_s']:g} tokens/s, "
-        f"{results['settings']['tokens_per_reply']} tokens per reply, starts spread over "
-        f"{results['settings']['ramp_s']:g} s)",
+        f"{results['settings']['tokens_per_reply']} tokens per reply, new turns arriving at "
+        f"{results['settings']['arrivals_per_s']:g}/s, so the ramp-up takes streams/"
+        f"{results['settings']['arrivals_per_s']:g} s, between 1 and "
+        f"{results['settings']['ramp_max_s']:g} s)",
         "",
         "Times in ms. TTFT is send → first token frame (app) or request → first parsed token "
         "(direct). Gap is between consecutive delta frames on one socket. CPU per 1k tokens: "

@@ -257,7 +257,7 @@ class Bench:
             if profile is not None:
                 spy = subprocess.Popen(
                     [
-                        "py-spy",
+                        str(Path(PY).parent / "py-spy"),
                         "record",
                         "-p",
                         str(pid),
@@ -265,8 +265,9 @@ class Bench:
                         str(profile),
                         "-f",
                         "raw",
+                        "--nonblocking",
                         "-r",
-                        "200",
+                        "100",
                         "-d",
                         str(int(self.args.duration + 2)),
                     ],
@@ -396,11 +397,12 @@ class Bench:
                 "debug": False,
                 "rate_tokens_per_s": a.rate,
                 "tokens_per_reply": a.tokens,
-                "ramp_s": a.ramp,
+                "arrivals_per_s": a.arrivals,
+                "ramp_max_s": a.ramp_max,
             },
         }
         log("warm-up")
-        self.pair("warmup", a.warmup, tokens=20, interval=0.01, ramp=0.5)
+        self.results["warmup"] = self.pair("warmup", a.warmup, tokens=20, interval=0.01, ramp=0.5)
         log("time to first token, 1 stream, sequential turns")
         self.results["ttft1"] = self.pair(
             "ttft1", a.ttft_turns, tokens=10, interval=0.002, ramp=0, sequential=True
@@ -422,7 +424,7 @@ class Bench:
                     count,
                     tokens=a.tokens,
                     interval=interval,
-                    ramp=a.ramp if count > 1 else 0,
+                    ramp=min(a.ramp_max, max(1.0, count / a.arrivals)) if count > 1 else 0,
                     measure=True,
                     profile=profile,
                 )
@@ -723,8 +725,11 @@ def main() -> None:
     parser.add_argument("--name", default=None)
     parser.add_argument("--steps", default="1,50,100,200,300,500")
     parser.add_argument("--rate", type=float, default=20.0, help="tokens/s per stream")
-    parser.add_argument("--tokens", type=int, default=160, help="tokens per reply in the sweep")
-    parser.add_argument("--ramp", type=float, default=3.0, help="seconds over which streams start")
+    parser.add_argument("--tokens", type=int, default=200, help="tokens per reply in the sweep")
+    parser.add_argument(
+        "--arrivals", type=float, default=100.0, help="new turns per second while ramping up"
+    )
+    parser.add_argument("--ramp-max", type=float, default=5.0, help="longest ramp-up (s)")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--ttft-turns", type=int, default=30)
     parser.add_argument("--e2e-turns", type=int, default=5)
@@ -735,7 +740,7 @@ def main() -> None:
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args()
     args.steps = [int(s) for s in args.steps.split(",") if s]
-    args.duration = args.tokens / args.rate + args.ramp
+    args.duration = args.tokens / args.rate + args.ramp_max
     args.name = args.name or f"{datetime.date.today().isoformat()}-{args.db}"
     RESULTS.mkdir(parents=True, exist_ok=True)
     bench = Bench(args)
