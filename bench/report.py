@@ -99,7 +99,12 @@ def render(results: dict[str, Any], chart_name: str, results_name: str) -> str:
         f"{results['machine']['python']}; one Daphne process, DEBUG off, in-memory channel "
         f"layer, flush interval {results['settings']['flush_interval'] * 1000:g} ms, "
         f"CONN_MAX_AGE {results['settings']['conn_max_age']} s. The upstream, the load "
-        "generator and the server share the same 2 cores. Whole run: "
+        "generator and the server share the same 2 cores, and so did whatever else ran on the "
+        "machine (load average "
+        f"{' / '.join(f'{x:.1f}' for x in results['machine'].get('loadavg_at_start', [])[:1])}"
+        " at the start, "
+        f"{' / '.join(f'{x:.1f}' for x in results['machine'].get('loadavg_at_end', [])[:1])}"
+        " at the end). Whole run: "
         f"{results.get('elapsed_s')} s. Raw numbers: [`results/{results_name}`]"
         f"(results/{results_name}).",
         "",

@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -296,6 +297,18 @@ class Bench:
         result.update(extra)
         return result
 
+    def settle(self, limit: float = 90.0) -> float:
+        """Wait (bounded) until no reply is still streaming, so that a phase the server could
+        not keep up with does not spill into the next one; returns how long that took."""
+        from conversations.models import Message
+
+        started = time.monotonic()
+        while time.monotonic() - started < limit:
+            if not Message.objects.filter(status=Message.Status.STREAMING).exists():
+                break
+            time.sleep(0.25)
+        return round(time.monotonic() - started, 2)
+
     def verify_saved(self, conversation_ids: list[str], messages: list[str]) -> dict[str, int]:
         """The final saved text of every reply equals what the upstream sent, byte for byte."""
         from conversations.models import Message
@@ -355,6 +368,7 @@ class Bench:
             "ws", clients, sequential=sequential, timeout=timeout, measure=measure, profile=profile
         )
         app.update(self.verify_saved(ids, [c["message"] for c in clients]))
+        app["settle_s"] = self.settle()
         total_tokens = tokens * count
         row = {
             "label": label,
@@ -387,6 +401,7 @@ class Bench:
             "db": a.db,
             "machine": {
                 "cpus": os.cpu_count(),
+                "loadavg_at_start": os.getloadavg(),
                 "python": platform.python_version(),
                 "kernel": platform.release(),
             },
@@ -435,6 +450,7 @@ class Bench:
         log("conversation page, 20 vs 2000 messages")
         self.results["page"] = self.page_render()
         self.results["elapsed_s"] = round(time.monotonic() - started, 1)
+        self.results["machine"]["loadavg_at_end"] = os.getloadavg()
         self.results["bars"] = bars(self.results)
 
     def count_queries(self) -> dict[str, Any]:
@@ -580,7 +596,15 @@ def condense(result: dict[str, Any], total_tokens: int) -> dict[str, Any]:
         "connected": result.get("connected"),
         "client_cpu": result["cpu"],
     }
-    for key in ("replies", "saved_ok", "rss_before", "rss_idle", "rss_peak", "server_cpu"):
+    for key in (
+        "replies",
+        "saved_ok",
+        "settle_s",
+        "rss_before",
+        "rss_idle",
+        "rss_peak",
+        "server_cpu",
+    ):
         if key in result:
             out[key] = result[key]
     cpu = result.get("server_cpu", result["cpu"] if "saved_ok" not in result else None)
@@ -744,6 +768,8 @@ def main() -> None:
     args.name = args.name or f"{datetime.date.today().isoformat()}-{args.db}"
     RESULTS.mkdir(parents=True, exist_ok=True)
     bench = Bench(args)
+    # Stopped from outside: still stop the servers and drop the database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         bench.setup()
         bench.run()

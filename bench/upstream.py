@@ -10,8 +10,12 @@ Run: python -m bench.upstream --port PORT
 
 import argparse
 import asyncio
+import functools
+import heapq
+import itertools
 import json
 import signal
+from typing import Any
 
 from bench.common import parse_spec, reply_tokens
 
@@ -29,7 +33,9 @@ def _chunk(event: dict) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+@functools.cache
 def _token_chunk(text: str) -> bytes:
+    # Cached: the vocabulary is small, so the upstream spends its CPU on sending, not encoding.
     return _chunk(
         {
             "id": "chatcmpl-bench",
@@ -66,24 +72,76 @@ def _last_user_message(body: bytes) -> str:
     return ""
 
 
+class Scheduler:
+    """Every token of every stream is sent from one loop over a heap of due times: one timer
+    per tick instead of one task wake-up per token, so one process feeds hundreds of streams."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, list[bytes], int, float, asyncio.Transport, Any]] = []
+        self._wake: asyncio.Future[None] | None = None
+        self._ids = itertools.count()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(
+        self, transport: asyncio.Transport, chunks: list[bytes], start: float, interval: float
+    ) -> asyncio.Future[None]:
+        done = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._heap, (start, next(self._ids), chunks, 0, interval, transport, done))
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        return done
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        heap = self._heap
+        while True:
+            now = loop.time()
+            while heap and heap[0][0] <= now:
+                due, ident, chunks, index, interval, transport, done = heapq.heappop(heap)
+                if transport.is_closing():
+                    done.set_result(None)
+                    continue
+                transport.write(chunks[index])
+                index += 1
+                if index < len(chunks):
+                    heapq.heappush(
+                        heap, (due + interval, ident, chunks, index, interval, transport, done)
+                    )
+                else:
+                    done.set_result(None)
+            # Sleep until the next token is due, or until a new stream is added.
+            self._wake = wake = loop.create_future()
+            timer = loop.call_at(heap[0][0], _wake_up, wake) if heap else None
+            await wake
+            if timer is not None:
+                timer.cancel()
+
+
+def _wake_up(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_scheduler: Scheduler | None = None
+
+
 async def _stream(writer: asyncio.StreamWriter, message: str) -> None:
+    global _scheduler
     count, interval, ttft, seed = parse_spec(message)
     chunks = [_token_chunk(token) for token in reply_tokens(seed, count)]
     loop = asyncio.get_running_loop()
     writer.write(HEAD)
-    start = loop.time() + ttft
-    if interval <= 0:
-        if ttft > 0:
-            await asyncio.sleep(ttft)
+    if ttft > 0:
+        await asyncio.sleep(ttft)
+    if interval <= 0 or not chunks:
         writer.write(b"".join(chunks))
     else:
-        for index, chunk in enumerate(chunks):
-            delay = start + index * interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            writer.write(chunk)
-            if writer.transport.get_write_buffer_size() > 65536:
-                await writer.drain()
+        if _scheduler is None:
+            _scheduler = Scheduler()
+        transport = writer.transport
+        await _scheduler.add(transport, chunks, loop.time(), interval)  # type: ignore[arg-type]
     writer.write(_tail(count))
     await writer.drain()
 
