@@ -78,7 +78,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise FrameError(form_error_text(form))
         data = form.cleaned_data
         try:
-            user_message, reply = await database_sync_to_async(services.turn_start)(
+            user_message, reply, request, started = await database_sync_to_async(_turn_start)(
                 conversation_id=self.conversation_id,
                 owner=self.scope["user"],
                 content=data["message"],
@@ -97,13 +97,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=frames.composer_accepted(client_token=client_token))
         await self.channel_layer.group_send(
             generation.viewers_group(self.conversation_id),
-            {"type": "turn.started", "message_ids": [str(user_message.id), str(reply.id)]},
+            {
+                "type": "turn.started",
+                "message_ids": [str(user_message.id), str(reply.id)],
+                # Rendered once for every viewer; the reply streams from offset 0.
+                "frame": started,
+                "streaming_ids": [str(reply.id)],
+            },
         )
-        await generation.reply_generate(reply_id=reply.id)
+        await generation.reply_generate(reply_id=reply.id, request=request)
 
     # Events from the conversation's group.
 
     async def turn_started(self, event: dict[str, Any]) -> None:
+        if "frame" in event:
+            for message_id in event["streaming_ids"]:
+                self.shown[message_id] = (0, 0)
+            await self.send(text_data=event["frame"])
+            return
         messages = await database_sync_to_async(_messages_in_order)(event["message_ids"])
         for message in messages:
             if message.is_streaming:
@@ -145,8 +156,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def reply_finished(self, event: dict[str, Any]) -> None:
         self.shown.pop(event["message_id"], None)
-        message = await database_sync_to_async(Message.objects.get)(id=event["message_id"])
-        await self.send(text_data=frames.message_replaced(message=message))
+        frame = event.get("frame")
+        if frame is None:
+            message = await database_sync_to_async(Message.objects.get)(id=event["message_id"])
+            frame = frames.message_replaced(message=message)
+        await self.send(text_data=frame)
 
 
 def parse_frame(text_data: str | None) -> dict[str, Any]:
@@ -171,6 +185,16 @@ def _unseen(piece: str, offset: int, shown: int) -> str | None:
     if offset > shown:
         return None
     return piece[shown - offset :]
+
+
+def _turn_start(
+    **kwargs: Any,
+) -> tuple[Message, Message, tuple[dict[str, Any], uuid.UUID], str]:
+    """One thread hop for the whole start of a turn: save it, build the upstream request and
+    render the frame every viewer gets."""
+    user_message, reply = services.turn_start(**kwargs)
+    request = selectors.reply_request(reply_id=reply.id)
+    return user_message, reply, request, frames.turn_started(messages=[user_message, reply])
 
 
 def _messages_in_order(message_ids: list[str]) -> list[Message]:

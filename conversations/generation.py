@@ -14,8 +14,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
+from django.db import transaction
 
-from conversations import selectors, services
+from conversations import frames, selectors, services
 from conversations.demo import DemoTransport
 from conversations.models import Message
 from conversations.upstream import (
@@ -115,7 +116,8 @@ class Generation:
         self._send_lock = asyncio.Lock()
         self._dirty = asyncio.Event()
         self._streaming_done = False
-        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._flusher_pausing = False
+        self._checkpoint: asyncio.Future[None] | None = None
         self._last_checkpoint = 0.0
         self._started_at = 0.0
         self._first_token_at: float | None = None
@@ -162,6 +164,9 @@ class Generation:
         finally:
             self._streaming_done = True
             self._dirty.set()
+            if self._flusher_pausing:
+                # Don't make the end of the reply wait out the flush interval.
+                flusher.cancel()
             listener.cancel()
             await asyncio.shield(self._finish(flusher, control_channel, status, error))
         if shutting_down:
@@ -205,7 +210,11 @@ class Generation:
             if self._streaming_done:
                 return
             self._maybe_checkpoint()
-            await asyncio.sleep(self._flush_interval)
+            self._flusher_pausing = True
+            try:
+                await asyncio.sleep(self._flush_interval)
+            finally:
+                self._flusher_pausing = False
 
     async def _flush(self) -> None:
         async with self._send_lock:
@@ -235,15 +244,11 @@ class Generation:
         now = asyncio.get_running_loop().time()
         if now - self._last_checkpoint < self._checkpoint_interval:
             return
-        if self._checkpoint_task is not None and not self._checkpoint_task.done():
+        if self._checkpoint is not None and not self._checkpoint.done():
             return
         self._last_checkpoint = now
-        self._checkpoint_task = asyncio.create_task(
-            database_sync_to_async(services.reply_checkpoint)(
-                message_id=self.reply_id,
-                content="".join(self._content),
-                reasoning="".join(self._reasoning),
-            )
+        self._checkpoint = checkpoints().submit(
+            self.reply_id, "".join(self._content), "".join(self._reasoning)
         )
 
     async def _listen(self, channel: str) -> None:
@@ -275,14 +280,22 @@ class Generation:
         self, flusher: asyncio.Task[None], control_channel: str, status: str, error: str
     ) -> None:
         try:
-            await flusher
-            if self._checkpoint_task is not None:
-                await self._checkpoint_task
-            await database_sync_to_async(services.reply_finish)(
+            await asyncio.wait([flusher])
+            if flusher.cancelled():
+                await self._flush()
+            else:
+                flusher.result()
+            if self._checkpoint is not None:
+                # A checkpoint not yet written is superseded by the final save.
+                checkpoints().discard(self.reply_id)
+                await self._checkpoint
+            # Saved and rendered once here, not once per viewing socket.
+            frame = await database_sync_to_async(_reply_finish_frame)(
                 message_id=self.reply_id, outcome=self._outcome(status, error)
             )
             await self._layer.group_send(
-                self._viewers, {"type": "reply.finished", "message_id": str(self.reply_id)}
+                self._viewers,
+                {"type": "reply.finished", "message_id": str(self.reply_id), "frame": frame},
             )
         except Exception:
             logger.exception("could not save the end of reply %s", self.reply_id)
@@ -316,11 +329,14 @@ class Generation:
         )
 
 
-async def reply_generate(*, reply_id: uuid.UUID) -> Generation:
-    """Start generating a saved `streaming` reply in this process."""
-    payload, conversation_id = await database_sync_to_async(selectors.reply_request)(
-        reply_id=reply_id
-    )
+async def reply_generate(
+    *, reply_id: uuid.UUID, request: tuple[dict[str, Any], uuid.UUID] | None = None
+) -> Generation:
+    """Start generating a saved `streaming` reply in this process. `request` is
+    `selectors.reply_request(reply_id=…)` when the caller already has it (saves a DB hop)."""
+    if request is None:
+        request = await database_sync_to_async(selectors.reply_request)(reply_id=reply_id)
+    payload, conversation_id = request
     generation = Generation(
         reply_id=reply_id,
         conversation_id=conversation_id,
@@ -330,6 +346,66 @@ async def reply_generate(*, reply_id: uuid.UUID) -> Generation:
     )
     generation.start()
     return generation
+
+
+def _reply_finish_frame(*, message_id: uuid.UUID, outcome: services.ReplyOutcome) -> str:
+    services.reply_finish(message_id=message_id, outcome=outcome)
+    return frames.message_replaced(message=Message.objects.get(id=message_id))
+
+
+class Checkpointer:
+    """Every reply of this process checkpoints through one writer: a batch of partial replies
+    per transaction, instead of one transaction (and one thread hop) per reply per second."""
+
+    def __init__(self) -> None:
+        self._pending: dict[uuid.UUID, tuple[str, str]] = {}
+        self._batch: asyncio.Future[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    def submit(self, reply_id: uuid.UUID, content: str, reasoning: str) -> asyncio.Future[None]:
+        """Queue a checkpoint; the future is done once the batch holding it is written."""
+        self._pending[reply_id] = (content, reasoning)
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="checkpoints")
+        return self._batch
+
+    def discard(self, reply_id: uuid.UUID) -> None:
+        self._pending.pop(reply_id, None)
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, done = self._pending, self._batch
+            self._pending, self._batch = {}, None
+            try:
+                await database_sync_to_async(_write_checkpoints)(batch)
+            except Exception:
+                logger.exception("could not checkpoint %d replies", len(batch))
+            finally:
+                if done is not None and not done.done():
+                    done.set_result(None)
+        if self._batch is not None and not self._batch.done():
+            self._batch.set_result(None)
+            self._batch = None
+
+
+def _write_checkpoints(batch: dict[uuid.UUID, tuple[str, str]]) -> None:
+    with transaction.atomic():
+        for reply_id, (content, reasoning) in batch.items():
+            services.reply_checkpoint(message_id=reply_id, content=content, reasoning=reasoning)
+
+
+_checkpointer: tuple[asyncio.AbstractEventLoop, Checkpointer] | None = None
+
+
+def checkpoints() -> Checkpointer:
+    """One checkpoint writer per event loop."""
+    global _checkpointer
+    loop = asyncio.get_running_loop()
+    if _checkpointer is None or _checkpointer[0] is not loop:
+        _checkpointer = (loop, Checkpointer())
+    return _checkpointer[1]
 
 
 async def reply_stop(*, conversation_id: uuid.UUID) -> None:
