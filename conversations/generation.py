@@ -290,7 +290,9 @@ class Generation:
                 checkpoints().discard(self.reply_id)
                 await self._checkpoint
             # Saved and rendered once here, not once per viewing socket.
-            frame = await database_sync_to_async(_reply_finish_frame)(
+            # Off the shared ORM thread: this reply's own row, so it need not queue behind (or
+            # hold up) every turn start in the process.
+            frame = await database_sync_to_async(_reply_finish_frame, thread_sensitive=False)(
                 message_id=self.reply_id, outcome=self._outcome(status, error)
             )
             await self._layer.group_send(
@@ -379,7 +381,7 @@ class Checkpointer:
             batch, done = self._pending, self._batch
             self._pending, self._batch = {}, None
             try:
-                await database_sync_to_async(_write_checkpoints)(batch)
+                await database_sync_to_async(_write_checkpoints, thread_sensitive=False)(batch)
             except Exception:
                 logger.exception("could not checkpoint %d replies", len(batch))
             finally:
