@@ -8,6 +8,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import connection
 
 from conversations import frames, generation, selectors, services
 from conversations.forms import TurnForm, form_error_text
@@ -78,7 +79,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise FrameError(form_error_text(form))
         data = form.cleaned_data
         try:
-            user_message, reply, request, started = await database_sync_to_async(_turn_start)(
+            # Where the database locks the conversation row (PostgreSQL), turn starts need not
+            # queue one behind another on the shared ORM thread; SQLite has no row locks, so
+            # there they stay serial.
+            user_message, reply, request, started = await database_sync_to_async(
+                _turn_start, thread_sensitive=not connection.features.has_select_for_update
+            )(
                 conversation_id=self.conversation_id,
                 owner=self.scope["user"],
                 content=data["message"],
