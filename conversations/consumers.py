@@ -82,9 +82,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # Where the database locks the conversation row (PostgreSQL), turn starts need not
             # queue one behind another on the shared ORM thread; SQLite has no row locks, so
             # there they stay serial.
-            user_message, reply, request, started = await database_sync_to_async(
-                _turn_start, thread_sensitive=not connection.features.has_select_for_update
-            )(
+            start = (
+                generation.orm_parallel(_turn_start)
+                if connection.features.has_select_for_update
+                else database_sync_to_async(_turn_start)
+            )
+            user_message, reply, request, started = await start(
                 conversation_id=self.conversation_id,
                 owner=self.scope["user"],
                 content=data["message"],

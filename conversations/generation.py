@@ -9,6 +9,8 @@ to whichever process holds the task, so any tab on any process can stop it or jo
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -39,6 +41,17 @@ DEMO_BASE_URL = "http://demo.invalid/v1"
 active_generations: dict[uuid.UUID, "Generation"] = {}
 
 _client: tuple[asyncio.AbstractEventLoop, UpstreamClient] | None = None
+
+# ORM work that need not queue on the one shared (thread-sensitive) ORM thread gets its own
+# pool, so that it neither waits behind nor starves the event loop's default executor (which
+# also resolves host names when the upstream pool opens a connection).
+_orm_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="orm")
+
+
+def orm_parallel(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`database_sync_to_async`, on the parallel ORM pool: only for self-contained work that is
+    safe to run beside other ORM calls (each call is its own transaction)."""
+    return database_sync_to_async(func, thread_sensitive=False, executor=_orm_pool)
 
 
 def viewers_group(conversation_id: uuid.UUID) -> str:
@@ -292,7 +305,7 @@ class Generation:
             # Saved and rendered once here, not once per viewing socket.
             # Off the shared ORM thread: this reply's own row, so it need not queue behind (or
             # hold up) every turn start in the process.
-            frame = await database_sync_to_async(_reply_finish_frame, thread_sensitive=False)(
+            frame = await orm_parallel(_reply_finish_frame)(
                 message_id=self.reply_id, outcome=self._outcome(status, error)
             )
             await self._layer.group_send(
@@ -381,7 +394,7 @@ class Checkpointer:
             batch, done = self._pending, self._batch
             self._pending, self._batch = {}, None
             try:
-                await database_sync_to_async(_write_checkpoints, thread_sensitive=False)(batch)
+                await orm_parallel(_write_checkpoints)(batch)
             except Exception:
                 logger.exception("could not checkpoint %d replies", len(batch))
             finally:
