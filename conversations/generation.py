@@ -294,10 +294,12 @@ class Generation:
     ) -> None:
         try:
             await asyncio.wait([flusher])
-            if flusher.cancelled():
-                await self._flush()
-            else:
+            if not flusher.cancelled():
                 flusher.result()
+            # Whatever arrived after the flusher's last pass goes out now, before the final
+            # save: the flusher may have been cut short in its pause, or been mid-send when the
+            # stream ended (then it saw the end and returned with the tail still pending).
+            await self._flush()
             if self._checkpoint is not None:
                 # A checkpoint not yet written is superseded by the final save.
                 checkpoints().discard(self.reply_id)
