@@ -50,3 +50,9 @@ screenshots: $(VENV)/.installed browser
 
 clean:
 	rm -rf $(VENV) staticfiles test-artifacts .pytest_cache
+
+# The benchmark (bench/REPORT.md): BENCH_ARGS='--db postgres --name NAME' to change the run.
+BENCH_ARGS ?= --db postgres
+bench: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet -r bench/requirements.txt
+	env -u REDIS_URL $(PY) -m bench.run $(BENCH_ARGS)

@@ -8,6 +8,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import connection
 from django.db.models import F
 
 from conversations import frames, generation, limits, live, selectors, services, titles
@@ -102,7 +103,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise FrameError(form_error_text(form))
         data = form.cleaned_data
         try:
-            user_message, reply = await database_sync_to_async(services.turn_start)(
+            # Where the database locks the conversation row (PostgreSQL), turn starts need not
+            # queue one behind another on the shared ORM thread; SQLite has no row locks, so
+            # there they stay serial.
+            start = (
+                generation.orm_parallel(_turn_start)
+                if connection.features.has_select_for_update
+                else database_sync_to_async(_turn_start)
+            )
+            user_message, reply, request, started = await start(
                 conversation_id=self.conversation_id,
                 owner=self.scope["user"],
                 content=data["message"],
@@ -115,15 +124,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=frames.composer_accepted(client_token=client_token))
         await self.channel_layer.group_send(
             generation.viewers_group(self.conversation_id),
-            {"type": "turn.started", "message_ids": [str(user_message.id), str(reply.id)]},
+            {
+                "type": "turn.started",
+                "message_ids": [str(user_message.id), str(reply.id)],
+                # Rendered once for every viewer; the reply streams from offset 0.
+                "frame": started,
+                "streaming_ids": [str(reply.id)],
+            },
         )
-        started = await generation.reply_generate(reply_id=reply.id)
+        running = await generation.reply_generate(reply_id=reply.id, request=request)
         await live.sidebar_changed(user_id=self.scope["user"].pk)
         if user_message.parent_id is None:
             titles.title_schedule(
                 conversation_id=self.conversation_id,
                 owner_id=self.scope["user"].pk,
-                after=started.task,
+                after=running.task,
             )
 
     async def branch(self, action: str, frame: dict[str, Any]) -> None:
@@ -206,6 +221,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
 
     async def turn_started(self, event: dict[str, Any]) -> None:
+        if "frame" in event:
+            for message_id in event["streaming_ids"]:
+                self.shown[message_id] = (0, 0)
+            await self.send(text_data=event["frame"])
+            return
         messages = await database_sync_to_async(_messages_in_order)(event["message_ids"])
         for message in messages:
             if message.is_streaming:
@@ -274,6 +294,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def reply_finished(self, event: dict[str, Any]) -> None:
         self.shown.pop(event["message_id"], None)
+        if "frame" in event:
+            await self.send(text_data=event["frame"])
+            return
         message, quota = await database_sync_to_async(_message_and_quota)(
             event["message_id"], self.scope["user"]
         )
@@ -324,6 +347,20 @@ def _finished_leaf(conversation_id: uuid.UUID) -> Message | None:
 
 def _message_and_quota(message_id: str, user: Any) -> tuple[Message | None, limits.QuotaUsage]:
     return _message_with_version(message_id), limits.quota_usage_for_user(user=user)
+
+
+def _turn_start(
+    **kwargs: Any,
+) -> tuple[Message, Message, tuple[dict[str, Any], uuid.UUID], str]:
+    """One thread hop for the whole start of a turn: save it, build the upstream request and
+    render the frame every viewer gets."""
+    user_message, reply = services.turn_start(**kwargs)
+    request = selectors.reply_request(reply_id=reply.id)
+    # Every viewer of a conversation is its owner, so one quota line fits them all.
+    frame = frames.turn_started(
+        messages=selectors.messages_with_versions(messages=[user_message, reply])
+    ) + frames.quota_status(usage=limits.quota_usage_for_user(user=kwargs["owner"]))
+    return user_message, reply, request, frame
 
 
 def _messages_in_order(message_ids: list[str]) -> list[Message]:

@@ -9,13 +9,16 @@ to whichever process holds the task, so any tab on any process can stop it or jo
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
+from django.db import transaction
 
-from conversations import recovery, selectors, services
+from conversations import frames, limits, recovery, selectors, services
 from conversations.demo import DemoTransport
 from conversations.models import Message
 from conversations.rendering import markdown_to_html
@@ -42,6 +45,17 @@ MIN_RENDER_PAUSE = 0.02
 active_generations: dict[uuid.UUID, "Generation"] = {}
 
 _client: tuple[asyncio.AbstractEventLoop, UpstreamClient] | None = None
+
+# ORM work that need not queue on the one shared (thread-sensitive) ORM thread gets its own
+# pool, so that it neither waits behind nor starves the event loop's default executor (which
+# also resolves host names when the upstream pool opens a connection).
+_orm_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="orm")
+
+
+def orm_parallel(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`database_sync_to_async`, on the parallel ORM pool: only for self-contained work that is
+    safe to run beside other ORM calls (each call is its own transaction)."""
+    return database_sync_to_async(func, thread_sensitive=False, executor=_orm_pool)
 
 
 def viewers_group(conversation_id: uuid.UUID) -> str:
@@ -121,7 +135,8 @@ class Generation:
         self._send_lock = asyncio.Lock()
         self._dirty = asyncio.Event()
         self._streaming_done = False
-        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._flusher_pausing = False
+        self._checkpoint: asyncio.Future[None] | None = None
         self._last_checkpoint = 0.0
         # (content, reasoning) lengths at the last checkpoint.
         self._checkpointed = (0, 0)
@@ -171,6 +186,9 @@ class Generation:
         finally:
             self._streaming_done = True
             self._dirty.set()
+            if self._flusher_pausing:
+                # Don't make the end of the reply wait out the flush interval.
+                flusher.cancel()
             listener.cancel()
             renderer.cancel()
             await asyncio.shield(self._finish(flusher, listener, control_channel, status, error))
@@ -217,7 +235,12 @@ class Generation:
             self._dirty.clear()
             await self._flush()
             self._maybe_checkpoint()
-            await asyncio.sleep(self._flush_interval)
+            # While pausing, the end of the stream cuts the pause short (see _run).
+            self._flusher_pausing = True
+            try:
+                await asyncio.sleep(self._flush_interval)
+            finally:
+                self._flusher_pausing = False
         await self._flush()
 
     async def _wait_dirty(self) -> None:
@@ -265,16 +288,12 @@ class Generation:
         now = asyncio.get_running_loop().time()
         if now - self._last_checkpoint < self._checkpoint_interval:
             return
-        if self._checkpoint_task is not None and not self._checkpoint_task.done():
+        if self._checkpoint is not None and not self._checkpoint.done():
             return
         self._last_checkpoint = now
         self._checkpointed = (self._content_length, self._reasoning_length)
-        self._checkpoint_task = asyncio.create_task(
-            database_sync_to_async(services.reply_checkpoint)(
-                message_id=self.reply_id,
-                content="".join(self._content),
-                reasoning="".join(self._reasoning),
-            )
+        self._checkpoint = checkpoints().submit(
+            self.reply_id, "".join(self._content), "".join(self._reasoning)
         )
 
     async def _render_loop(self) -> None:
@@ -350,14 +369,26 @@ class Generation:
         # A cancelled Redis read may end in a TimeoutError rather than CancelledError.
         await asyncio.gather(listener, return_exceptions=True)
         try:
-            await flusher
-            if self._checkpoint_task is not None:
-                await self._checkpoint_task
-            await database_sync_to_async(services.reply_finish)(
+            await asyncio.wait([flusher])
+            if not flusher.cancelled():
+                flusher.result()
+            # Whatever arrived after the flusher's last pass goes out now, before the final
+            # save: the flusher may have been cut short in its pause, or been mid-send when the
+            # stream ended (then it saw the end and returned with the tail still pending).
+            await self._flush()
+            if self._checkpoint is not None:
+                # A checkpoint not yet written is superseded by the final save.
+                checkpoints().discard(self.reply_id)
+                await self._checkpoint
+            # Saved and rendered once here, not once per viewing socket.
+            # Off the shared ORM thread: this reply's own row, so it need not queue behind (or
+            # hold up) every turn start in the process.
+            frame = await orm_parallel(_reply_finish_frame)(
                 message_id=self.reply_id, outcome=self._outcome(status, error)
             )
             await self._layer.group_send(
-                self._viewers, {"type": "reply.finished", "message_id": str(self.reply_id)}
+                self._viewers,
+                {"type": "reply.finished", "message_id": str(self.reply_id), "frame": frame},
             )
         except Exception:
             logger.exception("could not save the end of reply %s", self.reply_id)
@@ -391,11 +422,14 @@ class Generation:
         )
 
 
-async def reply_generate(*, reply_id: uuid.UUID) -> Generation:
-    """Start generating a saved `streaming` reply in this process."""
-    payload, conversation_id = await database_sync_to_async(selectors.reply_request)(
-        reply_id=reply_id
-    )
+async def reply_generate(
+    *, reply_id: uuid.UUID, request: tuple[dict[str, Any], uuid.UUID] | None = None
+) -> Generation:
+    """Start generating a saved `streaming` reply in this process. `request` is
+    `selectors.reply_request(reply_id=…)` when the caller already has it (saves a DB hop)."""
+    if request is None:
+        request = await database_sync_to_async(selectors.reply_request)(reply_id=reply_id)
+    payload, conversation_id = request
     # Recorded so that, should this process die, another one can tell the reply is orphaned.
     await database_sync_to_async(recovery.reply_claim)(
         message_id=reply_id, worker=recovery.worker_id()
@@ -409,6 +443,71 @@ async def reply_generate(*, reply_id: uuid.UUID) -> Generation:
     )
     generation.start()
     return generation
+
+
+def _reply_finish_frame(*, message_id: uuid.UUID, outcome: services.ReplyOutcome) -> str:
+    """Save the end of the reply and render, once for every viewer (all of them the owner),
+    the finished message with its version pager and the owner's remaining quota."""
+    services.reply_finish(message_id=message_id, outcome=outcome)
+    message = Message.objects.select_related("conversation__owner").get(id=message_id)
+    (message,) = selectors.messages_with_versions(messages=[message])
+    usage = limits.quota_usage_for_user(user=message.conversation.owner)
+    return frames.message_replaced(message=message) + frames.quota_status(usage=usage)
+
+
+class Checkpointer:
+    """Every reply of this process checkpoints through one writer: a batch of partial replies
+    per transaction, instead of one transaction (and one thread hop) per reply per second."""
+
+    def __init__(self) -> None:
+        self._pending: dict[uuid.UUID, tuple[str, str]] = {}
+        self._batch: asyncio.Future[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    def submit(self, reply_id: uuid.UUID, content: str, reasoning: str) -> asyncio.Future[None]:
+        """Queue a checkpoint; the future is done once the batch holding it is written."""
+        self._pending[reply_id] = (content, reasoning)
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="checkpoints")
+        return self._batch
+
+    def discard(self, reply_id: uuid.UUID) -> None:
+        self._pending.pop(reply_id, None)
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, done = self._pending, self._batch
+            self._pending, self._batch = {}, None
+            try:
+                await orm_parallel(_write_checkpoints)(batch)
+            except Exception:
+                logger.exception("could not checkpoint %d replies", len(batch))
+            finally:
+                if done is not None and not done.done():
+                    done.set_result(None)
+        if self._batch is not None and not self._batch.done():
+            self._batch.set_result(None)
+            self._batch = None
+
+
+def _write_checkpoints(batch: dict[uuid.UUID, tuple[str, str]]) -> None:
+    with transaction.atomic():
+        for reply_id, (content, reasoning) in batch.items():
+            services.reply_checkpoint(message_id=reply_id, content=content, reasoning=reasoning)
+
+
+_checkpointer: tuple[asyncio.AbstractEventLoop, Checkpointer] | None = None
+
+
+def checkpoints() -> Checkpointer:
+    """One checkpoint writer per event loop."""
+    global _checkpointer
+    loop = asyncio.get_running_loop()
+    if _checkpointer is None or _checkpointer[0] is not loop:
+        _checkpointer = (loop, Checkpointer())
+    return _checkpointer[1]
 
 
 async def reply_stop(*, conversation_id: uuid.UUID) -> None:

@@ -1,0 +1,791 @@
+"""`make bench`: the whole benchmark, end to end, in one run.
+
+Starts the bench upstream and one Daphne process of the app (production settings, SQLite or
+PostgreSQL), creates users, sessions and conversations through the ORM, then measures every
+figure next to its reference in the same run (see REPORT.md for the list), writes
+bench/results/<name>.json and regenerates bench/REPORT.md and its chart.
+
+Run: python -m bench.run [--db sqlite|postgres] [--name NAME] [--steps 500,300,200,100,50,1]
+"""
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    expected_text,
+    free_port,
+    proc_cpu_seconds,
+    proc_rss_bytes,
+    spec_message,
+    summary,
+    wait_for_port,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+RESULTS = BASE_DIR / "bench" / "results"
+PY = sys.executable
+PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+PG_BENCH_DB = "chatsite_bench"
+ASGI_APP = "chatsite.asgi:application"
+
+
+def log(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work = Path(tempfile.mkdtemp(prefix="chatsite-bench-"))
+        self.upstream_port = free_port()
+        self.port = free_port()
+        self.procs: list[subprocess.Popen[Any]] = []
+        self.server: subprocess.Popen[Any] | None = None
+        self.results: dict[str, Any] = {}
+        self.users: list[Any] = []
+        self.cookies: list[str] = []
+        self.secret_key = "bench-" + uuid.uuid4().hex  # one for every process of the run
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    def database_url(self) -> str:
+        if self.args.db == "postgres":
+            return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + PG_BENCH_DB
+        return f"sqlite:///{self.work / 'bench.sqlite3'}"
+
+    def create_database(self) -> None:
+        if self.args.db != "postgres":
+            return
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {PG_BENCH_DB}")
+
+    def drop_database(self) -> None:
+        if self.args.db != "postgres":
+            return
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
+
+    def env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+            "DJANGO_DEBUG": "0",
+            "DJANGO_SECRET_KEY": self.secret_key,
+            "DJANGO_SECURE_SSL_REDIRECT": "0",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DATABASE_URL": self.database_url(),
+            "DATABASE_CONN_MAX_AGE": str(self.args.conn_max_age),
+            "AIMLAPI_BASE_URL": f"http://127.0.0.1:{self.upstream_port}/v1",
+            "AIMLAPI_API_KEY": "bench-key",
+            "CHAT_FLUSH_INTERVAL": str(self.args.flush_interval),
+            "LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(BASE_DIR),
+        }
+        env.pop("REDIS_URL", None)  # one process: the in-memory channel layer
+        return env
+
+    def setup(self) -> None:
+        env = self.env()
+        os.environ.update(env)
+        os.environ.pop("REDIS_URL", None)
+        self.create_database()
+        for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"]):
+            subprocess.run(
+                [PY, "manage.py", *command, "-v", "0"], cwd=BASE_DIR, env=env, check=True
+            )
+        import django
+
+        django.setup()
+        self.start_upstream()
+        self.start_server()
+        self.create_users(max([*self.args.steps, self.args.warmup]))
+
+    def start_upstream(self) -> None:
+        proc = subprocess.Popen(
+            [PY, "-m", "bench.upstream", "--port", str(self.upstream_port)],
+            cwd=BASE_DIR,
+            env=self.env(),
+        )
+        self.procs.append(proc)
+        wait_for_port(self.upstream_port)
+
+    def start_server(self) -> None:
+        server_log = (self.work / "daphne.log").open("ab")
+        self.server = subprocess.Popen(
+            [
+                PY,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "chatsite.asgi:application",
+            ],
+            cwd=BASE_DIR,
+            env=self.env(),
+            stdout=server_log,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs.append(self.server)
+        wait_for_port(self.port)
+        log(f"daphne pid {self.server.pid} on :{self.port}, upstream on :{self.upstream_port}")
+
+    def create_users(self, count: int) -> None:
+        from django.contrib.auth import (
+            BACKEND_SESSION_KEY,
+            HASH_SESSION_KEY,
+            SESSION_KEY,
+            get_user_model,
+        )
+        from django.contrib.auth.hashers import make_password
+        from django.contrib.sessions.backends.db import SessionStore
+
+        user_model = get_user_model()
+        password = make_password(None)  # unusable: hashing 500 real passwords takes minutes
+        user_model.objects.bulk_create(
+            [user_model(username=f"bench{i}", password=password) for i in range(count)]
+        )
+        self.users = list(user_model.objects.filter(username__startswith="bench").order_by("id"))
+        for user in self.users:
+            session = SessionStore()
+            session[SESSION_KEY] = str(user.pk)
+            session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+            session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+            session.create()
+            self.cookies.append(session.session_key)
+        log(f"{count} users with sessions")
+
+    def conversations(self, count: int) -> list[str]:
+        from conversations.models import Conversation
+
+        made = Conversation.objects.bulk_create(
+            [Conversation(owner=user) for user in self.users[:count]]
+        )
+        return [str(c.id) for c in made]
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        try:
+            from django.db import connections
+
+            connections.close_all()
+            self.drop_database()
+        except Exception as exc:
+            log(f"could not drop the bench database: {exc!r}")
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    # -- one load phase -----------------------------------------------------------------------
+
+    def load(
+        self,
+        mode: str,
+        clients: list[dict[str, Any]],
+        *,
+        sequential: bool = False,
+        timeout: float,
+        measure: bool = False,
+        profile: Path | None = None,
+    ) -> dict[str, Any]:
+        """Run a load process; with `measure`, read the server's RSS with the sockets idle,
+        its peak while streaming and its CPU over the streaming."""
+        tag = uuid.uuid4().hex[:8]
+        spec_path, result_path = self.work / f"spec-{tag}.json", self.work / f"result-{tag}.json"
+        spec = {
+            "mode": mode,
+            "port": self.port if mode == "ws" else self.upstream_port,
+            "clients": clients,
+            "sequential": sequential,
+            "timeout": timeout,
+            "wait_go": measure,
+        }
+        spec_path.write_text(json.dumps(spec))
+        proc = subprocess.Popen(
+            [PY, "-m", "bench.load", str(spec_path), str(result_path)],
+            cwd=BASE_DIR,
+            env=self.env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        extra: dict[str, Any] = {}
+        pid = self.server.pid  # type: ignore[union-attr]
+        if measure:
+            extra["rss_before"] = proc_rss_bytes(pid)  # sockets still connecting: read again
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            time.sleep(1.0)  # let the connect handlers' allocations settle
+            extra["connected"] = int(line.split()[1]) if line.startswith("connected") else 0
+            extra["rss_idle"] = proc_rss_bytes(pid)
+            peak = [extra["rss_idle"]]
+            done = threading.Event()
+
+            def sample() -> None:
+                while not done.wait(0.1):
+                    try:
+                        peak[0] = max(peak[0], proc_rss_bytes(pid))
+                    except OSError:
+                        return
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            spy = None
+            if profile is not None:
+                spy = subprocess.Popen(
+                    [
+                        str(Path(PY).parent / "py-spy"),
+                        "record",
+                        "-p",
+                        str(pid),
+                        "-o",
+                        str(profile),
+                        "-f",
+                        "raw",
+                        "--nonblocking",
+                        "-r",
+                        "100",
+                        "-d",
+                        str(int(self.args.duration + 2)),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            cpu0 = proc_cpu_seconds(pid)
+            proc.stdin.write("go\n")  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+        try:
+            proc.wait(timeout=timeout + 120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+        if measure:
+            extra["server_cpu"] = proc_cpu_seconds(pid) - cpu0
+            done.set()
+            sampler.join()
+            extra["rss_peak"] = peak[0]
+            if spy is not None:
+                spy.wait(timeout=60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"load process failed ({proc.returncode})")
+        result = json.loads(result_path.read_text())
+        result.update(extra)
+        return result
+
+    def settle(self, limit: float = 90.0) -> float:
+        """Wait (bounded) until no reply is still streaming, so that a phase the server could
+        not keep up with does not spill into the next one; returns how long that took."""
+        from conversations.models import Message
+
+        started = time.monotonic()
+        while time.monotonic() - started < limit:
+            if not Message.objects.filter(status=Message.Status.STREAMING).exists():
+                break
+            time.sleep(0.25)
+        return round(time.monotonic() - started, 2)
+
+    def verify_saved(self, conversation_ids: list[str], messages: list[str]) -> dict[str, int]:
+        """The final saved text of every reply equals what the upstream sent, byte for byte."""
+        from conversations.models import Message
+
+        saved = {
+            str(conversation_id): (content, status)
+            for conversation_id, content, status in Message.objects.filter(
+                conversation_id__in=conversation_ids, role=Message.Role.ASSISTANT
+            ).values_list("conversation_id", "content", "status")
+        }
+        ok = 0
+        for conversation_id, message in zip(conversation_ids, messages, strict=True):
+            content, status = saved.get(conversation_id, ("", "missing"))
+            if status == "complete" and content.encode() == expected_text(message).encode():
+                ok += 1
+        return {"replies": len(conversation_ids), "saved_ok": ok}
+
+    @staticmethod
+    def clients(
+        ids: list[str], cookies: list[str], *, tokens: int, interval: float, ramp: float, seed: int
+    ) -> list[dict[str, Any]]:
+        count = len(ids)
+        return [
+            {
+                "conversation": ids[i],
+                "cookie": cookies[i],
+                "message": spec_message(tokens=tokens, interval=interval, seed=seed + i),
+                "start": ramp * i / count if count > 1 else 0.0,
+            }
+            for i in range(count)
+        ]
+
+    def pair(
+        self,
+        label: str,
+        count: int,
+        *,
+        tokens: int,
+        interval: float,
+        ramp: float,
+        sequential: bool = False,
+        measure: bool = False,
+        profile: Path | None = None,
+    ) -> dict[str, Any]:
+        """The same replies through the app and straight from the upstream, one after another."""
+        seed = abs(hash(label)) % 10**6 * 1000
+        ids = self.conversations(count)
+        clients = self.clients(
+            ids, self.cookies, tokens=tokens, interval=interval, ramp=ramp, seed=seed
+        )
+        duration = tokens * interval
+        timeout = duration * 3 + 30
+        if sequential:
+            timeout = duration + 30
+        direct = self.load("direct", clients, sequential=sequential, timeout=timeout)
+        app = self.load(
+            "ws", clients, sequential=sequential, timeout=timeout, measure=measure, profile=profile
+        )
+        app.update(self.verify_saved(ids, [c["message"] for c in clients]))
+        app["settle_s"] = self.settle()
+        total_tokens = tokens * count
+        row = {
+            "label": label,
+            "streams": count,
+            "tokens_per_reply": tokens,
+            "interval": interval,
+            "sequential": sequential,
+            "app": condense(app, total_tokens),
+            "direct": condense(direct, total_tokens),
+        }
+        a, d = row["app"], row["direct"]
+        log(
+            f"{label}: app ttft p50 {ms(a['ttft']['p50'])} p99 {ms(a['ttft']['p99'])} "
+            f"(direct {ms(d['ttft']['p50'])} / {ms(d['ttft']['p99'])}), "
+            f"gap p99 {ms(a['gap']['p99'])}, total p50 {ms(a['total']['p50'])} "
+            f"(direct {ms(d['total']['p50'])}), ok {a['ok']}/{count}, saved {a['saved_ok']}, "
+            f"cpu/1k {a.get('cpu_per_1k_tokens')} vs {d.get('cpu_per_1k_tokens')}"
+        )
+        return row
+
+    # -- the measures -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        a = self.args
+        started = time.monotonic()
+        self.results = {
+            "name": a.name,
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "commit": git_commit(),
+            "db": a.db,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "loadavg_at_start": os.getloadavg(),
+                "python": platform.python_version(),
+                "kernel": platform.release(),
+            },
+            "settings": {
+                "flush_interval": a.flush_interval,
+                "conn_max_age": a.conn_max_age,
+                "channel_layer": "in-memory",
+                "debug": False,
+                "rate_tokens_per_s": a.rate,
+                "tokens_per_reply": a.tokens,
+                "arrivals_per_s": a.arrivals,
+                "ramp_max_s": a.ramp_max,
+            },
+        }
+        log("warm-up")
+        self.results["warmup"] = self.pair("warmup", a.warmup, tokens=20, interval=0.01, ramp=0.5)
+        log("time to first token, 1 stream, sequential turns")
+        self.results["ttft1"] = self.pair(
+            "ttft1", a.ttft_turns, tokens=10, interval=0.002, ramp=0, sequential=True
+        )
+        log("500 tokens at 2 ms")
+        self.results["e2e500"] = self.pair(
+            "e2e500", a.e2e_turns, tokens=500, interval=0.002, ramp=0, sequential=True
+        )
+        sweep = []
+        interval = 1 / a.rate
+        for count in sorted(a.steps, reverse=True):
+            log(f"{count} concurrent streams at {a.rate:g} tokens/s")
+            profile = None
+            if a.profile and count == a.profile:
+                profile = RESULTS / f"{a.name}-profile-{count}.txt"
+            sweep.append(
+                self.pair(
+                    f"sweep{count}",
+                    count,
+                    tokens=a.tokens,
+                    interval=interval,
+                    ramp=min(a.ramp_max, max(1.0, count / a.arrivals)) if count > 1 else 0,
+                    measure=True,
+                    profile=profile,
+                )
+            )
+        self.results["sweep"] = sorted(sweep, key=lambda r: r["streams"])
+        log("queries per turn (in-process)")
+        self.results["queries"] = self.count_queries()
+        log("conversation page, 20 vs 2000 messages")
+        self.results["page"] = self.page_render()
+        self.results["elapsed_s"] = round(time.monotonic() - started, 1)
+        self.results["machine"]["loadavg_at_end"] = os.getloadavg()
+        self.results["bars"] = bars(self.results)
+
+    def count_queries(self) -> dict[str, Any]:
+        """One turn through the real consumer in this process, every SQL statement counted."""
+        from channels.routing import URLRouter
+        from channels.testing import WebsocketCommunicator
+        from django.contrib.auth import get_user_model
+        from django.db import connections
+        from django.db.backends.signals import connection_created
+
+        from conversations import generation
+        from conversations.routing import websocket_urlpatterns
+
+        counter = {"queries": 0, "connections": 0}
+
+        def count(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+            counter["queries"] += 1
+            return execute(sql, params, many, context)
+
+        def on_created(sender, connection, **kwargs):  # type: ignore[no-untyped-def]
+            counter["connections"] += 1
+            connection.execute_wrappers.append(count)
+
+        connections.close_all()
+        connection_created.connect(on_created)
+        from conversations.models import Conversation
+
+        ids = [str(Conversation.objects.create(owner=self.users[0]).id) for _ in range(4)]
+        user = get_user_model().objects.get(pk=self.users[0].pk)
+        cases = [
+            ("10 tokens", spec_message(tokens=10, interval=0, seed=1)),
+            ("1000 tokens", spec_message(tokens=1000, interval=0, seed=2)),
+            ("10 tokens over 3 s", spec_message(tokens=10, interval=0.3, seed=3)),
+            ("1000 tokens over 3 s", spec_message(tokens=1000, interval=0.003, seed=4)),
+        ]
+
+        async def turn(conversation_id: str, message: str) -> dict[str, Any]:
+            generation._client = None
+            communicator = WebsocketCommunicator(
+                URLRouter(websocket_urlpatterns), f"/ws/c/{conversation_id}/"
+            )
+            communicator.scope["user"] = user
+            connected, _ = await communicator.connect()
+            assert connected
+            await asyncio.sleep(0.2)
+            before = dict(counter)
+            from bench.load import _send_frame
+
+            await communicator.send_to(text_data=_send_frame(message))
+            frames = 0
+            while True:
+                frame = await communicator.receive_from(timeout=30)
+                frames += 1
+                if frame.startswith('<article hx-swap-oob="true"'):
+                    break
+            await asyncio.sleep(0.2)
+            await communicator.disconnect()
+            return {
+                "queries": counter["queries"] - before["queries"],
+                "connections_opened": counter["connections"] - before["connections"],
+                "frames": frames,
+            }
+
+        cases_out = {}
+        for (label, message), conversation_id in zip(cases, ids, strict=False):
+            cases_out[label] = asyncio.run(turn(conversation_id, message))
+            # The reply also had to be saved whole.
+            cases_out[label].update(self.verify_saved([conversation_id], [message]))
+        connection_created.disconnect(on_created)
+        connections.close_all()
+        return cases_out
+
+    def page_render(self) -> dict[str, Any]:
+        import httpx
+        from django.contrib.auth import get_user_model
+
+        from conversations.models import Conversation, Message
+        from conversations.rendering import markdown_to_html
+
+        owner = get_user_model().objects.get(pk=self.users[0].pk)
+        cookie = self.cookies[0]
+        user_text = "How would I **stream** tokens through a relay without adding latency?"
+        reply_text = (
+            "Keep the hot path small: parse each event once, coalesce deltas, and write to the "
+            "database at most once a second.\n\n- one task per reply\n- `offset` on every "
+            "delta\n- a snapshot on join\n\nThat is *all* there is to it."
+        )
+        user_html, reply_html = markdown_to_html(user_text), markdown_to_html(reply_text)
+        urls = {}
+        for size in (20, 2000):
+            conversation = Conversation.objects.create(owner=owner, title=f"{size} messages")
+            messages = []
+            parent = None
+            for i in range(size):
+                user = i % 2 == 0
+                message = Message(
+                    conversation=conversation,
+                    parent=parent,
+                    role=Message.Role.USER if user else Message.Role.ASSISTANT,
+                    content=user_text if user else reply_text,
+                    content_html=user_html if user else reply_html,
+                    status=Message.Status.COMPLETE,
+                )
+                messages.append(message)
+                parent = message
+            Message.objects.bulk_create(messages)
+            conversation.active_leaf = messages[-1]
+            conversation.save(update_fields=["active_leaf"])
+            urls[size] = f"http://127.0.0.1:{self.port}/c/{conversation.id}/"
+        times: dict[int, list[float]] = {20: [], 2000: []}
+        sizes: dict[int, int] = {}
+        with httpx.Client(cookies={"sessionid": cookie}, timeout=60) as http:
+            for round_ in range(self.args.page_rounds + 3):
+                for size, url in urls.items():
+                    t0 = time.perf_counter()
+                    response = http.get(url)
+                    elapsed = time.perf_counter() - t0
+                    response.raise_for_status()
+                    sizes[size] = len(response.content)
+                    if round_ >= 3:
+                        times[size].append(elapsed)
+        small, large = summary(times[20]), summary(times[2000])
+        return {
+            "20": small,
+            "2000": large,
+            "bytes": {str(k): v for k, v in sizes.items()},
+            "ratio_p50": large["p50"] / small["p50"],  # type: ignore[operator]
+        }
+
+
+def condense(result: dict[str, Any], total_tokens: int) -> dict[str, Any]:
+    clients = result["clients"]
+    gaps = [g for c in clients for g in c.get("gaps", [])]
+    out: dict[str, Any] = {
+        "ttft": summary([c["ttft"] for c in clients if c.get("ttft") is not None]),
+        "total": summary([c["total"] for c in clients if c.get("total") is not None]),
+        "gap": summary(gaps),
+        "ok": sum(1 for c in clients if c.get("ok")),
+        "delivered_ok": sum(1 for c in clients if c.get("delivered_ok")),
+        "errors": sorted({c["error"] for c in clients if c.get("error")})[:5],
+        "frames": sum(c.get("frames", 0) for c in clients),
+        "elapsed": result["elapsed"],
+        "connected": result.get("connected"),
+        "client_cpu": result["cpu"],
+    }
+    for key in (
+        "replies",
+        "saved_ok",
+        "settle_s",
+        "rss_before",
+        "rss_idle",
+        "rss_peak",
+        "server_cpu",
+    ):
+        if key in result:
+            out[key] = result[key]
+    cpu = result.get("server_cpu", result["cpu"] if "saved_ok" not in result else None)
+    if cpu is not None and total_tokens:
+        out["cpu_per_1k_tokens"] = round(cpu / total_tokens * 1000, 4)
+    return out
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.1f}ms"
+
+
+def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every bar of issue 6, with the measured value and the reference it is compared with."""
+    out: list[dict[str, Any]] = []
+
+    def add(measure: str, value: str, bar: str, passed: bool | None, note: str = "") -> None:
+        out.append({"measure": measure, "value": value, "bar": bar, "pass": passed, "note": note})
+
+    t1 = results["ttft1"]
+    added = t1["app"]["ttft"]["p50"] - t1["direct"]["ttft"]["p50"]
+    add(
+        "TTFT added, p50, 1 stream",
+        f"+{added * 1000:.1f} ms ({ms(t1['app']['ttft']['p50'])} vs direct "
+        f"{ms(t1['direct']['ttft']['p50'])})",
+        "≤ +15 ms",
+        added <= 0.015,
+    )
+    sweep = {row["streams"]: row for row in results["sweep"]}
+    if 200 in sweep:
+        row = sweep[200]
+        added = row["app"]["ttft"]["p99"] - row["direct"]["ttft"]["p99"]
+        add(
+            "TTFT added, p99, 200 streams",
+            f"+{added * 1000:.1f} ms ({ms(row['app']['ttft']['p99'])} vs direct "
+            f"{ms(row['direct']['ttft']['p99'])})",
+            "≤ +60 ms",
+            added <= 0.060,
+        )
+    e2e = results["e2e500"]
+    ratio = e2e["app"]["total"]["p50"] / e2e["direct"]["total"]["p50"]
+    add(
+        "500 tokens at 2 ms, end to end (p50)",
+        f"{ratio:.3f}× ({ms(e2e['app']['total']['p50'])} vs direct "
+        f"{ms(e2e['direct']['total']['p50'])})",
+        "≤ 1.05×",
+        ratio <= 1.05,
+    )
+    good = [
+        n
+        for n, row in sorted(sweep.items())
+        if row["app"]["gap"]["p99"] is not None
+        and row["app"]["gap"]["p99"] <= 0.25
+        and row["app"]["ok"] == n
+        and row["app"]["saved_ok"] == n
+    ]
+    held = max(good) if good else 0
+    failed = [n for n in sorted(sweep) if n not in good]
+    knee = f"{held} held; first miss at {failed[0]}" if failed else f"{held} held (all steps)"
+    add(
+        "concurrent streams at 20 tokens/s (p99 gap ≤ 250 ms, all delivered + saved)",
+        knee,
+        "≥ 500",
+        held >= 500,
+    )
+    ref = sweep.get(200) or sweep[max(sweep)]
+    server, direct = ref["app"]["cpu_per_1k_tokens"], ref["direct"]["cpu_per_1k_tokens"]
+    add(
+        f"server CPU per 1,000 tokens ({ref['streams']} streams)",
+        f"{server / direct:.2f}× ({server * 1000:.0f} ms vs direct {direct * 1000:.0f} ms)",
+        "≤ 5×",
+        server / direct <= 5,
+    )
+    big = sweep[max(sweep)]
+    n = big["streams"]
+    idle = (big["app"]["rss_idle"] - big["app"]["rss_before"]) / n
+    streaming = (big["app"]["rss_peak"] - big["app"]["rss_before"]) / n
+    add(
+        f"memory per idle socket ({n} sockets)",
+        f"{idle / 1024:.0f} KB",
+        "≤ 100 KB",
+        idle <= 100 * 1024,
+    )
+    add(
+        f"memory per streaming conversation ({n})",
+        f"{streaming / 1024:.0f} KB",
+        "≤ 300 KB",
+        streaming <= 300 * 1024,
+        "RSS peak while streaming, socket included",
+    )
+    q = results["queries"]
+    counts = {label: case["queries"] for label, case in q.items()}
+    fast = [counts[k] for k in counts if "over" not in k]
+    add(
+        "DB queries per turn",
+        ", ".join(f"{k}: {v}" for k, v in counts.items()),
+        "constant in reply length",
+        len(set(fast)) == 1,
+        "checkpoints are ≤ 1/s by time, so a reply that lasts longer adds one per second",
+    )
+    page = results["page"]
+    add(
+        "page render, 2,000 vs 20 messages (p50)",
+        f"{page['ratio_p50']:.1f}× ({ms(page['2000']['p50'])} vs {ms(page['20']['p50'])})",
+        "≤ 1.5×",
+        page["ratio_p50"] <= 1.5,
+    )
+    replies = sum(row["app"]["replies"] for row in results["sweep"]) + sum(
+        results[k]["app"]["replies"] for k in ("ttft1", "e2e500")
+    )
+    saved = sum(row["app"]["saved_ok"] for row in results["sweep"]) + sum(
+        results[k]["app"]["saved_ok"] for k in ("ttft1", "e2e500")
+    )
+    delivered = sum(row["app"]["delivered_ok"] for row in results["sweep"]) + sum(
+        results[k]["app"]["delivered_ok"] for k in ("ttft1", "e2e500")
+    )
+    add(
+        "saved text == upstream text, byte for byte",
+        f"{saved}/{replies} saved, {delivered}/{replies} delivered",
+        "all",
+        saved == replies and delivered == replies,
+    )
+    return out
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=BASE_DIR,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--name", default=None)
+    parser.add_argument("--steps", default="1,50,100,200,300,500")
+    parser.add_argument("--rate", type=float, default=20.0, help="tokens/s per stream")
+    parser.add_argument("--tokens", type=int, default=200, help="tokens per reply in the sweep")
+    parser.add_argument(
+        "--arrivals", type=float, default=100.0, help="new turns per second while ramping up"
+    )
+    parser.add_argument("--ramp-max", type=float, default=5.0, help="longest ramp-up (s)")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--ttft-turns", type=int, default=30)
+    parser.add_argument("--e2e-turns", type=int, default=5)
+    parser.add_argument("--page-rounds", type=int, default=15)
+    parser.add_argument("--flush-interval", type=float, default=0.05)
+    parser.add_argument("--conn-max-age", type=int, default=60)
+    parser.add_argument("--profile", type=int, default=0, help="py-spy the server at this step")
+    parser.add_argument("--no-report", action="store_true")
+    args = parser.parse_args()
+    args.steps = [int(s) for s in args.steps.split(",") if s]
+    args.duration = args.tokens / args.rate + args.ramp_max
+    args.name = args.name or f"{datetime.date.today().isoformat()}-{args.db}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    bench = Bench(args)
+    # Stopped from outside: still stop the servers and drop the database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        bench.setup()
+        bench.run()
+    finally:
+        bench.stop()
+    path = RESULTS / f"{args.name}.json"
+    path.write_text(json.dumps(bench.results, indent=1) + "\n")
+    log(f"wrote {path.relative_to(BASE_DIR)} in {bench.results.get('elapsed_s')} s")
+    for bar in bench.results["bars"]:
+        mark = {True: "PASS", False: "MISS", None: "----"}[bar["pass"]]
+        log(f"{mark} {bar['measure']}: {bar['value']} (bar {bar['bar']})")
+    if not args.no_report:
+        from bench import report
+
+        report.write(path)
+
+
+if __name__ == "__main__":
+    main()
