@@ -15,7 +15,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 
-from conversations import generation
+from conversations import generation, titles
 from tests.upstream_server import FakeUpstream
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -37,6 +37,9 @@ def upstream_server() -> Iterator[FakeUpstream]:
 @pytest.fixture
 def upstream(upstream_server: FakeUpstream, settings: pytest.FixtureRequest) -> FakeUpstream:
     """The loopback gateway, reset, with the in-process app pointed at it."""
+    # A title task left over from the previous test must not take this test's scripted replies.
+    for task in list(titles.pending):
+        task.cancel()
     upstream_server.reset()
     settings.AIMLAPI_BASE_URL = upstream_server.base_url
     settings.AIMLAPI_API_KEY = TEST_API_KEY

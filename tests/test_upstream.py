@@ -983,7 +983,7 @@ async def test_complete_retries_and_maps_errors_like_streaming(
 async def test_complete_accepts_a_streamed_answer(
     upstream: FakeUpstream, client: UpstreamClient
 ) -> None:
-    upstream.enqueue(Stream(list(gateway_chunks(["Streamed", " title"]))))
+    upstream.enqueue(Stream(list(gateway_chunks(["Streamed", " title"])), unasked=True))
 
     title = await client.complete(PAYLOAD)
 

@@ -148,6 +148,8 @@ class Stream:
     steps: list[Step]
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+    # Also answer a non-streaming request with it (a gateway that streams regardless).
+    unasked: bool = False
 
 
 @dataclass
@@ -561,10 +563,20 @@ class FakeUpstream:
     def _take_reply(self, request: RecordedRequest) -> Reply:
         with self._cond:
             self.requests.append(request)
-            reply = self._queue.popleft() if self._queue else None
+            reply = self._next_reply_for(request)
             fallback = self.default_reply
             self._cond.notify_all()
         return reply if reply is not None else fallback(request)
+
+    def _next_reply_for(self, request: RecordedRequest) -> Reply | None:
+        """The first queued reply this request may take. A scripted stream is meant for a chat
+        turn, so a non-streaming request (a title, which may come late) never takes one."""
+        streaming = isinstance(request.json, dict) and bool(request.json.get("stream"))
+        for index, reply in enumerate(self._queue):
+            if streaming or not isinstance(reply, Stream) or reply.unasked:
+                del self._queue[index]
+                return reply
+        return None
 
     def _hold(self, gate: Gate) -> bool:
         """Wait at a gate; False when the stream must be dropped instead of continuing."""
