@@ -121,7 +121,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 times socket reads out after 5 s by default, exactly as long as
+                # channels_redis blocks in BZPOPMIN: without more room, receives fail at random.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
                 "prefix": os.environ.get("CHANNELS_REDIS_PREFIX", "chatsite"),
                 "capacity": 1000,
                 "expiry": 60,
