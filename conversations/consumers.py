@@ -8,7 +8,6 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.db import connection
 from django.db.models import F
 
 from conversations import frames, generation, limits, live, selectors, services, titles
@@ -103,15 +102,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise FrameError(form_error_text(form))
         data = form.cleaned_data
         try:
-            # Where the database locks the conversation row (PostgreSQL), turn starts need not
-            # queue one behind another on the shared ORM thread; SQLite has no row locks, so
-            # there they stay serial.
-            start = (
-                generation.orm_parallel(_turn_start)
-                if connection.features.has_select_for_update
-                else database_sync_to_async(_turn_start)
-            )
-            user_message, reply, request, started = await start(
+            user_message, reply, request, started = await database_sync_to_async(_turn_start)(
                 conversation_id=self.conversation_id,
                 owner=self.scope["user"],
                 content=data["message"],

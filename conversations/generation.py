@@ -9,14 +9,11 @@ to whichever process holds the task, so any tab on any process can stop it or jo
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
-from django.db import transaction
 
 from conversations import frames, limits, recovery, selectors, services
 from conversations.demo import DemoTransport
@@ -45,17 +42,6 @@ MIN_RENDER_PAUSE = 0.02
 active_generations: dict[uuid.UUID, "Generation"] = {}
 
 _client: tuple[asyncio.AbstractEventLoop, UpstreamClient] | None = None
-
-# ORM work that need not queue on the one shared (thread-sensitive) ORM thread gets its own
-# pool, so that it neither waits behind nor starves the event loop's default executor (which
-# also resolves host names when the upstream pool opens a connection).
-_orm_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="orm")
-
-
-def orm_parallel(func: Callable[..., Any]) -> Callable[..., Any]:
-    """`database_sync_to_async`, on the parallel ORM pool: only for self-contained work that is
-    safe to run beside other ORM calls (each call is its own transaction)."""
-    return database_sync_to_async(func, thread_sensitive=False, executor=_orm_pool)
 
 
 def viewers_group(conversation_id: uuid.UUID) -> str:
@@ -292,8 +278,12 @@ class Generation:
             return
         self._last_checkpoint = now
         self._checkpointed = (self._content_length, self._reasoning_length)
-        self._checkpoint = checkpoints().submit(
-            self.reply_id, "".join(self._content), "".join(self._reasoning)
+        self._checkpoint = asyncio.ensure_future(
+            database_sync_to_async(services.reply_checkpoint)(
+                message_id=self.reply_id,
+                content="".join(self._content),
+                reasoning="".join(self._reasoning),
+            )
         )
 
     async def _render_loop(self) -> None:
@@ -377,13 +367,12 @@ class Generation:
             # stream ended (then it saw the end and returned with the tail still pending).
             await self._flush()
             if self._checkpoint is not None:
-                # A checkpoint not yet written is superseded by the final save.
-                checkpoints().discard(self.reply_id)
-                await self._checkpoint
+                # The final save must land after the last checkpoint, never under it.
+                await asyncio.gather(self._checkpoint, return_exceptions=True)
             # Saved and rendered once here, not once per viewing socket.
             # Off the shared ORM thread: this reply's own row, so it need not queue behind (or
             # hold up) every turn start in the process.
-            frame = await orm_parallel(_reply_finish_frame)(
+            frame = await database_sync_to_async(_reply_finish_frame)(
                 message_id=self.reply_id, outcome=self._outcome(status, error)
             )
             await self._layer.group_send(
@@ -449,65 +438,13 @@ def _reply_finish_frame(*, message_id: uuid.UUID, outcome: services.ReplyOutcome
     """Save the end of the reply and render, once for every viewer (all of them the owner),
     the finished message with its version pager and the owner's remaining quota."""
     services.reply_finish(message_id=message_id, outcome=outcome)
-    message = Message.objects.select_related("conversation__owner").get(id=message_id)
+    message = Message.objects.select_related("conversation__owner").filter(id=message_id).first()
+    if message is None:
+        # The conversation was deleted mid-reply: nothing is left to show.
+        return ""
     (message,) = selectors.messages_with_versions(messages=[message])
     usage = limits.quota_usage_for_user(user=message.conversation.owner)
     return frames.message_replaced(message=message) + frames.quota_status(usage=usage)
-
-
-class Checkpointer:
-    """Every reply of this process checkpoints through one writer: a batch of partial replies
-    per transaction, instead of one transaction (and one thread hop) per reply per second."""
-
-    def __init__(self) -> None:
-        self._pending: dict[uuid.UUID, tuple[str, str]] = {}
-        self._batch: asyncio.Future[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
-
-    def submit(self, reply_id: uuid.UUID, content: str, reasoning: str) -> asyncio.Future[None]:
-        """Queue a checkpoint; the future is done once the batch holding it is written."""
-        self._pending[reply_id] = (content, reasoning)
-        if self._batch is None:
-            self._batch = asyncio.get_running_loop().create_future()
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write(), name="checkpoints")
-        return self._batch
-
-    def discard(self, reply_id: uuid.UUID) -> None:
-        self._pending.pop(reply_id, None)
-
-    async def _write(self) -> None:
-        while self._pending:
-            batch, done = self._pending, self._batch
-            self._pending, self._batch = {}, None
-            try:
-                await orm_parallel(_write_checkpoints)(batch)
-            except Exception:
-                logger.exception("could not checkpoint %d replies", len(batch))
-            finally:
-                if done is not None and not done.done():
-                    done.set_result(None)
-        if self._batch is not None and not self._batch.done():
-            self._batch.set_result(None)
-            self._batch = None
-
-
-def _write_checkpoints(batch: dict[uuid.UUID, tuple[str, str]]) -> None:
-    with transaction.atomic():
-        for reply_id, (content, reasoning) in batch.items():
-            services.reply_checkpoint(message_id=reply_id, content=content, reasoning=reasoning)
-
-
-_checkpointer: tuple[asyncio.AbstractEventLoop, Checkpointer] | None = None
-
-
-def checkpoints() -> Checkpointer:
-    """One checkpoint writer per event loop."""
-    global _checkpointer
-    loop = asyncio.get_running_loop()
-    if _checkpointer is None or _checkpointer[0] is not loop:
-        _checkpointer = (loop, Checkpointer())
-    return _checkpointer[1]
 
 
 async def reply_stop(*, conversation_id: uuid.UUID) -> None:
