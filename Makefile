@@ -33,13 +33,8 @@ test: test-sqlite test-postgres
 test-sqlite: $(VENV)/.installed browser
 	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest $(PYTEST_ARGS)
 
-# Known open bug: on PostgreSQL + Redis, two workspace browser flows (sidebar live update,
-# stop then continue) intermittently leave a reply showing "streaming"; until it is found they
-# run on the SQLite leg only. Every other test, browser ones included, runs on both legs.
 test-postgres: $(VENV)/.installed browser
-	DATABASE_URL=$(POSTGRES_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS) \
-	  --deselect tests/test_browser_workspace.py::test_sidebar_navigates_and_updates_live \
-	  --deselect tests/test_browser_workspace.py::test_stop_then_continue
+	DATABASE_URL=$(POSTGRES_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 DEMO_BASE_URL = "http://demo.invalid/v1"
 CONTROL_RETRY_SECONDS = 1.0
+LISTENER_DONE = "generation.listener_done"
+LISTENER_DONE_TIMEOUT = 10.0
 # The render loop never spins faster than this, whatever CHAT_RENDER_INTERVAL says.
 MIN_RENDER_PAUSE = 0.02
 
@@ -175,7 +177,6 @@ class Generation:
             if self._flusher_pausing:
                 # Don't make the end of the reply wait out the flush interval.
                 flusher.cancel()
-            listener.cancel()
             renderer.cancel()
             await asyncio.shield(self._finish(flusher, listener, control_channel, status, error))
         if shutting_down:
@@ -326,6 +327,8 @@ class Generation:
                 )
                 await asyncio.sleep(CONTROL_RETRY_SECONDS)
                 continue
+            if message["type"] == LISTENER_DONE:
+                return
             if message.get("message_id") not in (None, str(self.reply_id)):
                 continue
             if message["type"] == "generation.stop":
@@ -356,8 +359,14 @@ class Generation:
         status: str,
         error: str,
     ) -> None:
-        # A cancelled Redis read may end in a TimeoutError rather than CancelledError.
-        await asyncio.gather(listener, return_exceptions=True)
+        # The listener is told to end rather than cancelled: cancelling a Redis layer's receive
+        # midway can leave the layer's receive lock held, stalling every socket of the process.
+        await self._layer.send(control_channel, {"type": LISTENER_DONE})
+        try:
+            async with asyncio.timeout(LISTENER_DONE_TIMEOUT):
+                await asyncio.gather(listener, return_exceptions=True)
+        except TimeoutError:
+            listener.cancel()
         try:
             await asyncio.wait([flusher])
             if not flusher.cancelled():
