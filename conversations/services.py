@@ -119,14 +119,7 @@ def turn_start(
     conversation: one generation at a time, never run twice.
     """
     with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
-        if Message.objects.filter(
-            conversation=conversation, status=Message.Status.STREAMING
-        ).exists():
-            raise TurnRefused(
-                "A reply is still being written in this conversation. Wait for it or press "
-                "Stop, then send again."
-            )
+        conversation = _conversation_lock_idle(conversation_id=conversation_id, owner=owner)
         _allowance_check(user=owner)
         user_message = Message.objects.create(
             conversation=conversation,
@@ -638,7 +631,7 @@ def reply_retry(
     version) and the new one becomes the active leaf. Returns (failed reply, new reply).
     """
     with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
+        conversation = _conversation_lock_idle(conversation_id=conversation_id, owner=owner)
         failed = Message.objects.filter(
             id=message_id, conversation=conversation, role=Message.Role.ASSISTANT
         ).first()
@@ -648,13 +641,6 @@ def reply_retry(
             raise TurnRefused("Only a reply that failed or was interrupted can be retried.")
         if conversation.active_leaf_id != failed.id:
             raise TurnRefused("Only the last reply of the conversation can be retried.")
-        if Message.objects.filter(
-            conversation=conversation, status=Message.Status.STREAMING
-        ).exists():
-            raise TurnRefused(
-                "A reply is still being written in this conversation. Wait for it or press "
-                "Stop, then try again."
-            )
         _allowance_check(user=owner)
         reply = Message.objects.create(
             conversation=conversation,
