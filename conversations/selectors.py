@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import connections
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
@@ -87,28 +88,64 @@ def message_get_for_user(*, message_id: uuid.UUID | str, user: AbstractBaseUser)
 
 def message_path(*, message: Message) -> list[Message]:
     """Messages from the root to `message`, oldest first: the context of a turn."""
-    parents = dict(
-        Message.objects.filter(conversation_id=message.conversation_id).values_list(
-            "id", "parent_id"
+    return _ancestors(conversation_id=message.conversation_id, message_id=message.id)
+
+
+def _ancestors(
+    *, conversation_id: uuid.UUID, message_id: uuid.UUID, limit: int | None = None
+) -> list[Message]:
+    """`message_id` and its ancestors, at most `limit` messages in all, oldest first; nothing
+    when the message is not in this conversation (the id may come from a client).
+
+    One recursive statement: it reads only the rows on the path, one primary-key lookup per
+    step, and sees one snapshot, so a tree changing under it cannot make it inconsistent.
+    """
+    if limit is not None and limit < 1:
+        return []
+    manager = Message.objects
+    connection = connections[manager.db]
+    quote = connection.ops.quote_name
+    meta = Message._meta
+    conversation_field = meta.get_field("conversation")
+    table = quote(meta.db_table)
+    pk = quote(meta.pk.column)
+    parent = quote(meta.get_field("parent").column)
+    conversation = quote(conversation_field.column)
+    # Prepared by the fields themselves: SQLite stores UUIDs as 32-character hex, PostgreSQL
+    # as uuid, and a raw query gets no conversion of its parameters.
+    message_param = meta.pk.get_db_prep_value(message_id, connection)
+    conversation_param = conversation_field.get_db_prep_value(conversation_id, connection)
+    params: list[Any] = [message_param, conversation_param, conversation_param]
+    depth_limit = ""
+    if limit is not None:
+        depth_limit = "AND ancestry.depth + 1 < %s"
+        params.append(limit)
+    # Only names from the model's own metadata are interpolated; values go in as parameters.
+    sql = f"""
+        WITH RECURSIVE ancestry (node_id, parent_id, depth) AS (
+            SELECT m.{pk}, m.{parent}, 0
+            FROM {table} m
+            WHERE m.{pk} = %s AND m.{conversation} = %s
+            UNION ALL
+            SELECT m.{pk}, m.{parent}, ancestry.depth + 1
+            FROM {table} m
+            JOIN ancestry ON m.{pk} = ancestry.parent_id
+            WHERE m.{conversation} = %s {depth_limit}
         )
-    )
-    path_ids: list[uuid.UUID] = []
-    node: uuid.UUID | None = message.id
-    while node is not None and node in parents:
-        path_ids.append(node)
-        node = parents[node]
-    path_ids.reverse()
-    messages = Message.objects.in_bulk(path_ids)
-    return [messages[message_id] for message_id in path_ids]
+        SELECT m.*
+        FROM {table} m
+        JOIN ancestry ON m.{pk} = ancestry.node_id
+        ORDER BY ancestry.depth DESC
+    """
+    return list(manager.raw(sql, params))
 
 
-def reply_request(*, reply_id: uuid.UUID) -> tuple[dict[str, Any], uuid.UUID]:
+def reply_request(*, reply: Message) -> tuple[dict[str, Any], uuid.UUID]:
     """The upstream payload for a saved reply, and its conversation's id.
 
     The parameters are the ones saved on the reply when the turn started, so what is stored is
     exactly what was sent.
     """
-    reply = Message.objects.select_related("conversation").get(id=reply_id)
     conversation = reply.conversation
     params = reply.request_params
     options = TurnOptions(
@@ -433,23 +470,6 @@ def context_with_continuations(*, messages: list[dict[str, str]]) -> list[dict[s
     return merged
 
 
-def _tree(
-    *, conversation_id: uuid.UUID
-) -> tuple[dict[uuid.UUID, uuid.UUID | None], dict[tuple[uuid.UUID | None, str], list[uuid.UUID]]]:
-    """Each message's parent, and the versions under each (parent, role), oldest first."""
-    parents: dict[uuid.UUID, uuid.UUID | None] = {}
-    versions: dict[tuple[uuid.UUID | None, str], list[uuid.UUID]] = defaultdict(list)
-    rows = (
-        Message.objects.filter(conversation_id=conversation_id)
-        .order_by("created_at")
-        .values_list("id", "parent_id", "role")
-    )
-    for message_id, parent_id, role in rows:
-        parents[message_id] = parent_id
-        versions[(parent_id, role)].append(message_id)
-    return parents, versions
-
-
 def _version_of(
     *, message: Message, versions: dict[tuple[uuid.UUID | None, str], list[uuid.UUID]]
 ) -> Version:
@@ -470,44 +490,55 @@ def thread_window(
     size: int = THREAD_WINDOW,
 ) -> ThreadWindow:
     """The last `size` messages of the branch on screen (or the `size` before `before`), each
-    with its versions, so a long conversation renders no more than a window."""
+    with its versions, so a long conversation renders no more than a window.
+
+    Two queries whatever the conversation's length: the window's path and its versions.
+    """
+    empty = ThreadWindow(messages=[], older_than=None)
     if conversation.active_leaf_id is None:
-        return ThreadWindow(messages=[], older_than=None)
-    parents, versions = _tree(conversation_id=conversation.id)
-    path: list[uuid.UUID] = []
-    node: uuid.UUID | None = conversation.active_leaf_id
-    while node is not None and node in parents:
-        path.append(node)
-        node = parents[node]
-    path.reverse()
-    end = len(path)
-    if before is not None:
+        return empty
+    if before is None:
+        start, excluded = conversation.active_leaf_id, 0
+    else:
+        # `before` is the oldest message the client shows. The walk starts from it, so it need
+        # only belong to this conversation: a tab still showing a branch switched away from
+        # elsewhere pages back through that branch rather than getting nothing.
         try:
-            end = path.index(uuid.UUID(str(before)))
+            start, excluded = uuid.UUID(str(before)), 1
         except ValueError:
-            return ThreadWindow(messages=[], older_than=None)
-    start = max(0, end - size)
-    ids = path[start:end]
-    by_id = Message.objects.in_bulk(ids)
-    messages = []
-    for message_id in ids:
-        message = by_id[message_id]
-        message.version = _version_of(message=message, versions=versions)  # type: ignore[attr-defined]
-        messages.append(message)
-    return ThreadWindow(messages=messages, older_than=ids[0] if start > 0 and ids else None)
+            return empty
+    # One message more than the window tells whether older ones remain.
+    path = _ancestors(conversation_id=conversation.id, message_id=start, limit=excluded + size + 1)
+    if excluded:
+        if not path:
+            return empty
+        path.pop()
+    has_older = len(path) > size
+    messages = messages_with_versions(messages=path[max(0, len(path) - size) :])
+    return ThreadWindow(
+        messages=messages, older_than=messages[0].id if has_older and messages else None
+    )
 
 
 def messages_with_versions(*, messages: list[Message]) -> list[Message]:
-    """Give messages rendered outside a thread window (a frame) their `version`."""
+    """Give messages (of one conversation) their `version`: of a thread window, or rendered
+    outside one (a frame). One query, for the siblings of just these messages."""
     if not messages:
         return messages
     parent_ids = {message.parent_id for message in messages}
     versions: dict[tuple[uuid.UUID | None, str], list[uuid.UUID]] = defaultdict(list)
+    # A parent's children are all in its conversation, so siblings are found by parent alone:
+    # filtering by the conversation too would have PostgreSQL read the index entries of the
+    # whole conversation. Roots have no parent and can only be found by conversation; written
+    # as conversation AND (...), which PostgreSQL plans several times faster than an OR with
+    # the conversation inside it.
     siblings = Q(parent_id__in=[p for p in parent_ids if p is not None])
     if None in parent_ids:
-        siblings |= Q(parent__isnull=True)
+        siblings = (siblings | Q(parent__isnull=True)) & Q(
+            conversation_id=messages[0].conversation_id
+        )
     rows = (
-        Message.objects.filter(siblings, conversation_id=messages[0].conversation_id)
+        Message.objects.filter(siblings)
         .order_by("created_at")
         .values_list("id", "parent_id", "role")
     )

@@ -1,6 +1,10 @@
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
+from django.db import connection
 
 from conversations import selectors, services
 from conversations.models import Conversation, Message
@@ -16,6 +20,29 @@ def conversation(user) -> Conversation:
 
 def _versions(window: selectors.ThreadWindow) -> list[tuple[str, int, int]]:
     return [(m.content, m.version.index, m.version.count) for m in window.messages]
+
+
+@contextmanager
+def _statements() -> Iterator[list[tuple[str, Any]]]:
+    """The SQL and parameters of every query run inside the block."""
+    statements: list[tuple[str, Any]] = []
+
+    def record(execute, sql, params, many, context):
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        yield statements
+
+
+def _rows_returned(statements: list[tuple[str, Any]]) -> list[int]:
+    # Run again afterwards: a cursor wrapper can't count what the code under test fetches.
+    counts = []
+    with connection.cursor() as cursor:
+        for sql, params in statements:
+            cursor.execute(sql, params)
+            counts.append(len(cursor.fetchall()))
+    return counts
 
 
 def test_thread_window_shows_the_branch_with_versions(conversation: Conversation) -> None:
@@ -110,6 +137,139 @@ def test_window_before_a_message_off_the_branch_is_empty(conversation: Conversat
     assert window.messages == []
 
 
+def test_window_before_an_id_that_is_not_a_uuid_is_empty(conversation: Conversation) -> None:
+    exchange(conversation, "Hi", "Hello!")
+    conversation.refresh_from_db()
+
+    window = selectors.thread_window(conversation=conversation, before="not-a-uuid")
+
+    assert window.messages == []
+    assert window.older_than is None
+
+
+def test_window_before_a_message_of_another_conversation_is_empty(
+    conversation: Conversation, make_user
+) -> None:
+    exchange(conversation, "Hi", "Hello!")
+    theirs = services.conversation_create(owner=make_user("bob"))
+    _, their_reply = exchange(theirs, "Secret question", "Secret answer")
+    conversation.refresh_from_db()
+
+    window = selectors.thread_window(conversation=conversation, before=their_reply.id)
+
+    assert window.messages == []
+    assert window.older_than is None
+
+
+def test_paging_back_through_a_long_branch_shows_every_message_once(
+    conversation: Conversation,
+) -> None:
+    for turn in range(65):
+        exchange(conversation, f"q{turn}", f"a{turn}")
+    conversation.refresh_from_db()
+
+    pages: list[selectors.ThreadWindow] = []
+    before: uuid.UUID | None = None
+    for _ in range(10):  # bounded, so a window that never ends fails instead of hanging
+        pages.append(selectors.thread_window(conversation=conversation, before=before, size=50))
+        before = pages[-1].older_than
+        if before is None:
+            break
+
+    assert [len(page.messages) for page in pages] == [50, 50, 30]
+    shown = [m.content for page in reversed(pages) for m in page.messages]
+    assert shown == [text for turn in range(65) for text in (f"q{turn}", f"a{turn}")]
+    assert [page.older_than for page in pages[:-1]] == [page.messages[0].id for page in pages[:-1]]
+    assert pages[-1].older_than is None
+
+
+def test_a_window_reads_as_many_rows_for_200_messages_as_for_20(
+    user, django_assert_max_num_queries
+) -> None:
+    short = services.conversation_create(owner=user)
+    for turn in range(10):
+        exchange(short, f"q{turn}", f"a{turn}")
+    long = services.conversation_create(owner=user)
+    for turn in range(100):
+        exchange(long, f"q{turn}", f"a{turn}")
+    short.refresh_from_db()
+    long.refresh_from_db()
+
+    with django_assert_max_num_queries(2), _statements() as short_queries:
+        short_window = selectors.thread_window(conversation=short, size=10)
+    with django_assert_max_num_queries(2), _statements() as long_queries:
+        long_window = selectors.thread_window(conversation=long, size=10)
+
+    assert len(short_window.messages) == len(long_window.messages) == 10
+    # The window and one more (to know there are older ones), then the window's siblings.
+    assert _rows_returned(long_queries) == _rows_returned(short_queries) == [11, 10]
+
+
+def test_versions_are_counted_in_a_window_that_does_not_reach_the_root(
+    conversation: Conversation,
+) -> None:
+    exchange(conversation, "q0", "a0")
+    _, first = exchange(conversation, "q1", "a1")
+    finish(
+        services.reply_regenerate(
+            conversation_id=conversation.id,
+            owner=conversation.owner,
+            reply_id=first.id,
+            settings=turn_settings(),
+            model=MODEL,
+        ),
+        "a1 again",
+    )
+    exchange(conversation, "q2", "a2")
+    conversation.refresh_from_db()
+
+    window = selectors.thread_window(conversation=conversation, size=3)
+
+    assert _versions(window) == [("a1 again", 2, 2), ("q2", 1, 1), ("a2", 1, 1)]
+    assert window.messages[0].version.previous_id == first.id
+    assert window.older_than == window.messages[0].id
+
+
+def test_message_path_is_exactly_the_branch_of_the_message(
+    conversation: Conversation, django_assert_num_queries
+) -> None:
+    q0, a0 = exchange(conversation, "q0", "a0")
+    q1, a1 = exchange(conversation, "q1", "a1")
+    regenerated = finish(
+        services.reply_regenerate(
+            conversation_id=conversation.id,
+            owner=conversation.owner,
+            reply_id=a1.id,
+            settings=turn_settings(),
+            model=MODEL,
+        ),
+        "a1 again",
+    )
+    q1_edited, reply = services.turn_edit(
+        conversation_id=conversation.id,
+        owner=conversation.owner,
+        message_id=q1.id,
+        content="q1 edited",
+        settings=turn_settings(),
+        model=MODEL,
+    )
+    edited = finish(reply, "a1 edited")
+
+    with django_assert_num_queries(1):
+        path = selectors.message_path(message=regenerated)
+
+    assert [m.id for m in path] == [q0.id, a0.id, q1.id, regenerated.id]
+    assert [m.content for m in path] == ["q0", "a0", "q1", "a1 again"]
+    assert [m.id for m in selectors.message_path(message=a1)] == [q0.id, a0.id, q1.id, a1.id]
+    assert [m.id for m in selectors.message_path(message=edited)] == [
+        q0.id,
+        a0.id,
+        q1_edited.id,
+        edited.id,
+    ]
+    assert [m.id for m in selectors.message_path(message=q0)] == [q0.id]
+
+
 def test_messages_with_versions_for_frames(conversation: Conversation) -> None:
     _, first = exchange(conversation, "Hi", "Hello!")
     second = services.reply_regenerate(
@@ -135,7 +295,7 @@ def test_continuation_request_prefills_the_partial_reply(conversation: Conversat
         model=MODEL,
     )
 
-    payload, _ = selectors.reply_request(reply_id=more.id)
+    payload, _ = selectors.reply_request(reply=more)
 
     assert payload["messages"] == [
         {"role": "user", "content": "Count"},
@@ -154,15 +314,16 @@ def test_a_continued_reply_is_one_assistant_message_upstream(conversation: Conve
         model=MODEL,
     )
     finish(more, "two")
-    _, next_reply = services.turn_start(
+    started = services.turn_start(
         conversation_id=conversation.id,
         owner=conversation.owner,
         content="Again",
         settings=turn_settings(),
         model=MODEL,
     )
+    next_reply = started.reply
 
-    payload, _ = selectors.reply_request(reply_id=next_reply.id)
+    payload, _ = selectors.reply_request(reply=next_reply)
 
     assert payload["messages"] == [
         {"role": "user", "content": "Count"},
@@ -181,7 +342,7 @@ def test_regenerated_request_uses_the_path_to_the_new_version(conversation: Conv
         model=MODEL,
     )
 
-    payload, _ = selectors.reply_request(reply_id=second.id)
+    payload, _ = selectors.reply_request(reply=second)
 
     assert payload["messages"] == [{"role": "user", "content": "Hi"}]
 
@@ -207,13 +368,14 @@ def test_search_finds_titles_and_message_text_of_the_users_own(
 
 
 def test_title_request_needs_a_completed_first_exchange(conversation: Conversation) -> None:
-    _, reply = services.turn_start(
+    started = services.turn_start(
         conversation_id=conversation.id,
         owner=conversation.owner,
         content="Hi",
         settings=turn_settings(),
         model=MODEL,
     )
+    reply = started.reply
     assert selectors.title_request_for(conversation_id=conversation.id) is None
 
     finish(reply, "Hello!")
