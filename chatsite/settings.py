@@ -197,9 +197,16 @@ CHAT_UPSTREAM_MAX_ATTEMPTS = env_int("CHAT_UPSTREAM_MAX_ATTEMPTS", 3)
 CHAT_UPSTREAM_BACKOFF_BASE = env_float("CHAT_UPSTREAM_BACKOFF_BASE", 1.0)
 CHAT_DEMO_TOKEN_DELAY = env_float("CHAT_DEMO_TOKEN_DELAY", 0.03)
 CHAT_FLUSH_INTERVAL = env_float("CHAT_FLUSH_INTERVAL", 0.05)
+# Under load the interval stretches so that one process sends at most this many deltas a
+# second across all its replies, but never beyond CHAT_FLUSH_INTERVAL_MAX (bench/REPORT.md).
+CHAT_FRAMES_PER_SECOND = env_float("CHAT_FRAMES_PER_SECOND", 2000.0)
+CHAT_FLUSH_INTERVAL_MAX = env_float("CHAT_FLUSH_INTERVAL_MAX", 0.15)
 CHAT_CHECKPOINT_INTERVAL = env_float("CHAT_CHECKPOINT_INTERVAL", 1.0)
 # How often a streaming reply is re-rendered as Markdown for the page (seconds, at least).
 CHAT_RENDER_INTERVAL = env_float("CHAT_RENDER_INTERVAL", 0.3)
+# Markdown renders of streaming replies per second, across all replies of one process: with
+# more replies streaming, each is re-rendered less often (bench/REPORT.md).
+CHAT_RENDERS_PER_SECOND = env_float("CHAT_RENDERS_PER_SECOND", 20.0)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 100_000)
 CHAT_DEFAULT_MAX_TOKENS = env_int("CHAT_DEFAULT_MAX_TOKENS", 4096)
 

@@ -3,11 +3,14 @@
 import json
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import F
 
 from conversations import frames, generation, limits, live, selectors, services, titles
@@ -61,6 +64,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if finished is not None:
             await self.send(text_data=frames.message_replaced(message=finished))
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch, without its hop to the ORM thread before every handler.
+
+        Channels runs `close_old_connections` on the shared ORM thread before each message it
+        dispatches, so every relayed delta queued behind the process's database work (turn
+        starts waited behind thousands of frames: bench/REPORT.md). Every database call here
+        goes through `database_sync_to_async`, which closes stale connections itself.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "conversation_id"):
             await self.channel_layer.group_discard(
@@ -101,30 +117,34 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not form.is_valid():
             raise FrameError(form_error_text(form))
         data = form.cleaned_data
+        owner = self.scope["user"]
         try:
-            user_message, reply, request, started = await database_sync_to_async(_turn_start)(
+            turn = await database_sync_to_async(_turn_start)(
                 conversation_id=self.conversation_id,
-                owner=self.scope["user"],
+                owner=owner,
                 content=data["message"],
-                settings=turn_settings_from(form=form, frame=frame),
+                turn_settings=turn_settings_from(form=form, frame=frame),
                 model=settings.CHAT_MODEL,
             )
         except services.TurnRefused as exc:
             raise FrameError(str(exc)) from exc
+        user_message, reply = turn.user_message, turn.reply
         client_token = str(frame.get("client_token", ""))[:64]
         await self.send(text_data=frames.composer_accepted(client_token=client_token))
+        # Before the reply starts: viewers must know of the turn to take its first text.
         await self.channel_layer.group_send(
             generation.viewers_group(self.conversation_id),
             {
                 "type": "turn.started",
                 "message_ids": [str(user_message.id), str(reply.id)],
                 # Rendered once for every viewer; the reply streams from offset 0.
-                "frame": started,
+                "frame": turn.frame,
                 "streaming_ids": [str(reply.id)],
             },
         )
-        running = await generation.reply_generate(reply_id=reply.id, request=request)
-        await live.sidebar_changed(user_id=self.scope["user"].pk)
+        running = await generation.reply_generate(reply_id=reply.id, prepared=turn.prepared)
+        if turn.sidebar_moves:
+            live.sidebar_changed_after(user_id=owner.pk, event=running.first_text_sent)
         if user_message.parent_id is None:
             titles.title_schedule(
                 conversation_id=self.conversation_id,
@@ -340,18 +360,42 @@ def _message_and_quota(message_id: str, user: Any) -> tuple[Message | None, limi
     return _message_with_version(message_id), limits.quota_usage_for_user(user=user)
 
 
+@dataclass(frozen=True, slots=True)
+class TurnStart:
+    user_message: Message
+    reply: Message
+    prepared: tuple[dict[str, Any], uuid.UUID]
+    frame: str
+    sidebar_moves: bool
+
+
 def _turn_start(
-    **kwargs: Any,
-) -> tuple[Message, Message, tuple[dict[str, Any], uuid.UUID], str]:
-    """One thread hop for the whole start of a turn: save it, build the upstream request and
-    render the frame every viewer gets."""
-    user_message, reply = services.turn_start(**kwargs)
-    request = selectors.reply_request(reply_id=reply.id)
-    # Every viewer of a conversation is its owner, so one quota line fits them all.
-    frame = frames.turn_started(
-        messages=selectors.messages_with_versions(messages=[user_message, reply])
-    ) + frames.quota_status(usage=limits.quota_usage_for_user(user=kwargs["owner"]))
-    return user_message, reply, request, frame
+    *,
+    conversation_id: uuid.UUID,
+    owner: AbstractBaseUser,
+    content: str,
+    turn_settings: services.TurnSettings,
+    model: str,
+) -> TurnStart:
+    """One thread hop for the whole start of a turn: save it, claim the reply, build its
+    upstream request and render the frame every viewer gets."""
+    started = services.turn_start(
+        conversation_id=conversation_id,
+        owner=owner,
+        content=content,
+        settings=turn_settings,
+        model=model,
+    )
+    messages = [started.user_message, started.reply]
+    return TurnStart(
+        user_message=started.user_message,
+        reply=started.reply,
+        prepared=generation.reply_prepare(reply=started.reply),
+        # Every viewer of a conversation is its owner, so one quota line fits them all.
+        frame=frames.turn_started(messages=selectors.messages_with_versions(messages=messages))
+        + frames.quota_status(usage=started.quota),
+        sidebar_moves=started.sidebar_moves,
+    )
 
 
 def _messages_in_order(message_ids: list[str]) -> list[Message]:

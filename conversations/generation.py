@@ -132,6 +132,8 @@ class Generation:
         self._first_token_at: float | None = None
         self._consume_task: asyncio.Task[None] | None = None
         self.task: asyncio.Task[None] | None = None
+        # Set once the first text has gone to the viewers, or the reply has ended without any.
+        self.first_text_sent = asyncio.Event()
 
     def start(self) -> asyncio.Task[None]:
         active_generations[self.reply_id] = self
@@ -225,10 +227,20 @@ class Generation:
             # While pausing, the end of the stream cuts the pause short (see _run).
             self._flusher_pausing = True
             try:
-                await asyncio.sleep(self._flush_interval)
+                await asyncio.sleep(self._flush_pause())
             finally:
                 self._flusher_pausing = False
         await self._flush()
+
+    def _flush_pause(self) -> float:
+        """The flush interval, stretched under load: the process sends at most
+        CHAT_FRAMES_PER_SECOND deltas a second across all its replies, up to
+        CHAT_FLUSH_INTERVAL_MAX apart. Each frame costs the same whatever it carries, so with
+        hundreds of replies streaming, fewer and fuller frames keep every one of them flowing."""
+        return min(
+            max(self._flush_interval, len(active_generations) / settings.CHAT_FRAMES_PER_SECOND),
+            max(self._flush_interval, settings.CHAT_FLUSH_INTERVAL_MAX),
+        )
 
     async def _wait_dirty(self) -> None:
         """Wait for new text. Text not yet checkpointed is saved when its checkpoint falls due
@@ -270,6 +282,7 @@ class Generation:
                 self._reasoning.append(reasoning)
                 self._reasoning_length += len(reasoning)
             await self._layer.group_send(self._viewers, frame)
+            self.first_text_sent.set()
 
     def _maybe_checkpoint(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -279,12 +292,8 @@ class Generation:
             return
         self._last_checkpoint = now
         self._checkpointed = (self._content_length, self._reasoning_length)
-        self._checkpoint = asyncio.ensure_future(
-            database_sync_to_async(services.reply_checkpoint)(
-                message_id=self.reply_id,
-                content="".join(self._content),
-                reasoning="".join(self._reasoning),
-            )
+        self._checkpoint = checkpoints().submit(
+            self.reply_id, "".join(self._content), "".join(self._reasoning)
         )
 
     async def _render_loop(self) -> None:
@@ -292,7 +301,7 @@ class Generation:
         look at raw `**` for long. Rendering runs off the loop and beside the flushes; text
         flushed meanwhile rides along as an escaped tail, so a render is never out of date."""
         loop = asyncio.get_running_loop()
-        pause = max(self._render_interval, MIN_RENDER_PAUSE)
+        pause = self._render_pause(0.0)
         while True:
             await asyncio.sleep(pause)
             length = self._content_length
@@ -313,8 +322,19 @@ class Generation:
                         "tail": text[length:],
                     },
                 )
-            # A slow render (a long reply) stretches the interval rather than hog a thread.
-            pause = max(self._render_interval, MIN_RENDER_PAUSE, 2 * (loop.time() - started))
+            pause = self._render_pause(loop.time() - started)
+
+    def _render_pause(self, last_render: float) -> float:
+        """A slow render (a long reply) stretches the interval rather than hog a thread, and so
+        does load: the process renders at most CHAT_RENDERS_PER_SECOND times a second across all
+        its replies, so with many streaming each one's Markdown comes round less often (their
+        text still streams at full rate)."""
+        return max(
+            self._render_interval,
+            MIN_RENDER_PAUSE,
+            2 * last_render,
+            len(active_generations) / settings.CHAT_RENDERS_PER_SECOND,
+        )
 
     async def _listen(self, channel: str) -> None:
         while True:
@@ -376,7 +396,9 @@ class Generation:
             # stream ended (then it saw the end and returned with the tail still pending).
             await self._flush()
             if self._checkpoint is not None:
-                # The final save must land after the last checkpoint, never under it.
+                # A checkpoint not yet written is superseded by the final save; one being
+                # written must land before it, never over it.
+                checkpoints().discard(self.reply_id)
                 await asyncio.gather(self._checkpoint, return_exceptions=True)
             # Saved and rendered once here, not once per viewing socket.
             # Off the shared ORM thread: this reply's own row, so it need not queue behind (or
@@ -391,6 +413,7 @@ class Generation:
         except Exception:
             logger.exception("could not save the end of reply %s", self.reply_id)
         finally:
+            self.first_text_sent.set()
             active_generations.pop(self.reply_id, None)
             await self._layer.group_discard(control_group(self.conversation_id), control_channel)
 
@@ -420,18 +443,24 @@ class Generation:
         )
 
 
-async def reply_generate(
-    *, reply_id: uuid.UUID, request: tuple[dict[str, Any], uuid.UUID] | None = None
-) -> Generation:
-    """Start generating a saved `streaming` reply in this process. `request` is
-    `selectors.reply_request(reply_id=…)` when the caller already has it (saves a DB hop)."""
-    if request is None:
-        request = await database_sync_to_async(selectors.reply_request)(reply_id=reply_id)
-    payload, conversation_id = request
+def reply_prepare(*, reply: Message) -> tuple[dict[str, Any], uuid.UUID]:
+    """Claim a saved `streaming` reply for this process and build its upstream request; returns
+    (payload, conversation id). Sync: call it in the same ORM hop as the write that saved it."""
     # Recorded so that, should this process die, another one can tell the reply is orphaned.
-    await database_sync_to_async(recovery.reply_claim)(
-        message_id=reply_id, worker=recovery.worker_id()
-    )
+    recovery.reply_claim(message_id=reply.id, worker=recovery.worker_id())
+    return selectors.reply_request(reply=reply)
+
+
+async def reply_generate(
+    *,
+    reply_id: uuid.UUID,
+    prepared: tuple[dict[str, Any], uuid.UUID] | None = None,
+) -> Generation:
+    """Start generating a saved `streaming` reply in this process. `prepared` is what
+    `reply_prepare` returned when the caller already has it (saves a DB hop)."""
+    if prepared is None:
+        prepared = await database_sync_to_async(_reply_prepare_by_id)(reply_id=reply_id)
+    payload, conversation_id = prepared
     generation = Generation(
         reply_id=reply_id,
         conversation_id=conversation_id,
@@ -441,6 +470,10 @@ async def reply_generate(
     )
     generation.start()
     return generation
+
+
+def _reply_prepare_by_id(*, reply_id: uuid.UUID) -> tuple[dict[str, Any], uuid.UUID]:
+    return reply_prepare(reply=Message.objects.select_related("conversation").get(id=reply_id))
 
 
 def _reply_finish_frame(*, message_id: uuid.UUID, outcome: services.ReplyOutcome) -> str:
@@ -454,6 +487,57 @@ def _reply_finish_frame(*, message_id: uuid.UUID, outcome: services.ReplyOutcome
     (message,) = selectors.messages_with_versions(messages=[message])
     usage = limits.quota_usage_for_user(user=message.conversation.owner)
     return frames.message_replaced(message=message) + frames.quota_status(usage=usage)
+
+
+class Checkpointer:
+    """Every reply of this process checkpoints through one writer: the partial replies due
+    meanwhile in one transaction and one ORM thread hop, instead of a hop per reply per second
+    (at hundreds of streams those hops were the queue every turn start waited in)."""
+
+    def __init__(self) -> None:
+        self._pending: dict[uuid.UUID, tuple[str, str]] = {}
+        self._batch: asyncio.Future[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    def submit(self, reply_id: uuid.UUID, content: str, reasoning: str) -> asyncio.Future[None]:
+        """Queue a checkpoint; the future is done once the batch holding it is written."""
+        self._pending[reply_id] = (content, reasoning)
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().create_future()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="checkpoints")
+        return self._batch
+
+    def discard(self, reply_id: uuid.UUID) -> None:
+        self._pending.pop(reply_id, None)
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, done = self._pending, self._batch
+            self._pending, self._batch = {}, None
+            try:
+                await database_sync_to_async(services.replies_checkpoint)(replies=batch)
+            except Exception:
+                logger.exception("could not checkpoint %d replies", len(batch))
+            finally:
+                if done is not None and not done.done():
+                    done.set_result(None)
+        # Everything queued was discarded before its turn came.
+        if self._batch is not None and not self._batch.done():
+            self._batch.set_result(None)
+            self._batch = None
+
+
+_checkpointer: tuple[asyncio.AbstractEventLoop, Checkpointer] | None = None
+
+
+def checkpoints() -> Checkpointer:
+    """One checkpoint writer per event loop."""
+    global _checkpointer
+    loop = asyncio.get_running_loop()
+    if _checkpointer is None or _checkpointer[0] is not loop:
+        _checkpointer = (loop, Checkpointer())
+    return _checkpointer[1]
 
 
 async def reply_stop(*, conversation_id: uuid.UUID) -> None:

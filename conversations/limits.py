@@ -5,6 +5,7 @@ one "message" (a send, a retry or a regenerate each make Claude write one), and 
 the prompt plus completion tokens the gateway reported.
 """
 
+import dataclasses
 import datetime
 import math
 from dataclasses import dataclass
@@ -69,8 +70,10 @@ class QuotaUsage:
         return " · ".join(parts)
 
 
-def limits_for_user(*, user: AbstractBaseUser) -> Limits:
-    quota = UserQuota.objects.filter(user=user).first()
+def limits_for_user(*, user: AbstractBaseUser, quota: UserQuota | None = None) -> Limits:
+    """The user's limits: the staff's overrides (`quota`, read when not given), else defaults."""
+    if quota is None:
+        quota = UserQuota.objects.filter(user=user).first()
 
     def pick(override: int | None, default: int) -> int:
         return default if override is None else override
@@ -89,7 +92,10 @@ def _day_bounds(now: datetime.datetime) -> tuple[datetime.datetime, datetime.dat
 
 
 def quota_usage_for_user(
-    *, user: AbstractBaseUser, now: datetime.datetime | None = None
+    *,
+    user: AbstractBaseUser,
+    now: datetime.datetime | None = None,
+    quota: UserQuota | None = None,
 ) -> QuotaUsage:
     now = now or timezone.now()
     day_start, day_end = _day_bounds(now)
@@ -111,7 +117,7 @@ def quota_usage_for_user(
         ),
     )
     return QuotaUsage(
-        limits=limits_for_user(user=user),
+        limits=limits_for_user(user=user, quota=quota),
         messages_last_minute=counts["last_minute"],
         messages_today=counts["today"],
         tokens_today=counts["tokens"],
@@ -127,18 +133,18 @@ def _wait_text(seconds: float) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
-def turn_allowance_check(*, user: AbstractBaseUser) -> None:
-    """Raise LimitReached if the user may not start a reply now.
+def turn_allowance_check(*, user: AbstractBaseUser) -> QuotaUsage:
+    """Raise LimitReached if the user may not start a reply now; else return the usage counting
+    the reply about to be created.
 
     Call inside the transaction that creates the reply: the user's quota row is locked, so two
     sends at once (from any processes) are counted one after the other, never both let through.
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("turn_allowance_check must run inside the reply's transaction")
-    UserQuota.objects.get_or_create(user=user)
-    UserQuota.objects.select_for_update().filter(user=user).first()
+    quota, _ = UserQuota.objects.select_for_update().get_or_create(user=user)
     now = timezone.now()
-    usage = quota_usage_for_user(user=user, now=now)
+    usage = quota_usage_for_user(user=user, now=now, quota=quota)
     limits = usage.limits
     if limits.per_minute and usage.messages_last_minute >= limits.per_minute:
         oldest = (
@@ -167,6 +173,11 @@ def turn_allowance_check(*, user: AbstractBaseUser) -> None:
             f"You have used all {limits.tokens_per_day:,} tokens of today's quota. It resets at "
             f"midnight {settings.TIME_ZONE} (in {resets}). Nothing was sent."
         )
+    return dataclasses.replace(
+        usage,
+        messages_last_minute=usage.messages_last_minute + 1,
+        messages_today=usage.messages_today + 1,
+    )
 
 
 # Sign-in throttling.

@@ -4,6 +4,7 @@ A chat socket joins its user's group as well as its conversation's viewers group
 conversation created, renamed or deleted in one tab shows up in the sidebar of all of them.
 """
 
+import asyncio
 import uuid
 
 from asgiref.sync import async_to_sync
@@ -18,6 +19,23 @@ def user_group(user_id: int | str) -> str:
 
 async def sidebar_changed(*, user_id: int | str) -> None:
     await get_channel_layer().group_send(user_group(user_id), {"type": "sidebar.changed"})
+
+
+# Scheduled sidebar updates, kept referenced until done.
+pending: set[asyncio.Task[None]] = set()
+
+
+def sidebar_changed_after(*, user_id: int | str, event: asyncio.Event) -> None:
+    """`sidebar_changed` once `event` is set: a sidebar re-render queued on a socket ahead of a
+    reply's first text would hold that text back, and the reply matters more."""
+
+    async def announce() -> None:
+        await event.wait()
+        await sidebar_changed(user_id=user_id)
+
+    task = asyncio.create_task(announce(), name=f"sidebar-{user_id}")
+    pending.add(task)
+    task.add_done_callback(pending.discard)
 
 
 def sidebar_changed_sync(*, user_id: int | str) -> None:

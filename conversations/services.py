@@ -105,6 +105,16 @@ def conversation_create(*, owner: AbstractBaseUser) -> Conversation:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class StartedTurn:
+    user_message: Message
+    reply: Message
+    # The owner's usage, this reply included.
+    quota: limits.QuotaUsage
+    # Whether the sidebar changed: the conversation joined it, or moved to the top.
+    sidebar_moves: bool
+
+
 def turn_start(
     *,
     conversation_id: uuid.UUID,
@@ -112,7 +122,7 @@ def turn_start(
     content: str,
     settings: TurnSettings,
     model: str,
-) -> tuple[Message, Message]:
+) -> StartedTurn:
     """Save the user's message and an empty streaming reply, atomically.
 
     The conversation row is locked so that two processes cannot both start a reply in the same
@@ -120,7 +130,8 @@ def turn_start(
     """
     with transaction.atomic():
         conversation = _conversation_lock_idle(conversation_id=conversation_id, owner=owner)
-        _allowance_check(user=owner)
+        quota = _allowance_check(user=owner)
+        sidebar_moves = _sidebar_moves(conversation=conversation)
         user_message = Message.objects.create(
             conversation=conversation,
             parent_id=conversation.active_leaf_id,
@@ -136,18 +147,28 @@ def turn_start(
             request_params=settings.request_params(),
         )
         conversation.active_leaf = reply
-        conversation.sampling = settings.sampling
-        conversation.temperature = settings.temperature
-        conversation.top_p = settings.top_p
-        conversation.reasoning_effort = settings.reasoning_effort
-        conversation.max_tokens = settings.max_tokens
-        conversation.stop_sequences = list(settings.stop)
-        if settings.system_prompt is not None:
-            conversation.system_prompt = settings.system_prompt
+        _conversation_apply_settings(conversation=conversation, settings=settings)
         if conversation.title == Conversation._meta.get_field("title").default:
             conversation.title = _title_from_message(content)
         conversation.save()
-    return user_message, reply
+    return StartedTurn(
+        user_message=user_message, reply=reply, quota=quota, sidebar_moves=sidebar_moves
+    )
+
+
+def _sidebar_moves(*, conversation: Conversation) -> bool:
+    """Whether a turn in `conversation` changes its owner's sidebar (newest activity first):
+    a first turn adds it; a later one moves it unless it is on top already, as it is for most
+    turns, and then no tab need re-render its sidebar."""
+    if conversation.active_leaf_id is None:
+        return True
+    top = (
+        Conversation.objects.filter(owner_id=conversation.owner_id, active_leaf__isnull=False)
+        .order_by("-updated_at")
+        .values_list("id", flat=True)
+        .first()
+    )
+    return top != conversation.id
 
 
 def _title_from_message(content: str) -> str:
@@ -172,6 +193,13 @@ def reply_checkpoint(*, message_id: uuid.UUID, content: str, reasoning: str) -> 
     Message.objects.filter(id=message_id, status=Message.Status.STREAMING).update(
         content=content, reasoning=reasoning, updated_at=timezone.now()
     )
+
+
+def replies_checkpoint(*, replies: dict[uuid.UUID, tuple[str, str]]) -> None:
+    """Checkpoint many partial replies (id → (content, reasoning)) in one transaction."""
+    with transaction.atomic():
+        for message_id, (content, reasoning) in replies.items():
+            reply_checkpoint(message_id=message_id, content=content, reasoning=reasoning)
 
 
 def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
@@ -608,9 +636,9 @@ def preferences_update(
     return preferences
 
 
-def _allowance_check(*, user: AbstractBaseUser) -> None:
+def _allowance_check(*, user: AbstractBaseUser) -> limits.QuotaUsage:
     try:
-        limits.turn_allowance_check(user=user)
+        return limits.turn_allowance_check(user=user)
     except limits.LimitReached as exc:
         raise TurnRefused(str(exc)) from exc
 

@@ -660,8 +660,11 @@ class UpstreamClient:
         if client is None or client.is_closed:
             client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self._timeout, connect=self._connect_timeout),
+                # As many kept alive as may be open: with hundreds of replies streaming, a
+                # smaller keep-alive pool closed most connections after each reply, and every
+                # next turn paid a new TCP (and TLS) handshake.
                 limits=httpx.Limits(
-                    max_connections=1000, max_keepalive_connections=100, keepalive_expiry=30.0
+                    max_connections=1000, max_keepalive_connections=1000, keepalive_expiry=30.0
                 ),
                 transport=self._transport,
                 follow_redirects=False,

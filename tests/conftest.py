@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 
 from conversations import generation, titles
+from conversations import live as workspace_live
 from tests.upstream_server import FakeUpstream
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -37,8 +38,9 @@ def upstream_server() -> Iterator[FakeUpstream]:
 @pytest.fixture
 def upstream(upstream_server: FakeUpstream, settings: pytest.FixtureRequest) -> FakeUpstream:
     """The loopback gateway, reset, with the in-process app pointed at it."""
-    # A title task left over from the previous test must not take this test's scripted replies.
-    for task in list(titles.pending):
+    # A title task left over from the previous test must not take this test's scripted replies
+    # (nor a late sidebar update reach its sockets).
+    for task in [*titles.pending, *workspace_live.pending]:
         task.cancel()
     upstream_server.reset()
     settings.AIMLAPI_BASE_URL = upstream_server.base_url

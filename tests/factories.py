@@ -34,11 +34,12 @@ def exchange(
     conversation: Conversation, question: str, answer: str, **outcome: Any
 ) -> tuple[Message, Message]:
     """A user message and its finished reply, at the end of the branch on screen."""
-    asked, reply = services.turn_start(
+    started = services.turn_start(
         conversation_id=conversation.id,
         owner=conversation.owner,
         content=question,
         settings=turn_settings(),
         model=MODEL,
     )
+    asked, reply = started.user_message, started.reply
     return asked, finish(reply, answer, **outcome)

@@ -1,17 +1,20 @@
 import asyncio
 import json
+import threading
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
 from chatsite.asgi import application
-from conversations import generation
+from conversations import generation, live
 from conversations.models import Conversation, Message
 from conversations.routing import websocket_urlpatterns
 from conversations.services import conversation_create
+from tests.factories import exchange
 from tests.upstream_server import Event, FakeUpstream, Gate, Hold, Stream, gateway_chunks
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -28,6 +31,9 @@ SEND = {
     "reasoning_effort": "off",
     "max_tokens": "1000",
 }
+
+
+COMPLETE = 'data-role="assistant" data-status="complete"'
 
 
 def communicator_for(user: Any, conversation: Conversation) -> WebsocketCommunicator:
@@ -290,4 +296,67 @@ async def test_only_web_citations_are_kept(upstream: FakeUpstream, user: Any) ->
     reply = await finished(conversation)
     assert reply.citations == [{"url": "https://example.com/a", "title": "A"}]
     assert "javascript:" not in frames
+    await comm.disconnect()
+
+
+async def test_deltas_reach_the_socket_while_the_orm_thread_is_busy(
+    upstream: FakeUpstream, user: Any
+) -> None:
+    # Relaying a delta must not wait for the shared ORM thread: with hundreds of replies
+    # streaming, that thread is busy with turn starts and saves.
+    gate = Gate()
+    first, *rest = gateway_chunks(["one ", "two"])
+    upstream.enqueue(Stream([first, Hold(gate), *rest]))
+    conversation = await database_sync_to_async(conversation_create)(owner=user)
+    # Not a first turn: that one re-renders the sidebar (a database read) on the socket.
+    await database_sync_to_async(exchange)(conversation, "Hi", "Hello!")
+    comm = communicator_for(user, conversation)
+    assert (await comm.connect())[0]
+    await comm.send_to(text_data=json.dumps(SEND))
+    await receive_until(comm, "one ")
+    orm_free = threading.Event()
+    orm_busy = asyncio.ensure_future(sync_to_async(orm_free.wait)())
+
+    gate.release()
+    frames = await receive_until(comm, "two")
+
+    assert not orm_busy.done()
+    orm_free.set()
+    await orm_busy
+    assert "two" in frames
+    await receive_until(comm, COMPLETE)
+    await comm.disconnect()
+
+
+async def test_a_turn_that_moves_the_sidebar_updates_it_after_the_first_text(
+    upstream: FakeUpstream, user: Any
+) -> None:
+    upstream.enqueue(Stream(gateway_chunks(["First words", " and more"])))
+    conversation = await database_sync_to_async(conversation_create)(owner=user)
+    comm = communicator_for(user, conversation)
+    assert (await comm.connect())[0]
+
+    await comm.send_to(text_data=json.dumps(SEND))
+    frames = await receive_until(comm, 'id="conversation-list"')
+
+    assert "First words" in frames.split('id="conversation-list"')[0]
+    await finished(conversation)
+    await comm.disconnect()
+
+
+async def test_a_turn_in_the_conversation_on_top_leaves_the_sidebar_alone(
+    upstream: FakeUpstream, user: Any
+) -> None:
+    conversation = await database_sync_to_async(conversation_create)(owner=user)
+    await database_sync_to_async(exchange)(conversation, "Hi", "Hello!")
+    comm = communicator_for(user, conversation)
+    assert (await comm.connect())[0]
+    await receive_until(comm, COMPLETE)  # the finished reply, on connect
+
+    await comm.send_to(text_data=json.dumps(SEND))
+    frames = await receive_until(comm, COMPLETE)
+    await asyncio.gather(*live.pending)
+
+    assert 'id="conversation-list"' not in frames
+    assert await comm.receive_nothing()
     await comm.disconnect()

@@ -33,13 +33,14 @@ TURN_SETTINGS = services.TurnSettings(
 
 def start_turn(user: Any, conversation: Conversation | None = None) -> Message:
     conversation = conversation or conversation_create(owner=user)
-    _, reply = services.turn_start(
+    started = services.turn_start(
         conversation_id=conversation.id,
         owner=user,
         content="hi",
         settings=TURN_SETTINGS,
         model="m",
     )
+    reply = started.reply
     # Finished, so that the one-reply-at-a-time rule does not interfere.
     Message.objects.filter(id=reply.id).update(status=Message.Status.COMPLETE)
     return reply

@@ -216,13 +216,14 @@ def test_stop_sequences_and_system_prompt_are_saved_and_sent(
 ) -> None:
     settings = turn_settings(stop=("\n\nHuman:", "END"), system_prompt="Be brief.")
 
-    _, reply = services.turn_start(
+    started = services.turn_start(
         conversation_id=conversation.id,
         owner=conversation.owner,
         content="Hi",
         settings=settings,
         model=MODEL,
     )
+    reply = started.reply
 
     conversation.refresh_from_db()
     assert reply.request_params["stop"] == ["\n\nHuman:", "END"]
@@ -321,3 +322,43 @@ def test_delete_removes_the_whole_tree(conversation: Conversation) -> None:
 
     assert not Conversation.objects.exists()
     assert not Message.objects.exists()
+
+
+def _turn(conversation: Conversation) -> services.StartedTurn:
+    started = services.turn_start(
+        conversation_id=conversation.id,
+        owner=conversation.owner,
+        content="Next",
+        settings=turn_settings(),
+        model=MODEL,
+    )
+    finish(started.reply, "Done.")
+    return started
+
+
+def test_a_turn_moves_the_sidebar_only_when_its_conversation_is_not_on_top(
+    conversation: Conversation,
+) -> None:
+    other = services.conversation_create(owner=conversation.owner)
+
+    first = _turn(conversation)
+    again = _turn(conversation)
+    elsewhere = _turn(other)
+    back = _turn(conversation)
+
+    assert first.sidebar_moves  # it joins the sidebar
+    assert not again.sidebar_moves  # already on top
+    assert elsewhere.sidebar_moves
+    assert back.sidebar_moves
+
+
+def test_a_started_turn_reports_usage_with_its_own_reply(
+    conversation: Conversation, settings
+) -> None:
+    settings.CHAT_DAILY_MESSAGE_QUOTA = 10
+    exchange(conversation, "Hi", "Hello!")
+
+    started = _turn(conversation)
+
+    assert started.quota.messages_today == 2
+    assert started.quota.messages_left_today == 8
