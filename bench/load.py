@@ -223,6 +223,15 @@ async def _ws_turn(ws: WebSocket, message: str, limit: float) -> dict[str, Any]:
     return turn.result()
 
 
+def _after_lead(lead: dict[str, Any], measured: dict[str, Any]) -> dict[str, Any]:
+    """The measured turn's timings; it is only ok if the lead-in turn was delivered whole too."""
+    measured["delivered_turns"] = int(lead["delivered_ok"]) + int(measured["delivered_ok"])
+    measured["ok"] = measured["ok"] and lead["ok"]
+    measured["delivered_ok"] = measured["delivered_ok"] and lead["delivered_ok"]
+    measured["error"] = measured.get("error") or lead.get("error", "")
+    return measured
+
+
 async def run_ws(spec: dict[str, Any]) -> dict[str, Any]:
     port, clients = spec["port"], spec["clients"]
     gate = asyncio.Semaphore(64)
@@ -250,7 +259,10 @@ async def run_ws(spec: dict[str, Any]) -> dict[str, Any]:
         delay = t0 + client["start"] - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        return await _ws_turn(ws, client["message"], spec["timeout"])
+        if not client.get("lead"):
+            return await _ws_turn(ws, client["message"], spec["timeout"])
+        lead = await _ws_turn(ws, client["lead"], spec["timeout"])
+        return _after_lead(lead, await _ws_turn(ws, client["message"], spec["timeout"]))
 
     if spec.get("sequential"):
         results = [await one(ws, c) for ws, c in zip(sockets, clients, strict=True)]
@@ -321,9 +333,13 @@ async def run_direct(spec: dict[str, Any]) -> dict[str, Any]:
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
-                return await asyncio.wait_for(
+                lead = client.get("lead")
+                if lead:
+                    first = await asyncio.wait_for(_direct_turn(http, url, lead), spec["timeout"])
+                measured = await asyncio.wait_for(
                     _direct_turn(http, url, client["message"]), spec["timeout"]
                 )
+                return _after_lead(first, measured) if lead else measured
             except Exception as exc:
                 return {"ok": False, "error": repr(exc), "gaps": []}
 

@@ -123,18 +123,21 @@ def render(results: dict[str, Any], chart_name: str, results_name: str) -> str:
         "",
         "## Concurrency sweep (each upstream stream at "
         f"{results['settings']['rate_tokens_per_s']:g} tokens/s, "
-        f"{results['settings']['tokens_per_reply']} tokens per reply, new turns arriving at "
-        f"{results['settings']['arrivals_per_s']:g}/s, so the ramp-up takes streams/"
-        f"{results['settings']['arrivals_per_s']:g} s, between 1 and "
-        f"{results['settings']['ramp_max_s']:g} s)",
+        f"{results['settings']['tokens_per_reply']} tokens per reply)",
         "",
-        "Times in ms. TTFT is send → first token frame (app) or request → first parsed token "
-        "(direct). Gap is between consecutive delta frames on one socket. CPU per 1k tokens: "
-        "the server process (all threads, from /proc) vs the direct client process.",
+        "Steady state: the clients of a step start spread over one reply's duration (N streams "
+        "of D seconds are held by N/D new turns a second: Little's law) and each sends a "
+        "lead-in turn, then the measured turn, which therefore runs while about N replies "
+        "stream. TTFT, gaps and reply times are the measured turns'; ok / delivered / saved "
+        "count a client only if both its turns were delivered and saved whole, and CPU per 1k "
+        "tokens counts both turns. Times in ms. TTFT is send → first token frame (app) or "
+        "request → first parsed token (direct). Gap is between consecutive delta frames on one "
+        "socket. CPU per 1k tokens: the server process (all threads, from /proc) vs the direct "
+        "client process.",
         "",
         "| streams | TTFT p50 app / direct | TTFT p99 app / direct | gap p50 / p99 / max | "
-        "reply p50 app / direct | ok / delivered / saved | server CPU per 1k tok | direct "
-        "CPU per 1k tok | ratio | server CPU % | RSS idle / peak Δ per stream |",
+        "reply p50 app / direct | clients ok / delivered, replies saved | server CPU per 1k "
+        "tok | direct CPU per 1k tok | ratio | server CPU % | RSS idle / peak Δ per stream |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["sweep"]:
@@ -146,7 +149,8 @@ def render(results: dict[str, Any], chart_name: str, results_name: str) -> str:
             f"| {n} | {_ms(a['ttft']['p50'])} / {_ms(d['ttft']['p50'])} | "
             f"{_ms(a['ttft']['p99'])} / {_ms(d['ttft']['p99'])} | {_ms(a['gap']['p50'])} / "
             f"{_ms(a['gap']['p99'])} / {_ms(a['gap']['max'])} | {_ms(a['total']['p50'])} / "
-            f"{_ms(d['total']['p50'])} | {a['ok']} / {a['delivered_ok']} / {a['saved_ok']} of {n}"
+            f"{_ms(d['total']['p50'])} | {a['ok']} / {a['delivered_ok']} of {n} / "
+            f"{a['saved_ok']} of {a['replies']}"
             f" | {a['cpu_per_1k_tokens'] * 1000:.0f} ms | {d['cpu_per_1k_tokens'] * 1000:.0f} ms"
             f" | {ratio:.2f}× | {a['server_cpu'] / a['elapsed'] * 100:.0f} % | "
             f"{idle:.0f} KB / {peak:.0f} KB |"

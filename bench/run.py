@@ -267,6 +267,7 @@ class Bench:
                         "-f",
                         "raw",
                         "--nonblocking",
+                        "--gil",
                         "-r",
                         "100",
                         "-d",
@@ -309,26 +310,42 @@ class Bench:
             time.sleep(0.25)
         return round(time.monotonic() - started, 2)
 
-    def verify_saved(self, conversation_ids: list[str], messages: list[str]) -> dict[str, int]:
-        """The final saved text of every reply equals what the upstream sent, byte for byte."""
+    def verify_saved(self, conversation_ids: list[str], turns: list[list[str]]) -> dict[str, int]:
+        """The final saved text of every reply equals what the upstream sent, byte for byte;
+        `turns` holds each conversation's messages in the order they were sent."""
         from conversations.models import Message
 
-        saved = {
-            str(conversation_id): (content, status)
-            for conversation_id, content, status in Message.objects.filter(
+        saved: dict[str, list[tuple[str, str]]] = {}
+        for conversation_id, content, status in (
+            Message.objects.filter(
                 conversation_id__in=conversation_ids, role=Message.Role.ASSISTANT
-            ).values_list("conversation_id", "content", "status")
-        }
-        ok = 0
-        for conversation_id, message in zip(conversation_ids, messages, strict=True):
-            content, status = saved.get(conversation_id, ("", "missing"))
-            if status == "complete" and content.encode() == expected_text(message).encode():
-                ok += 1
-        return {"replies": len(conversation_ids), "saved_ok": ok}
+            )
+            .order_by("created_at")
+            .values_list("conversation_id", "content", "status")
+        ):
+            saved.setdefault(str(conversation_id), []).append((content, status))
+        ok = replies = 0
+        for conversation_id, messages in zip(conversation_ids, turns, strict=True):
+            replies_saved = saved.get(conversation_id, [])
+            for index, message in enumerate(messages):
+                replies += 1
+                content, status = (
+                    replies_saved[index] if index < len(replies_saved) else ("", "missing")
+                )
+                if status == "complete" and content.encode() == expected_text(message).encode():
+                    ok += 1
+        return {"replies": replies, "saved_ok": ok}
 
     @staticmethod
     def clients(
-        ids: list[str], cookies: list[str], *, tokens: int, interval: float, ramp: float, seed: int
+        ids: list[str],
+        cookies: list[str],
+        *,
+        tokens: int,
+        interval: float,
+        ramp: float,
+        seed: int,
+        lead: bool = False,
     ) -> list[dict[str, Any]]:
         count = len(ids)
         return [
@@ -336,6 +353,9 @@ class Bench:
                 "conversation": ids[i],
                 "cookie": cookies[i],
                 "message": spec_message(tokens=tokens, interval=interval, seed=seed + i),
+                "lead": spec_message(tokens=tokens, interval=interval, seed=seed + count + i)
+                if lead
+                else None,
                 "start": ramp * i / count if count > 1 else 0.0,
             }
             for i in range(count)
@@ -352,12 +372,15 @@ class Bench:
         sequential: bool = False,
         measure: bool = False,
         profile: Path | None = None,
+        lead: bool = False,
     ) -> dict[str, Any]:
-        """The same replies through the app and straight from the upstream, one after another."""
+        """The same replies through the app and straight from the upstream, one after another.
+        With `lead`, each client first sends a lead-in turn and then the measured one, so the
+        measured turns run while the others' replies stream (steady state)."""
         seed = abs(hash(label)) % 10**6 * 1000
         ids = self.conversations(count)
         clients = self.clients(
-            ids, self.cookies, tokens=tokens, interval=interval, ramp=ramp, seed=seed
+            ids, self.cookies, tokens=tokens, interval=interval, ramp=ramp, seed=seed, lead=lead
         )
         duration = tokens * interval
         timeout = duration * 3 + 30
@@ -367,9 +390,11 @@ class Bench:
         app = self.load(
             "ws", clients, sequential=sequential, timeout=timeout, measure=measure, profile=profile
         )
-        app.update(self.verify_saved(ids, [c["message"] for c in clients]))
+        app.update(
+            self.verify_saved(ids, [[m for m in (c["lead"], c["message"]) if m] for c in clients])
+        )
         app["settle_s"] = self.settle()
-        total_tokens = tokens * count
+        total_tokens = tokens * count * (2 if lead else 1)
         row = {
             "label": label,
             "streams": count,
@@ -412,8 +437,7 @@ class Bench:
                 "debug": False,
                 "rate_tokens_per_s": a.rate,
                 "tokens_per_reply": a.tokens,
-                "arrivals_per_s": a.arrivals,
-                "ramp_max_s": a.ramp_max,
+                "arrivals": "steady",
             },
         }
         log("warm-up")
@@ -439,8 +463,11 @@ class Bench:
                     count,
                     tokens=a.tokens,
                     interval=interval,
-                    ramp=min(a.ramp_max, max(1.0, count / a.arrivals)) if count > 1 else 0,
+                    # Little's law: N streams of D seconds each are held by N/D new turns a
+                    # second, so clients start spread over one reply's duration.
+                    ramp=a.tokens * interval if count > 1 else 0,
                     measure=True,
+                    lead=True,
                     profile=profile,
                 )
             )
@@ -518,7 +545,7 @@ class Bench:
         for (label, message), conversation_id in zip(cases, ids, strict=False):
             cases_out[label] = asyncio.run(turn(conversation_id, message))
             # The reply also had to be saved whole.
-            cases_out[label].update(self.verify_saved([conversation_id], [message]))
+            cases_out[label].update(self.verify_saved([conversation_id], [[message]]))
         connection_created.disconnect(on_created)
         connections.close_all()
         return cases_out
@@ -590,6 +617,10 @@ def condense(result: dict[str, Any], total_tokens: int) -> dict[str, Any]:
         "gap": summary(gaps),
         "ok": sum(1 for c in clients if c.get("ok")),
         "delivered_ok": sum(1 for c in clients if c.get("delivered_ok")),
+        # Replies delivered whole: a client with a lead-in turn sent two.
+        "delivered_replies": sum(
+            c.get("delivered_turns", int(bool(c.get("delivered_ok")))) for c in clients
+        ),
         "errors": sorted({c["error"] for c in clients if c.get("error")})[:5],
         "frames": sum(c.get("frames", 0) for c in clients),
         "elapsed": result["elapsed"],
@@ -659,7 +690,7 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
         if row["app"]["gap"]["p99"] is not None
         and row["app"]["gap"]["p99"] <= 0.25
         and row["app"]["ok"] == n
-        and row["app"]["saved_ok"] == n
+        and row["app"]["saved_ok"] == row["app"]["replies"]
     ]
     held = max(good) if good else 0
     failed = [n for n in sorted(sweep) if n not in good]
@@ -718,8 +749,8 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
     saved = sum(row["app"]["saved_ok"] for row in results["sweep"]) + sum(
         results[k]["app"]["saved_ok"] for k in ("ttft1", "e2e500")
     )
-    delivered = sum(row["app"]["delivered_ok"] for row in results["sweep"]) + sum(
-        results[k]["app"]["delivered_ok"] for k in ("ttft1", "e2e500")
+    delivered = sum(row["app"]["delivered_replies"] for row in results["sweep"]) + sum(
+        results[k]["app"]["delivered_replies"] for k in ("ttft1", "e2e500")
     )
     add(
         "saved text == upstream text, byte for byte",
@@ -750,10 +781,6 @@ def main() -> None:
     parser.add_argument("--steps", default="1,50,100,200,300,500")
     parser.add_argument("--rate", type=float, default=20.0, help="tokens/s per stream")
     parser.add_argument("--tokens", type=int, default=200, help="tokens per reply in the sweep")
-    parser.add_argument(
-        "--arrivals", type=float, default=100.0, help="new turns per second while ramping up"
-    )
-    parser.add_argument("--ramp-max", type=float, default=5.0, help="longest ramp-up (s)")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--ttft-turns", type=int, default=30)
     parser.add_argument("--e2e-turns", type=int, default=5)
@@ -764,7 +791,8 @@ def main() -> None:
     parser.add_argument("--no-report", action="store_true")
     args = parser.parse_args()
     args.steps = [int(s) for s in args.steps.split(",") if s]
-    args.duration = args.tokens / args.rate + args.ramp_max
+    # A sweep step: clients start over one reply's duration, then each sends two turns.
+    args.duration = 3 * args.tokens / args.rate
     args.name = args.name or f"{datetime.date.today().isoformat()}-{args.db}"
     RESULTS.mkdir(parents=True, exist_ok=True)
     bench = Bench(args)

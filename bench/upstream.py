@@ -3,7 +3,8 @@
 `POST /v1/chat/completions` streams the reply that the last user message's spec asks for
 (`bench n=… iv=… ttft=… seed=…`, see common.py): `n` OpenAI-style content chunks, one every
 `iv` seconds on an absolute schedule (no drift), the first `ttft` seconds after the headers,
-then a finish chunk, a usage chunk and `[DONE]`.
+then a finish chunk, a usage chunk and `[DONE]`. A request with `"stream": false` (the app's
+title request) gets a short JSON completion at once, as from the gateway.
 
 Run: python -m bench.upstream --port PORT
 """
@@ -61,15 +62,38 @@ def _tail(count: int) -> bytes:
     return finish + usage + b"%x\r\n%s\r\n" % (len(done), done) + b"0\r\n\r\n"
 
 
-def _last_user_message(body: bytes) -> str:
+COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "model": "bench",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Bench conversation"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 3, "total_tokens": 33},
+    }
+).encode()
+COMPLETION_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(COMPLETION), COMPLETION)
+)
+
+
+def _request(body: bytes) -> tuple[bool, str]:
+    """(whether it asks for a stream, its last user message)."""
     try:
         payload = json.loads(body)
+        streaming = payload.get("stream", True) is not False
         for message in reversed(payload.get("messages", [])):
             if message.get("role") == "user":
-                return str(message.get("content", ""))
+                return streaming, str(message.get("content", ""))
     except (ValueError, AttributeError, TypeError):
         pass
-    return ""
+    return True, ""
 
 
 class Scheduler:
@@ -156,8 +180,16 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                 if name.strip().lower() == b"content-length":
                     length = int(value.strip())
             body = await reader.readexactly(length) if length else b""
-            await _stream(writer, _last_user_message(body))
+            streaming, message = _request(body)
+            if streaming:
+                await _stream(writer, message)
+            else:
+                writer.write(COMPLETION_RESPONSE)
+                await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+        pass
+    except asyncio.CancelledError:
+        # Shutting down with keep-alive connections open: nothing to report.
         pass
     finally:
         writer.close()
