@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import uuid
+from collections.abc import Container
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -83,10 +84,14 @@ def replies_heartbeat(*, message_ids: list[uuid.UUID]) -> None:
 
 
 def replies_orphaned_interrupt(
-    *, now: datetime.datetime | None = None, spare: frozenset[uuid.UUID] = frozenset()
+    *, now: datetime.datetime | None = None, spare: Container[uuid.UUID] = frozenset()
 ) -> list[tuple[uuid.UUID, uuid.UUID]]:
     """Mark `interrupted` the streaming replies whose process is dead; returns
-    (conversation id, message id) of each, so their viewers can be told."""
+    (conversation id, message id) of each, so their viewers can be told.
+
+    `spare` holds the replies this process is generating. It is read as each reply is looked
+    at, not when the sweep is asked for: under load the sweep waits its turn on the ORM thread
+    for longer than a heartbeat stays fresh, and replies that started meanwhile are alive."""
     now = now or timezone.now()
     stale_before = now - datetime.timedelta(seconds=settings.CHAT_HEARTBEAT_STALE_AFTER)
     candidates = Message.objects.filter(status=Message.Status.STREAMING).values_list(
@@ -126,7 +131,7 @@ async def sweep_once() -> int:
     from conversations import generation
 
     interrupted = await database_sync_to_async(replies_orphaned_interrupt)(
-        spare=frozenset(generation.active_generations)
+        spare=generation.active_generations
     )
     layer = get_channel_layer()
     for conversation_id, message_id in interrupted:

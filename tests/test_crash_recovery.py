@@ -10,10 +10,12 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from asgiref.sync import async_to_sync
+from django.db import connection
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from conversations import recovery
+from conversations import generation, recovery
 from conversations.models import Message
 from conversations.services import conversation_create
 from tests.conftest import DaphneServer, sign_in
@@ -120,6 +122,29 @@ def test_sweep_marks_only_dead_processes_replies(user, settings) -> None:
     here_dead.refresh_from_db()
     assert here_dead.content == "so far"
     assert "so far" in here_dead.content_html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sweep_spares_a_reply_that_started_here_while_it_waited(
+    user, settings, monkeypatch
+) -> None:
+    # Under overload the sweep waits for the ORM thread longer than a heartbeat stays fresh:
+    # a reply that registered meanwhile is alive, and interrupting it would cut its saved text.
+    settings.CHAT_HEARTBEAT_STALE_AFTER = 15
+    mine = streaming_reply(user, worker=recovery.worker_id(), heartbeat_age=60)
+    generating: dict[uuid.UUID, object] = {}
+    monkeypatch.setattr(generation, "active_generations", generating)
+
+    def registered_meanwhile(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        generating[mine.id] = object()
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(registered_meanwhile):
+        interrupted = async_to_sync(recovery.sweep_once)()
+
+    mine.refresh_from_db()
+    assert interrupted == 0
+    assert mine.status == Message.Status.STREAMING
 
 
 def _exited_pid() -> int:
