@@ -43,3 +43,17 @@ def exchange(
     )
     asked, reply = started.user_message, started.reply
     return asked, finish(reply, answer, **outcome)
+
+
+def regenerated(conversation: Conversation, reply: Message, content: str) -> Message:
+    """A finished new version of `reply`, now the branch on screen."""
+    return finish(
+        services.reply_regenerate(
+            conversation_id=conversation.id,
+            owner=conversation.owner,
+            reply_id=reply.id,
+            settings=turn_settings(),
+            model=MODEL,
+        ),
+        content,
+    )

@@ -8,7 +8,7 @@ from django.db import connection
 
 from conversations import selectors, services
 from conversations.models import Conversation, Message
-from tests.factories import MODEL, exchange, finish, turn_settings
+from tests.factories import MODEL, exchange, finish, regenerated, turn_settings
 
 pytestmark = pytest.mark.django_db
 
@@ -47,16 +47,7 @@ def _rows_returned(statements: list[tuple[str, Any]]) -> list[int]:
 
 def test_thread_window_shows_the_branch_with_versions(conversation: Conversation) -> None:
     asked, first = exchange(conversation, "Hi", "Hello!")
-    second = finish(
-        services.reply_regenerate(
-            conversation_id=conversation.id,
-            owner=conversation.owner,
-            reply_id=first.id,
-            settings=turn_settings(),
-            model=MODEL,
-        ),
-        "Hey!",
-    )
+    second = regenerated(conversation, first, "Hey!")
     conversation.refresh_from_db()
 
     window = selectors.thread_window(conversation=conversation)
@@ -210,16 +201,7 @@ def test_versions_are_counted_in_a_window_that_does_not_reach_the_root(
 ) -> None:
     exchange(conversation, "q0", "a0")
     _, first = exchange(conversation, "q1", "a1")
-    finish(
-        services.reply_regenerate(
-            conversation_id=conversation.id,
-            owner=conversation.owner,
-            reply_id=first.id,
-            settings=turn_settings(),
-            model=MODEL,
-        ),
-        "a1 again",
-    )
+    regenerated(conversation, first, "a1 again")
     exchange(conversation, "q2", "a2")
     conversation.refresh_from_db()
 
@@ -235,16 +217,7 @@ def test_message_path_is_exactly_the_branch_of_the_message(
 ) -> None:
     q0, a0 = exchange(conversation, "q0", "a0")
     q1, a1 = exchange(conversation, "q1", "a1")
-    regenerated = finish(
-        services.reply_regenerate(
-            conversation_id=conversation.id,
-            owner=conversation.owner,
-            reply_id=a1.id,
-            settings=turn_settings(),
-            model=MODEL,
-        ),
-        "a1 again",
-    )
+    a1_again = regenerated(conversation, a1, "a1 again")
     q1_edited, reply = services.turn_edit(
         conversation_id=conversation.id,
         owner=conversation.owner,
@@ -256,9 +229,9 @@ def test_message_path_is_exactly_the_branch_of_the_message(
     edited = finish(reply, "a1 edited")
 
     with django_assert_num_queries(1):
-        path = selectors.message_path(message=regenerated)
+        path = selectors.message_path(message=a1_again)
 
-    assert [m.id for m in path] == [q0.id, a0.id, q1.id, regenerated.id]
+    assert [m.id for m in path] == [q0.id, a0.id, q1.id, a1_again.id]
     assert [m.content for m in path] == ["q0", "a0", "q1", "a1 again"]
     assert [m.id for m in selectors.message_path(message=a1)] == [q0.id, a0.id, q1.id, a1.id]
     assert [m.id for m in selectors.message_path(message=edited)] == [

@@ -2,7 +2,7 @@ import pytest
 
 from conversations import services
 from conversations.models import Conversation, Message, UserPreferences
-from tests.factories import MODEL, exchange, finish, turn_settings
+from tests.factories import MODEL, exchange, finish, regenerated, turn_settings
 
 pytestmark = pytest.mark.django_db
 
@@ -138,16 +138,7 @@ def test_switch_shows_the_newest_branch_below_the_chosen_version(
 ) -> None:
     asked, first = exchange(conversation, "Hi", "Hello!")
     _, deep = exchange(conversation, "Go on", "More.")
-    second = finish(
-        services.reply_regenerate(
-            conversation_id=conversation.id,
-            owner=conversation.owner,
-            reply_id=first.id,
-            settings=turn_settings(),
-            model=MODEL,
-        ),
-        "Hey!",
-    )
+    second = regenerated(conversation, first, "Hey!")
 
     services.branch_switch(
         conversation_id=conversation.id, owner=conversation.owner, message_id=first.id
