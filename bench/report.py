@@ -155,6 +155,14 @@ def render(results: dict[str, Any], chart_name: str, results_name: str) -> str:
             f" | {ratio:.2f}× | {a['server_cpu'] / a['elapsed'] * 100:.0f} % | "
             f"{idle:.0f} KB / {peak:.0f} KB |"
         )
+    short = [
+        f"{row['streams']} streams: "
+        + ", ".join(f"{count} {what}" for what, count in row["app"]["saved_short"].items())
+        for row in results["sweep"]
+        if row["app"].get("saved_short")
+    ]
+    if short:
+        lines += ["", "Replies not saved `complete` with the upstream's text: " + "; ".join(short)]
     lines += [
         "",
         "RSS per stream is only meaningful at the largest step, which runs first: later, "

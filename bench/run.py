@@ -325,6 +325,8 @@ class Bench:
         ):
             saved.setdefault(str(conversation_id), []).append((content, status))
         ok = replies = 0
+        # What the replies that fell short were saved as (status, and whether the text matched).
+        short: dict[str, int] = {}
         for conversation_id, messages in zip(conversation_ids, turns, strict=True):
             replies_saved = saved.get(conversation_id, [])
             for index, message in enumerate(messages):
@@ -332,9 +334,13 @@ class Bench:
                 content, status = (
                     replies_saved[index] if index < len(replies_saved) else ("", "missing")
                 )
-                if status == "complete" and content.encode() == expected_text(message).encode():
+                same = content.encode() == expected_text(message).encode()
+                if status == "complete" and same:
                     ok += 1
-        return {"replies": replies, "saved_ok": ok}
+                else:
+                    key = f"{status}, {'same text' if same else 'other text'}"
+                    short[key] = short.get(key, 0) + 1
+        return {"replies": replies, "saved_ok": ok, "saved_short": short}
 
     @staticmethod
     def clients(
@@ -630,6 +636,7 @@ def condense(result: dict[str, Any], total_tokens: int) -> dict[str, Any]:
     for key in (
         "replies",
         "saved_ok",
+        "saved_short",
         "settle_s",
         "rss_before",
         "rss_idle",
