@@ -380,27 +380,31 @@ class ConversationAdmin(admin.ModelAdmin):
 
     @admin.action(description="Flag selected conversations", permissions=["change"])
     def flag_selected(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
-        for conversation in queryset:
-            services.conversation_review_update(
-                conversation=conversation, reviewer=request.user, flagged=True
-            )
-        self.message_user(request, f"Flagged {queryset.count()} conversation(s).")
+        self._review_selected(request, queryset, "Flagged", flagged=True)
 
     @admin.action(description="Remove flag from selected conversations", permissions=["change"])
     def unflag_selected(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
-        for conversation in queryset:
-            services.conversation_review_update(
-                conversation=conversation, reviewer=request.user, flagged=False
-            )
-        self.message_user(request, f"Unflagged {queryset.count()} conversation(s).")
+        self._review_selected(request, queryset, "Unflagged", flagged=False)
 
     @admin.action(description="Mark selected conversations reviewed", permissions=["change"])
     def mark_reviewed(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
+        self._review_selected(request, queryset, "Marked", mark_reviewed=True, done="reviewed")
+
+    def _review_selected(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Conversation],
+        verb: str,
+        *,
+        done: str = "",
+        **change: bool,
+    ) -> None:
         for conversation in queryset:
             services.conversation_review_update(
-                conversation=conversation, reviewer=request.user, mark_reviewed=True
+                conversation=conversation, reviewer=request.user, **change
             )
-        self.message_user(request, f"Marked {queryset.count()} conversation(s) reviewed.")
+        suffix = f" {done}" if done else ""
+        self.message_user(request, f"{verb} {queryset.count()} conversation(s){suffix}.")
 
     @admin.action(description="Export selected as JSON (logged)", permissions=["view"])
     def export_json(

@@ -128,7 +128,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         except services.TurnRefused as exc:
             raise FrameError(str(exc)) from exc
-        user_message, reply = turn.user_message, turn.reply
+        user_message, reply = turn.started.user_message, turn.started.reply
         client_token = str(frame.get("client_token", ""))[:64]
         await self.send(text_data=frames.composer_accepted(client_token=client_token))
         # Before the reply starts: viewers must know of the turn to take its first text.
@@ -143,7 +143,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             },
         )
         running = await generation.reply_generate(reply_id=reply.id, prepared=turn.prepared)
-        if turn.sidebar_moves:
+        if turn.started.sidebar_moves:
             live.sidebar_changed_after(user_id=owner.pk, event=running.first_text_sent)
         if user_message.parent_id is None:
             titles.title_schedule(
@@ -362,11 +362,9 @@ def _message_and_quota(message_id: str, user: Any) -> tuple[Message | None, limi
 
 @dataclass(frozen=True, slots=True)
 class TurnStart:
-    user_message: Message
-    reply: Message
+    started: services.StartedTurn
     prepared: tuple[dict[str, Any], uuid.UUID]
     frame: str
-    sidebar_moves: bool
 
 
 def _turn_start(
@@ -388,13 +386,11 @@ def _turn_start(
     )
     messages = [started.user_message, started.reply]
     return TurnStart(
-        user_message=started.user_message,
-        reply=started.reply,
+        started=started,
         prepared=generation.reply_prepare(reply=started.reply),
         # Every viewer of a conversation is its owner, so one quota line fits them all.
         frame=frames.turn_started(messages=selectors.messages_with_versions(messages=messages))
         + frames.quota_status(usage=started.quota),
-        sidebar_moves=started.sidebar_moves,
     )
 
 

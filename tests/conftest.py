@@ -14,6 +14,7 @@ from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.test import Client
 
 from conversations import generation, titles
 from conversations import live as workspace_live
@@ -84,6 +85,21 @@ def make_user(db: None):
 @pytest.fixture
 def user(make_user) -> AbstractBaseUser:
     return make_user("alice")
+
+
+@pytest.fixture
+def owner_client(user) -> Client:
+    """A test client signed in as `user`."""
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def fast_password_hashing(settings) -> None:
+    """PBKDF2 at full strength costs most of a view-heavy module's run time; use it where
+    nothing tests hashing (never for Daphne, which hashes with its own, default, settings)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def _free_port() -> int:
@@ -232,3 +248,19 @@ def sign_in(page, *, username: str, password: str = PASSWORD) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/c/*/")
+
+
+@pytest.fixture
+def page_on(chromium_browser):
+    """Open a page in a fresh browser context on a given Daphne server."""
+    contexts = []
+
+    def open_page(server: DaphneServer):
+        context = chromium_browser.new_context(base_url=server.url)
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield open_page
+    for context in contexts:
+        context.close()

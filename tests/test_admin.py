@@ -21,14 +21,9 @@ from conversations.models import (
 from conversations.services import ShareOptions
 from tests.transcripts import add_turn
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_password_hashing")]
 
 CHANGELIST = "/admin/conversations/conversation/"
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def staff_client(make_user, username: str, *codenames: str) -> tuple[Client, object]:

@@ -62,21 +62,6 @@ def servers(
         server.stop()
 
 
-@pytest.fixture
-def page_for(chromium_browser) -> Iterator[Callable[[DaphneServer], Page]]:
-    contexts = []
-
-    def open_page(server: DaphneServer) -> Page:
-        context = chromium_browser.new_context(base_url=server.url)
-        context.set_default_timeout(15_000)
-        contexts.append(context)
-        return context.new_page()
-
-    yield open_page
-    for context in contexts:
-        context.close()
-
-
 # The sweep's rules, without processes (first: Playwright's loop must not be running yet).
 
 
@@ -165,10 +150,10 @@ def start_held_reply(page: Page, upstream: FakeUpstream, username: str) -> Gate:
 
 
 def test_sigkill_mid_reply_loses_at_most_a_checkpoint_and_restart_marks_it_interrupted(
-    servers, page_for, upstream: FakeUpstream, user
+    servers, page_on, upstream: FakeUpstream, user
 ) -> None:
     first = servers()
-    page = page_for(first)
+    page = page_on(first)
     gate = start_held_reply(page, upstream, user.username)
     # What reached the screen is in the database within one checkpoint interval.
     wait_for(
@@ -195,7 +180,7 @@ def test_sigkill_mid_reply_loses_at_most_a_checkpoint_and_restart_marks_it_inter
     reply.refresh_from_db()
     assert reply.content == "Once upon a time "
 
-    page = page_for(second)
+    page = page_on(second)
     sign_in(page, username=user.username)
     page.goto(f"/c/{reply.conversation_id}/")
     article = page.locator('article[data-role="assistant"]')
@@ -211,11 +196,11 @@ def test_sigkill_mid_reply_loses_at_most_a_checkpoint_and_restart_marks_it_inter
 
 
 def test_sigterm_mid_reply_saves_the_text_within_seconds(
-    servers, page_for, upstream: FakeUpstream, user
+    servers, page_on, upstream: FakeUpstream, user
 ) -> None:
     # No checkpoint would ever happen: whatever is saved, the shutdown saved.
     server = servers(CHAT_CHECKPOINT_INTERVAL="600", CHAT_SHUTDOWN_GRACE="1")
-    page = page_for(server)
+    page = page_on(server)
     gate = start_held_reply(page, upstream, user.username)
     reply = Message.objects.get(role=Message.Role.ASSISTANT)
     assert reply.content == ""
@@ -233,10 +218,10 @@ def test_sigterm_mid_reply_saves_the_text_within_seconds(
 
 
 def test_sigterm_lets_a_reply_that_is_about_to_end_finish(
-    servers, page_for, upstream: FakeUpstream, user
+    servers, page_on, upstream: FakeUpstream, user
 ) -> None:
     server = servers(CHAT_CHECKPOINT_INTERVAL="600", CHAT_SHUTDOWN_GRACE="5")
-    page = page_for(server)
+    page = page_on(server)
     gate = start_held_reply(page, upstream, user.username)
 
     server.process.send_signal(signal.SIGTERM)
@@ -249,10 +234,10 @@ def test_sigterm_lets_a_reply_that_is_about_to_end_finish(
 
 
 def test_a_live_process_replies_are_left_alone_by_another_process(
-    servers, page_for, upstream: FakeUpstream, user
+    servers, page_on, upstream: FakeUpstream, user
 ) -> None:
     first = servers()
-    page = page_for(first)
+    page = page_on(first)
     gate = start_held_reply(page, upstream, user.username)
     servers()  # sweeps at start-up and every 0.3 s
 

@@ -7,11 +7,11 @@ which SQLite and the in-memory layer are not.
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from django.conf import settings as django_settings
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from conversations.models import Message
 from tests.conftest import DaphneServer, sign_in
@@ -53,30 +53,15 @@ def two_processes(
             server.stop()
 
 
-@pytest.fixture
-def new_page(chromium_browser) -> Iterator[Callable[[DaphneServer], Page]]:
-    contexts = []
-
-    def open_page(server: DaphneServer) -> Page:
-        context = chromium_browser.new_context(base_url=server.url)
-        context.set_default_timeout(15_000)
-        contexts.append(context)
-        return context.new_page()
-
-    yield open_page
-    for context in contexts:
-        context.close()
-
-
 def test_a_reply_made_on_one_process_streams_to_and_stops_from_the_other(
-    two_processes, new_page, upstream: FakeUpstream, user
+    two_processes, page_on, upstream: FakeUpstream, user
 ) -> None:
     a, b = two_processes
     first_gate = Gate()
     chunks = gateway_chunks(["Made on A, ", "seen on B. "])
     upstream.enqueue(Stream([chunks[0], Hold(first_gate), chunks[1], Hold(Gate())]))
 
-    page_a = new_page(a)
+    page_a = page_on(a)
     sign_in(page_a, username=user.username)
     page_a.get_by_label("Message").fill("Stream across processes")
     page_a.get_by_role("button", name="Send").click()
@@ -86,7 +71,7 @@ def test_a_reply_made_on_one_process_streams_to_and_stops_from_the_other(
     assert reply.worker_id.split(":")[1] == str(a.process.pid)
 
     # A tab on B joins mid-reply: the text so far comes from A, then live deltas.
-    page_b = new_page(b)
+    page_b = page_on(b)
     sign_in(page_b, username=user.username)
     page_b.goto(f"/c/{reply.conversation_id}/")
     on_b = page_b.locator('article[data-role="assistant"]')
@@ -106,14 +91,14 @@ def test_a_reply_made_on_one_process_streams_to_and_stops_from_the_other(
 
 
 def test_a_reload_landing_on_the_other_process_resumes_the_stream(
-    two_processes, new_page, upstream: FakeUpstream, user
+    two_processes, page_on, upstream: FakeUpstream, user
 ) -> None:
     a, b = two_processes
     gate = Gate()
     chunks = gateway_chunks(["Before ", "the reload, ", "after it."])
     upstream.enqueue(Stream([*chunks[:2], Hold(gate), *chunks[2:]]))
 
-    page = new_page(a)
+    page = page_on(a)
     sign_in(page, username=user.username)
     page.get_by_label("Message").fill("Keep going")
     page.get_by_role("button", name="Send").click()

@@ -16,13 +16,7 @@ from conversations.services import ShareOptions
 from tests.conftest import PASSWORD
 from tests.transcripts import add_turn
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings) -> None:
-    # PBKDF2 at full strength costs most of this module's run time; nothing here tests it.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_password_hashing")]
 
 
 @pytest.fixture
@@ -32,13 +26,6 @@ def conversation(user) -> Conversation:
     )
     add_turn(conversation, "What is a lifetime?", "A **lifetime** is a scope.", reasoning="HMM")
     return conversation
-
-
-@pytest.fixture
-def owner_client(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def create_link(conversation: Conversation, **options: object) -> tuple[ShareLink, str]:

@@ -11,12 +11,7 @@ from conversations.models import Conversation, Message, ShareLink, TranscriptAcc
 from conversations.services import ShareOptions
 from tests.transcripts import add_turn
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_password_hashing")]
 
 
 @pytest.fixture
@@ -26,13 +21,6 @@ def conversation(user) -> Conversation:
     )
     add_turn(conversation, "Where to eat?", "Try *pastéis*.", reasoning="food thoughts")
     return conversation
-
-
-@pytest.fixture
-def owner_client(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_json_export_holds_every_message_with_usage(conversation, owner_client) -> None:
