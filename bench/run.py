@@ -494,8 +494,8 @@ class Bench:
         from django.db import connections
         from django.db.backends.signals import connection_created
 
-        from conversations import generation
-        from conversations.routing import websocket_urlpatterns
+        from conversations.chat.routing import websocket_urlpatterns
+        from conversations.realtime import generation
 
         counter = {"queries": 0, "connections": 0}
 
@@ -560,8 +560,8 @@ class Bench:
         import httpx
         from django.contrib.auth import get_user_model
 
+        from conversations.chat.rendering import markdown_to_html
         from conversations.models import Conversation, Message
-        from conversations.rendering import markdown_to_html
 
         owner = get_user_model().objects.get(pk=self.users[0].pk)
         cookie = self.cookies[0]
@@ -656,7 +656,7 @@ def ms(value: float | None) -> str:
 
 
 def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every bar of issue 6, with the measured value and the reference it is compared with."""
+    """Every bar of the benchmark, with the measured value and the reference it is compared with."""
     out: list[dict[str, Any]] = []
 
     def add(measure: str, value: str, bar: str, passed: bool | None, note: str = "") -> None:

@@ -93,7 +93,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "conversations.context_processors.chat",
+                "conversations.chat.context_processors.chat",
             ],
         },
     },
@@ -210,7 +210,7 @@ CHAT_RENDERS_PER_SECOND = env_float("CHAT_RENDERS_PER_SECOND", 20.0)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 100_000)
 CHAT_DEFAULT_MAX_TOKENS = env_int("CHAT_DEFAULT_MAX_TOKENS", 4096)
 
-# Admin review (issue 4): staff must type why they open a transcript; it goes into the access log.
+# Admin review: staff must type why they open a transcript; it goes into the access log.
 CHAT_REVIEW_REASON_REQUIRED = env_bool("CHAT_REVIEW_REASON_REQUIRED", True)
 # Limits and quotas (0 = no limit); staff can override them per user in the admin.
 CHAT_RATE_LIMIT_PER_MINUTE = env_int("CHAT_RATE_LIMIT_PER_MINUTE", 20)

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from conversations.login import ThrottledLoginView
+from conversations.accounts.login import ThrottledLoginView
 
 urlpatterns = [
     path("admin/", admin.site.urls),

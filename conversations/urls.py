@@ -1,6 +1,8 @@
 from django.urls import path
 
-from conversations import views, views_export, views_sharing
+from conversations.chat import exports as views_export
+from conversations.chat import views
+from conversations.sharing import views as views_sharing
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -19,7 +21,7 @@ urlpatterns = [
     path("search/", views.conversation_search, name="search"),
     path("settings/", views.preferences, name="preferences"),
     path("accounts/signup/", views.signup, name="signup"),
-    # Sharing and export (issue 4).
+    # Sharing and export.
     path("c/<uuid:conversation_id>/share/", views_sharing.share_dialog, name="share_dialog"),
     path(
         "c/<uuid:conversation_id>/share/preview/",

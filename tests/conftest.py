@@ -16,8 +16,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.test import Client
 
-from conversations import generation, titles
-from conversations import live as workspace_live
+from conversations.chat import titles
+from conversations.realtime import generation
+from conversations.realtime import live as workspace_live
 from tests.upstream_server import FakeUpstream
 
 BASE_DIR = Path(__file__).resolve().parent.parent

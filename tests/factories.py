@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from conversations import services
+from conversations.chat import services
 from conversations.models import Conversation, Message
 
 MODEL = "anthropic/claude-sonnet-4.5"

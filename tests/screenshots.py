@@ -11,9 +11,9 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from conversations import services
+from conversations.chat import services
+from conversations.chat.rendering import markdown_to_html
 from conversations.models import Conversation, Message
-from conversations.rendering import markdown_to_html
 from tests.conftest import DaphneServer, sign_in
 from tests.factories import exchange
 from tests.upstream_server import FakeUpstream

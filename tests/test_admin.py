@@ -10,7 +10,8 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
-from conversations import services
+from conversations.chat import services
+from conversations.chat.services import ShareOptions
 from conversations.models import (
     Conversation,
     ConversationReview,
@@ -18,7 +19,6 @@ from conversations.models import (
     ShareLink,
     TranscriptAccess,
 )
-from conversations.services import ShareOptions
 from tests.transcripts import add_turn
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_password_hashing")]

@@ -5,7 +5,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from conversations import services
+from conversations.chat import services
 from conversations.models import Conversation, Message
 from tests.conftest import DaphneServer, sign_in
 from tests.factories import exchange
@@ -42,7 +42,10 @@ def test_sidebar_navigates_and_updates_live(
     expect(page.get_by_role("log")).to_contain_text("Owls turn their heads.")
     expect(sidebar.get_by_role("link", name="About owls")).to_have_attribute("aria-current", "page")
 
+    owls_url = page.url
     sidebar.get_by_role("link", name="New chat").click()
+    # Typing before the new page has loaded would type into the page being left.
+    page.wait_for_url(lambda url: url != owls_url)
     page.get_by_label("Message").fill("Tell me about foxes")
     page.get_by_label("Message").press("Enter")
     expect(page.locator(ASSISTANT)).to_have_attribute("data-status", "complete")

@@ -10,10 +10,10 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
 from chatsite.asgi import application
-from conversations import generation, live
+from conversations.chat.routing import websocket_urlpatterns
+from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
-from conversations.routing import websocket_urlpatterns
-from conversations.services import conversation_create
+from conversations.realtime import generation, live
 from tests.factories import exchange
 from tests.upstream_server import Event, FakeUpstream, Gate, Hold, Stream, gateway_chunks
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 
-from conversations import titles
+from conversations.chat import titles
+from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
-from conversations.services import conversation_create
 from tests.factories import exchange
 from tests.test_consumers import RECEIVE_TIMEOUT, SEND, communicator_for, receive_until
 from tests.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chunks
@@ -22,7 +22,7 @@ CONTROLS = {k: v for k, v in SEND.items() if k not in ("action", "message")}
 
 
 async def _settled() -> None:
-    from conversations import generation
+    from conversations.realtime import generation
 
     for task in [g.task for g in generation.active_generations.values() if g.task]:
         await task

@@ -15,9 +15,9 @@ from django.db import connection
 from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from conversations import generation, recovery
+from conversations.chat.services import conversation_create
 from conversations.models import Message
-from conversations.services import conversation_create
+from conversations.realtime import generation, recovery
 from tests.conftest import DaphneServer, sign_in
 from tests.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chunks
 

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from conversations.demo import DemoTransport
-from conversations.upstream import (
+from conversations.gateway.client import (
     ContentDelta,
     Event,
     Finished,
@@ -21,6 +20,7 @@ from conversations.upstream import (
     Usage,
     build_payload,
 )
+from conversations.gateway.demo import DemoTransport
 
 MESSAGES = [{"role": "user", "content": "Can you show me *something* nice?"}]
 

@@ -19,9 +19,9 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
-from conversations import generation
+from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
-from conversations.services import conversation_create
+from conversations.realtime import generation
 from tests.conftest import TEST_API_KEY
 from tests.test_consumers import SEND, communicator_for
 from tests.upstream_server import (

@@ -1,6 +1,6 @@
 import pytest
 
-from conversations.forms import RenameForm, TurnSettingsForm, turn_settings_from
+from conversations.chat.forms import RenameForm, TurnSettingsForm, turn_settings_from
 
 CONTROLS = {
     "sampling": "default",

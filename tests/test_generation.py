@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 
-from conversations import generation, services
+from conversations.chat import services
 from conversations.models import Message
+from conversations.realtime import generation
 from tests.factories import MODEL, turn_settings
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]

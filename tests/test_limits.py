@@ -17,10 +17,12 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from playwright.sync_api import Page, expect
 
-from conversations import generation, limits, services
-from conversations.consumers import FRAME_OVERHEAD_CHARS
+from conversations.accounts import limits
+from conversations.chat import services
+from conversations.chat.consumers import FRAME_OVERHEAD_CHARS
+from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message, UserQuota
-from conversations.services import conversation_create
+from conversations.realtime import generation
 from tests.conftest import DaphneServer, sign_in
 from tests.test_consumers import SEND, communicator_for, receive_until
 from tests.test_faults import SOCKET_TIMEOUT

@@ -1,4 +1,4 @@
-"""Tests for conversations.rendering (pure functions; no Django needed)."""
+"""Tests for conversations.chat.rendering (pure functions; no Django needed)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pygments.token import STANDARD_TYPES
 
-from conversations.rendering import (
+from conversations.chat.rendering import (
     markdown_to_html,
     plain_text_to_html,
     pygments_css,

@@ -16,8 +16,8 @@ from django.test import Client
 from playwright.sync_api import Page, expect
 
 from chatsite.asgi import application
+from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
-from conversations.services import conversation_create
 from tests.conftest import ARTIFACTS, BASE_DIR, PASSWORD, TEST_API_KEY, DaphneServer, sign_in
 from tests.test_consumers import communicator_for
 from tests.test_faults import SOCKET_TIMEOUT, drain_final_state

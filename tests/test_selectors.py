@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from conversations import selectors, services
+from conversations.chat import selectors, services
 from conversations.models import Conversation, Message
 from tests.factories import MODEL, exchange, finish, regenerated, turn_settings
 

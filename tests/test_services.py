@@ -1,6 +1,6 @@
 import pytest
 
-from conversations import services
+from conversations.chat import services
 from conversations.models import Conversation, Message, UserPreferences
 from tests.factories import MODEL, exchange, finish, regenerated, turn_settings
 

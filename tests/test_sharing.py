@@ -9,10 +9,10 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations import selectors, services
+from conversations.chat import selectors, services
+from conversations.chat.rendering import markdown_to_html
+from conversations.chat.services import ShareOptions
 from conversations.models import Conversation, Message, ShareLink
-from conversations.rendering import markdown_to_html
-from conversations.services import ShareOptions
 from tests.conftest import PASSWORD
 from tests.transcripts import add_turn
 

@@ -1,7 +1,7 @@
 import pytest
 from channels.db import database_sync_to_async
 
-from conversations import services, titles
+from conversations.chat import services, titles
 from conversations.models import Conversation
 from tests.factories import exchange
 from tests.upstream_server import ErrorReply, FakeUpstream, completion_reply

@@ -17,7 +17,7 @@ import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conversations.upstream import (
+from conversations.gateway.client import (
     Citation,
     ContentDelta,
     ErrorKind,

@@ -6,9 +6,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from conversations import services
+from conversations.chat import services
+from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message, UserPreferences
-from conversations.services import conversation_create
 from tests.conftest import PASSWORD
 from tests.factories import exchange
 

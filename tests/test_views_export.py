@@ -6,9 +6,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from conversations import services
+from conversations.chat import services
+from conversations.chat.services import ShareOptions
 from conversations.models import Conversation, Message, ShareLink, TranscriptAccess
-from conversations.services import ShareOptions
 from tests.transcripts import add_turn
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_password_hashing")]

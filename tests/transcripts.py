@@ -2,8 +2,8 @@
 
 from decimal import Decimal
 
+from conversations.chat.rendering import markdown_to_html
 from conversations.models import Conversation, Message
-from conversations.rendering import markdown_to_html
 
 
 def add_turn(

@@ -13,9 +13,11 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import F
 
-from conversations import frames, generation, limits, live, selectors, services, titles
-from conversations.forms import TurnForm, TurnSettingsForm, form_error_text, turn_settings_from
+from conversations.accounts import limits
+from conversations.chat import frames, selectors, services, titles
+from conversations.chat.forms import TurnForm, TurnSettingsForm, form_error_text, turn_settings_from
 from conversations.models import Conversation, Message
+from conversations.realtime import generation, live
 
 logger = logging.getLogger(__name__)
 

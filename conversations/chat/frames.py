@@ -8,7 +8,7 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
-from conversations import selectors
+from conversations.chat import selectors
 from conversations.models import Conversation, Message
 
 
@@ -22,7 +22,7 @@ def turn_started(*, messages: list[Message]) -> str:
 
 
 def message_article(*, message: Message) -> str:
-    return render_to_string("conversations/_message.html", {"message": message})
+    return render_to_string("chat/_message.html", {"message": message})
 
 
 def message_replaced(*, message: Message) -> str:
@@ -38,7 +38,7 @@ def message_swapped(*, replaced_id: str, message: Message) -> str:
 
 
 def quota_status(*, usage: Any) -> str:
-    html = render_to_string("conversations/_quota.html", {"quota": usage})
+    html = render_to_string("chat/_quota.html", {"quota": usage})
     return html.replace("<p ", '<p hx-swap-oob="true" ', 1)
 
 
@@ -95,19 +95,17 @@ def text_rendered(*, message_id: str, html: str, tail: str) -> str:
 
 
 def transcript(*, window: selectors.ThreadWindow) -> str:
-    inner = render_to_string("conversations/_thread.html", {"window": window})
+    inner = render_to_string("chat/_thread.html", {"window": window})
     return f'<div hx-swap-oob="innerHTML:#transcript">{inner}</div>'
 
 
 def sidebar(*, conversations: list[Conversation], current: Conversation | None) -> str:
     parts = [
         render_to_string(
-            "conversations/_conversation_list.html",
+            "chat/_conversation_list.html",
             {"conversations": conversations, "current": current, "oob": True},
         )
     ]
     if current is not None:
-        parts.append(
-            render_to_string("conversations/_title.html", {"conversation": current, "oob": True})
-        )
+        parts.append(render_to_string("chat/_title.html", {"conversation": current, "oob": True}))
     return "".join(parts)

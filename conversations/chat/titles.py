@@ -10,9 +10,10 @@ import uuid
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from conversations import live, selectors, services
-from conversations.generation import upstream_client
-from conversations.upstream import RequestStyle, TurnOptions, UpstreamError, build_payload
+from conversations.chat import selectors, services
+from conversations.gateway.client import RequestStyle, TurnOptions, UpstreamError, build_payload
+from conversations.realtime import live
+from conversations.realtime.generation import upstream_client
 
 logger = logging.getLogger(__name__)
 

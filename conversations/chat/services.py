@@ -14,7 +14,13 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from conversations import limits
+from conversations.accounts import limits
+from conversations.chat.rendering import markdown_to_html
+from conversations.chat.selectors import (
+    share_link_live_for_conversation,
+    share_snapshot_build,
+    share_token_digest,
+)
 from conversations.models import (
     Conversation,
     ConversationReview,
@@ -24,12 +30,6 @@ from conversations.models import (
     ShareLink,
     TranscriptAccess,
     UserPreferences,
-)
-from conversations.rendering import markdown_to_html
-from conversations.selectors import (
-    share_link_live_for_conversation,
-    share_snapshot_build,
-    share_token_digest,
 )
 
 TITLE_FROM_MESSAGE_CHARS = 60
@@ -227,7 +227,7 @@ def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
             Conversation.objects.filter(messages__id=message_id).update(updated_at=timezone.now())
 
 
-# --- Sharing, export and admin review (issue 4) -------------------------------------------
+# --- Sharing, export and admin review -------------------------------------------
 
 SHARE_EXPIRY_DAYS = (0, 1, 7, 30)
 

@@ -25,8 +25,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from conversations.chat.rendering import markdown_to_html
 from conversations.models import Message
-from conversations.rendering import markdown_to_html
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def replies_orphaned_interrupt(
 
 
 async def sweep_once() -> int:
-    from conversations import generation
+    from conversations.realtime import generation
 
     interrupted = await database_sync_to_async(replies_orphaned_interrupt)(
         spare=generation.active_generations
@@ -144,7 +144,7 @@ async def sweep_once() -> int:
 
 async def housekeeping_forever() -> None:
     """Heartbeat this process's replies and sweep up dead processes' ones, until cancelled."""
-    from conversations import generation
+    from conversations.realtime import generation
 
     while True:
         try:
@@ -160,7 +160,7 @@ async def housekeeping_forever() -> None:
 
 async def generations_shutdown(*, grace: float) -> None:
     """Let in-flight replies finish for `grace` seconds, then save the rest as interrupted."""
-    from conversations import generation
+    from conversations.realtime import generation
 
     tasks = [g.task for g in list(generation.active_generations.values()) if g.task]
     if not tasks:

@@ -7,7 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
-from conversations import selectors
+from conversations.chat import selectors
 from conversations.models import Conversation
 
 

@@ -15,11 +15,10 @@ from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 
-from conversations import frames, limits, recovery, selectors, services
-from conversations.demo import DemoTransport
-from conversations.models import Message
-from conversations.rendering import markdown_to_html
-from conversations.upstream import (
+from conversations.accounts import limits
+from conversations.chat import frames, selectors, services
+from conversations.chat.rendering import markdown_to_html
+from conversations.gateway.client import (
     Citation,
     ContentDelta,
     Finished,
@@ -30,6 +29,9 @@ from conversations.upstream import (
     UpstreamError,
     Usage,
 )
+from conversations.gateway.demo import DemoTransport
+from conversations.models import Message
+from conversations.realtime import recovery
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from conversations import selectors, services
-from conversations.forms_sharing import ShareOptionsForm
+from conversations.chat import selectors, services
 from conversations.models import Conversation, ShareLink
+from conversations.sharing.forms import ShareOptionsForm
 
 
 def _owned_conversation(request: HttpRequest, conversation_id: str) -> Conversation:

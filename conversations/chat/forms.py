@@ -4,8 +4,8 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
 
+from conversations.chat.services import TurnSettings
 from conversations.models import ReasoningEffort, Sampling
-from conversations.services import TurnSettings
 
 MAX_TOKENS_LIMIT = 64_000
 STOP_FIELDS = ("stop_1", "stop_2", "stop_3", "stop_4")

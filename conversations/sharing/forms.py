@@ -1,7 +1,7 @@
 from django import forms
 
+from conversations.chat.services import ShareOptions
 from conversations.models import ShareLink
-from conversations.services import ShareOptions
 
 EXPIRY_CHOICES = [(0, "Never"), (1, "1 day"), (7, "7 days"), (30, "30 days")]
 

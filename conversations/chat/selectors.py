@@ -15,6 +15,7 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
+from conversations.gateway.client import RequestStyle, TurnOptions, build_payload
 from conversations.models import (
     Conversation,
     Message,
@@ -22,7 +23,6 @@ from conversations.models import (
     TranscriptAccess,
     UserPreferences,
 )
-from conversations.upstream import RequestStyle, TurnOptions, build_payload
 
 
 def conversation_get_for_user(
@@ -168,7 +168,7 @@ def reply_request(*, reply: Message) -> tuple[dict[str, Any], uuid.UUID]:
     return payload, conversation.id
 
 
-# --- Sharing, export and admin review (issue 4) -------------------------------------------
+# --- Sharing, export and admin review -------------------------------------------
 
 # token_urlsafe(32) is 43 characters; anything much longer is not one of ours.
 SHARE_TOKEN_MAX_CHARS = 128

@@ -10,7 +10,7 @@ import uuid
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from conversations.generation import reply_stop, viewers_group
+from conversations.realtime.generation import reply_stop, viewers_group
 
 
 def user_group(user_id: int | str) -> str:

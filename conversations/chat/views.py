@@ -6,16 +6,18 @@ from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from conversations import limits, live, selectors, services
-from conversations.forms import (
+from conversations.accounts import limits
+from conversations.chat import selectors, services
+from conversations.chat.forms import (
     STOP_FIELDS,
     PreferencesForm,
     RenameForm,
     SignupForm,
     TurnSettingsForm,
 )
-from conversations.frames import SIDEBAR_SIZE
+from conversations.chat.frames import SIDEBAR_SIZE
 from conversations.models import Conversation
+from conversations.realtime import live
 
 
 @require_GET
@@ -54,7 +56,7 @@ def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpRespo
     )
     return render(
         request,
-        "conversations/chat.html",
+        "chat/chat.html",
         {
             "conversation": conversation,
             "window": selectors.thread_window(conversation=conversation),
@@ -76,7 +78,7 @@ def conversation_older(request: HttpRequest, conversation_id: str) -> HttpRespon
     window = selectors.thread_window(
         conversation=conversation, before=request.GET.get("before", "")[:64] or None
     )
-    return render(request, "conversations/_thread.html", {"window": window})
+    return render(request, "chat/_thread.html", {"window": window})
 
 
 @require_POST
@@ -93,7 +95,7 @@ def conversation_rename(request: HttpRequest, conversation_id: str) -> HttpRespo
         return redirect("conversation", conversation_id=conversation.id)
     return render(
         request,
-        "conversations/_renamed.html",
+        "chat/_renamed.html",
         {
             "conversation": conversation,
             "form": form,
@@ -129,7 +131,7 @@ def conversation_search(request: HttpRequest) -> HttpResponse:
     hits = selectors.conversation_search_for_user(user=request.user, query=query)
     return render(
         request,
-        "conversations/_search_results.html",
+        "chat/_search_results.html",
         {"hits": hits, "query": query.strip()},
     )
 
@@ -162,7 +164,7 @@ def preferences(request: HttpRequest) -> HttpResponse:
             max_tokens=data["max_tokens"],
         )
         saved = True
-    return render(request, "conversations/preferences.html", {"form": form, "saved": saved})
+    return render(request, "chat/preferences.html", {"form": form, "saved": saved})
 
 
 @require_http_methods(["GET", "POST"])

@@ -20,9 +20,8 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from conversations import selectors, services
-from conversations.charts import tokens_per_day_svg
-from conversations.forms_sharing import ReviewForm, TranscriptReasonForm
+from conversations.chat import selectors, services
+from conversations.chat.exports import json_attachment, markdown_attachment
 from conversations.models import (
     Conversation,
     ConversationReview,
@@ -31,7 +30,8 @@ from conversations.models import (
     TranscriptAccess,
     UserPreferences,
 )
-from conversations.views_export import json_attachment, markdown_attachment
+from conversations.review.charts import tokens_per_day_svg
+from conversations.sharing.forms import ReviewForm, TranscriptReasonForm
 
 USAGE_CHART_DAYS = 30
 
@@ -607,6 +607,3 @@ class TranscriptAccessAdmin(admin.ModelAdmin):
 class UserPreferencesAdmin(admin.ModelAdmin):
     list_display = ("user", "sampling", "reasoning_effort", "max_tokens")
     raw_id_fields = ("user",)
-
-
-from conversations import admin_limits  # noqa: E402, F401  (quotas and sign-in locks)

@@ -7,7 +7,7 @@ from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.views import LoginView
 from django.core.exceptions import ValidationError
 
-from conversations import limits
+from conversations.accounts import limits
 
 
 def client_address(request: Any) -> str:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from conversations.consumers import ChatConsumer
+from conversations.chat.consumers import ChatConsumer
 
 websocket_urlpatterns = [
     path("ws/c/<uuid:conversation_id>/", ChatConsumer.as_asgi()),
