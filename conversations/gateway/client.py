@@ -32,6 +32,8 @@ from typing import Any, Final
 import httpx
 from httpx_sse import EventSource, SSEError
 
+from conversations.gateway.content import RequestStyle
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -50,13 +52,6 @@ __all__ = [
     "Usage",
     "build_payload",
 ]
-
-
-class RequestStyle(StrEnum):
-    """Where the system prompt and the reasoning switch go in the request body."""
-
-    OPENAI = "openai"
-    ANTHROPIC = "anthropic"
 
 
 class ErrorKind(StrEnum):
