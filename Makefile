@@ -7,9 +7,8 @@ PORT ?= 8000
 CHROMIUM ?= /usr/bin/chromium
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
-export DJANGO_DEBUG ?= 1
 
-.PHONY: serve test test-sqlite test-postgres lint format browser screenshots bench clean
+.PHONY: serve test test-sqlite test-postgres lint check format browser screenshots bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -17,6 +16,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# A development server: debug mode unless DJANGO_DEBUG says otherwise.
+serve: export DJANGO_DEBUG ?= 1
 serve: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput
 	$(VENV)/bin/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application
@@ -39,6 +40,13 @@ test-postgres: $(VENV)/.installed browser
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Django's own checks: no model change without its migration, and production settings that
+# pass `check --deploy` (a throwaway secret key; nothing is served).
+check: $(VENV)/.installed
+	DJANGO_DEBUG=1 $(PY) manage.py makemigrations --check --dry-run
+	env -u DJANGO_DEBUG DJANGO_SECRET_KEY="$$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+	  DJANGO_ALLOWED_HOSTS=chat.example.com $(PY) manage.py check --deploy --fail-level WARNING
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
