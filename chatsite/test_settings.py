@@ -8,4 +8,4 @@ import os
 
 os.environ.setdefault("DJANGO_DEBUG", "1")
 
-from chatsite.settings import *  # noqa: E402, F403
+from chatsite.settings import *  # noqa: F403
