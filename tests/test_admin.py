@@ -10,8 +10,6 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
-from conversations.chat import services
-from conversations.chat.services import ShareOptions
 from conversations.models import (
     Conversation,
     ConversationReview,
@@ -19,6 +17,8 @@ from conversations.models import (
     ShareLink,
     TranscriptAccess,
 )
+from conversations.sharing import services as sharing_services
+from conversations.sharing.services import ShareOptions
 from tests.transcripts import add_turn
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_password_hashing")]
@@ -360,12 +360,12 @@ def assorted(conversation, make_user) -> dict[str, Conversation]:
     Message.objects.filter(id=reply.id).update(status=Message.Status.ERROR, model="other/model")
     shared = Conversation.objects.create(owner=bob, title="Shared one")
     add_turn(shared, "needle in the text", "hay")
-    services.share_link_create(conversation_id=shared.id, user=bob, options=ShareOptions())
+    sharing_services.share_link_create(conversation_id=shared.id, user=bob, options=ShareOptions())
     revoked = Conversation.objects.create(owner=bob, title="Once shared")
-    link, _ = services.share_link_create(
+    link, _ = sharing_services.share_link_create(
         conversation_id=revoked.id, user=bob, options=ShareOptions()
     )
-    services.share_link_revoke(link_id=link.id, user=bob)
+    sharing_services.share_link_revoke(link_id=link.id, user=bob)
     ConversationReview.objects.create(conversation=errored, flagged=True)
     return {"tax": conversation, "errored": errored, "shared": shared, "revoked": revoked}
 

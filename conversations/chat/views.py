@@ -7,6 +7,8 @@ from django.templatetags.static import static
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from conversations.accounts import limits
+from conversations.accounts import selectors as accounts_selectors
+from conversations.accounts import services as accounts_services
 from conversations.chat import selectors, services
 from conversations.chat.forms import (
     STOP_FIELDS,
@@ -139,7 +141,7 @@ def conversation_search(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @login_required
 def preferences(request: HttpRequest) -> HttpResponse:
-    current = selectors.preferences_for_user(user=request.user)
+    current = accounts_selectors.preferences_for_user(user=request.user)
     form = PreferencesForm(
         request.POST or None,
         initial={
@@ -154,7 +156,7 @@ def preferences(request: HttpRequest) -> HttpResponse:
     saved = False
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        services.preferences_update(
+        accounts_services.preferences_update(
             user=request.user,
             system_prompt=data["system_prompt"],
             sampling=data["sampling"],

@@ -20,7 +20,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from conversations.chat import selectors, services
+from conversations.chat import selectors
 from conversations.chat.exports import json_attachment, markdown_attachment
 from conversations.models import (
     Conversation,
@@ -30,8 +30,11 @@ from conversations.models import (
     TranscriptAccess,
     UserPreferences,
 )
+from conversations.review import selectors as review_selectors
+from conversations.review import services as review_services
 from conversations.review.charts import tokens_per_day_svg
-from conversations.sharing.forms import ReviewForm, TranscriptReasonForm
+from conversations.review.forms import ReviewForm, TranscriptReasonForm
+from conversations.sharing import selectors as sharing_selectors
 
 USAGE_CHART_DAYS = 30
 
@@ -107,7 +110,9 @@ class SharedFilter(_YesNoFilter):
     def condition(self) -> Q:
         return Q(
             Exists(
-                ShareLink.objects.filter(selectors.share_link_live_q(), conversation=OuterRef("pk"))
+                ShareLink.objects.filter(
+                    sharing_selectors.share_link_live_q(), conversation=OuterRef("pk")
+                )
             )
         )
 
@@ -191,7 +196,7 @@ class ConversationAdmin(admin.ModelAdmin):
     change_list_template = "admin/conversations/conversation/change_list.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
-        return selectors.conversation_with_totals(queryset=super().get_queryset(request))
+        return review_selectors.conversation_with_totals(queryset=super().get_queryset(request))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Conversations are made by their owners; staff only read and review them.
@@ -281,7 +286,7 @@ class ConversationAdmin(admin.ModelAdmin):
         own, it first asks why (when required) and records the access."""
         conversation = self._get_viewable(request, object_id)
         url = reverse("admin:conversations_conversation_transcript", args=[conversation.pk])
-        access = selectors.transcript_access_recent_for_staff(
+        access = review_selectors.transcript_access_recent_for_staff(
             conversation=conversation, staff=request.user, access_id=request.GET.get("access")
         )
         if access is None:
@@ -302,7 +307,7 @@ class ConversationAdmin(admin.ModelAdmin):
                 reason = form.cleaned_data["reason"]
             else:
                 reason = ""
-            access = services.transcript_access_record(
+            access = review_services.transcript_access_record(
                 conversation=conversation,
                 staff=request.user,
                 reason=reason,
@@ -321,7 +326,7 @@ class ConversationAdmin(admin.ModelAdmin):
                 "opts": self.opts,
                 "conversation": conversation,
                 "thread": selectors.thread_path(conversation=conversation),
-                "totals": selectors.usage_totals_for_conversation(conversation=conversation),
+                "totals": review_selectors.usage_totals_for_conversation(conversation=conversation),
                 "branch_count": conversation.messages.count(),
                 "access": access,
                 "review": review,
@@ -344,7 +349,7 @@ class ConversationAdmin(admin.ModelAdmin):
             raise PermissionDenied
         form = ReviewForm(request.POST)
         if form.is_valid():
-            services.conversation_review_update(
+            review_services.conversation_review_update(
                 conversation=conversation,
                 reviewer=request.user,
                 note=form.cleaned_data["note"],
@@ -361,7 +366,7 @@ class ConversationAdmin(admin.ModelAdmin):
     def usage_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
-        points = selectors.usage_tokens_per_day(days=USAGE_CHART_DAYS)
+        points = review_selectors.usage_tokens_per_day(days=USAGE_CHART_DAYS)
         return TemplateResponse(
             request,
             "admin/conversations/usage.html",
@@ -369,7 +374,7 @@ class ConversationAdmin(admin.ModelAdmin):
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
                 "title": "Usage: tokens and cost",
-                "per_user": selectors.usage_totals_by_user(),
+                "per_user": review_selectors.usage_totals_by_user(),
                 "chart": tokens_per_day_svg(points=points),
                 "points": points,
                 "days": USAGE_CHART_DAYS,
@@ -400,7 +405,7 @@ class ConversationAdmin(admin.ModelAdmin):
         **change: bool,
     ) -> None:
         for conversation in queryset:
-            services.conversation_review_update(
+            review_services.conversation_review_update(
                 conversation=conversation, reviewer=request.user, **change
             )
         suffix = f" {done}" if done else ""
@@ -444,7 +449,7 @@ class ConversationAdmin(admin.ModelAdmin):
             reason = form.cleaned_data["reason"]
         conversations = list(queryset.select_related("owner"))
         for conversation in conversations:
-            services.transcript_access_record(
+            review_services.transcript_access_record(
                 conversation=conversation, staff=request.user, reason=reason, kind=kind
             )
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
