@@ -216,6 +216,9 @@ CHAT_REVIEW_REASON_REQUIRED = env_bool("CHAT_REVIEW_REASON_REQUIRED", True)
 CHAT_RATE_LIMIT_PER_MINUTE = env_int("CHAT_RATE_LIMIT_PER_MINUTE", 20)
 CHAT_DAILY_MESSAGE_QUOTA = env_int("CHAT_DAILY_MESSAGE_QUOTA", 500)
 CHAT_DAILY_TOKEN_QUOTA = env_int("CHAT_DAILY_TOKEN_QUOTA", 2_000_000)
+# A reply's max_tokens is held against the token quota while it is written; a reservation
+# never settled (its process died) stops counting after this long.
+CHAT_USAGE_RESERVATION_SECONDS = env_int("CHAT_USAGE_RESERVATION_SECONDS", 3600)
 # Sign-in throttling: this many failures within the lock period lock the key for that period.
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5)
 LOGIN_MAX_FAILURES_PER_ADDRESS = env_int("LOGIN_MAX_FAILURES_PER_ADDRESS", 50)

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations.accounts import limits
+from conversations.accounts import services as accounts_services
 from conversations.chat.rendering import markdown_to_html
 from conversations.models import (
     Conversation,
@@ -72,6 +73,8 @@ class ReplyOutcome:
     reasoning_tokens: int | None = None
     cached_tokens: int | None = None
     cost_usd: Decimal | None = None
+    # The token counts are the app's estimate, not the gateway's report.
+    usage_estimated: bool = False
     time_to_first_token_ms: int | None = None
     duration_ms: int | None = None
 
@@ -119,7 +122,7 @@ def turn_start(
     """
     with transaction.atomic():
         conversation = _conversation_lock_idle(conversation_id=conversation_id, owner=owner)
-        quota = _allowance_check(user=owner)
+        quota = _allowance_check(user=owner, max_tokens=settings.max_tokens)
         sidebar_moves = _sidebar_moves(conversation=conversation)
         user_message = Message.objects.create(
             conversation=conversation,
@@ -135,6 +138,7 @@ def turn_start(
             model=model,
             request_params=settings.request_params(),
         )
+        accounts_services.usage_reserve(reply=reply, owner=owner)
         conversation.active_leaf = reply
         _conversation_apply_settings(conversation=conversation, settings=settings)
         if conversation.title == Conversation._meta.get_field("title").default:
@@ -208,12 +212,21 @@ def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
             reasoning_tokens=outcome.reasoning_tokens,
             cached_tokens=outcome.cached_tokens,
             cost_usd=outcome.cost_usd,
+            usage_estimated=outcome.usage_estimated,
             time_to_first_token_ms=outcome.time_to_first_token_ms,
             duration_ms=outcome.duration_ms,
             updated_at=timezone.now(),
         )
         if updated:
             Conversation.objects.filter(messages__id=message_id).update(updated_at=timezone.now())
+        accounts_services.usage_settle(
+            message_id=message_id,
+            status=outcome.status,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            cost_usd=outcome.cost_usd,
+            estimated=outcome.usage_estimated,
+        )
 
 
 # --- Deleting ------------------------------------------------------------------
@@ -271,7 +284,7 @@ def _reply_create(
     *, conversation: Conversation, parent: Message, params: dict[str, Any], model: str
 ) -> Message:
     # Regenerate, edit and continue start replies too, so they count against the same limits.
-    _allowance_check(user=conversation.owner)
+    _allowance_check(user=conversation.owner, max_tokens=int(params.get("max_tokens") or 0))
     reply = Message.objects.create(
         conversation=conversation,
         parent=parent,
@@ -280,6 +293,7 @@ def _reply_create(
         model=model,
         request_params=params,
     )
+    accounts_services.usage_reserve(reply=reply, owner=conversation.owner)
     conversation.active_leaf = reply
     conversation.save()
     return reply
@@ -421,9 +435,9 @@ def conversation_title_generated_set(
     )
 
 
-def _allowance_check(*, user: AbstractBaseUser) -> limits.QuotaUsage:
+def _allowance_check(*, user: AbstractBaseUser, max_tokens: int) -> limits.QuotaUsage:
     try:
-        return limits.turn_allowance_check(user=user)
+        return limits.turn_allowance_check(user=user, max_tokens=max_tokens)
     except limits.LimitReached as exc:
         raise TurnRefused(str(exc)) from exc
 
@@ -454,7 +468,7 @@ def reply_retry(
             raise TurnRefused("Only a reply that failed or was interrupted can be retried.")
         if conversation.active_leaf_id != failed.id:
             raise TurnRefused("Only the last reply of the conversation can be retried.")
-        _allowance_check(user=owner)
+        _allowance_check(user=owner, max_tokens=int(failed.request_params.get("max_tokens") or 0))
         reply = Message.objects.create(
             conversation=conversation,
             parent_id=failed.parent_id,
@@ -463,6 +477,7 @@ def reply_retry(
             model=model,
             request_params=failed.request_params,
         )
+        accounts_services.usage_reserve(reply=reply, owner=owner)
         conversation.active_leaf = reply
         conversation.save(update_fields=["active_leaf", "updated_at"])
     return failed, reply

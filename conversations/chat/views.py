@@ -166,7 +166,15 @@ def preferences(request: HttpRequest) -> HttpResponse:
             max_tokens=data["max_tokens"],
         )
         saved = True
-    return render(request, "chat/preferences.html", {"form": form, "saved": saved})
+    return render(
+        request,
+        "chat/preferences.html",
+        {
+            "form": form,
+            "saved": saved,
+            "system_prompt_read": accounts_selectors.system_prompt_last_read(user=request.user),
+        },
+    )
 
 
 @require_http_methods(["GET", "POST"])

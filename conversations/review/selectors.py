@@ -4,11 +4,11 @@ import datetime
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db.models import Count, Exists, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from conversations.models import Conversation, Message, ShareLink, TranscriptAccess
+from conversations.models import Conversation, Message, ShareLink, TranscriptAccess, UsageRecord
 from conversations.sharing.selectors import share_link_live_q
 
 # Opening a transcript with a reason lets the same staff member reload it for this long.
@@ -25,39 +25,48 @@ def usage_totals_for_conversation(*, conversation: Conversation) -> dict[str, An
     )
 
 
+def _ledger_token_sum() -> Coalesce:
+    return Coalesce(Sum("prompt_tokens"), 0) + Coalesce(Sum("completion_tokens"), 0)
+
+
 def usage_totals_by_user() -> list[dict[str, Any]]:
-    """Per owner: conversations, messages, tokens and cost, heaviest users first."""
+    """Per user, from the usage ledger: conversations, replies, tokens and cost, heaviest users
+    first. Deleted conversations still count, and deleted accounts keep their line."""
     rows = (
-        Message.objects.values("conversation__owner_id", "conversation__owner__username")
+        UsageRecord.objects.values("user_id", "username")
         .annotate(
-            conversations=Count("conversation_id", distinct=True),
-            messages=Count("id"),
-            tokens=_token_sum(),
+            conversations=Count("conversation_uuid", distinct=True),
+            replies=Count("id"),
+            tokens=_ledger_token_sum(),
             cost=Sum("cost_usd"),
+            estimated=Count("id", filter=Q(estimated=True)),
         )
-        .order_by("-tokens", "conversation__owner__username")
+        .order_by("-tokens", "username")
     )
     return [
         {
-            "username": row["conversation__owner__username"],
+            "username": row["username"],
+            "deleted": row["user_id"] is None,
             "conversations": row["conversations"],
-            "messages": row["messages"],
+            "replies": row["replies"],
             "tokens": row["tokens"],
             "cost": row["cost"],
+            "estimated": row["estimated"],
         }
         for row in rows
     ]
 
 
 def usage_tokens_per_day(*, days: int) -> list[tuple[datetime.date, int]]:
-    """Tokens (prompt + completion) per UTC day for the last `days` days, zeros included."""
+    """Tokens (prompt + completion) per UTC day for the last `days` days, zeros included, from
+    the usage ledger."""
     today = timezone.now().date()
     start = today - datetime.timedelta(days=days - 1)
     rows = (
-        Message.objects.filter(created_at__date__gte=start)
-        .annotate(day=TruncDate("created_at"))
+        UsageRecord.objects.filter(started_at__date__gte=start)
+        .annotate(day=TruncDate("started_at"))
         .values("day")
-        .annotate(tokens=_token_sum())
+        .annotate(tokens=_ledger_token_sum())
     )
     by_day = {row["day"]: row["tokens"] for row in rows}
     return [
@@ -102,3 +111,22 @@ def conversation_with_totals(*, queryset: QuerySet[Conversation]) -> QuerySet[Co
             ShareLink.objects.filter(share_link_live_q(), conversation=OuterRef("pk"))
         ),
     )
+
+
+def content_search_recent_for_staff(
+    *, staff: AbstractBaseUser, access_id: int | str | None, terms: str
+) -> TranscriptAccess | None:
+    """The staff member's own logged search for exactly these terms, if fresh enough to show
+    its results without asking for a reason again."""
+    if not access_id:
+        return None
+    try:
+        return TranscriptAccess.objects.filter(
+            id=access_id,
+            staff=staff,
+            kind=TranscriptAccess.Kind.SEARCH,
+            search_terms=terms,
+            accessed_at__gte=timezone.now() - TRANSCRIPT_ACCESS_TTL,
+        ).first()
+    except (ValueError, TypeError):
+        return None
