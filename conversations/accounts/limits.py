@@ -264,3 +264,35 @@ def login_success_record(*, username: str, address: str) -> None:
 
 def lock_wait_text(seconds: float) -> str:
     return _wait_text(seconds)
+
+
+# Sign-up throttling: accounts created per client address.
+
+
+def signup_wait_for(*, address: str) -> float:
+    """Seconds until another account may be created from this address (0: now)."""
+    if not settings.SIGNUP_MAX_PER_ADDRESS:
+        return 0.0
+    now = timezone.now()
+    throttle = LoginThrottle.objects.filter(key=f"signup:{address}").first()
+    if throttle is None or throttle.window_started_at < now - _signup_window():
+        return 0.0
+    if throttle.failures < settings.SIGNUP_MAX_PER_ADDRESS:
+        return 0.0
+    return (throttle.window_started_at + _signup_window() - now).total_seconds()
+
+
+def signup_record(*, address: str) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        throttle, _ = LoginThrottle.objects.select_for_update().get_or_create(
+            key=f"signup:{address}", defaults={"window_started_at": now}
+        )
+        if throttle.window_started_at < now - _signup_window():
+            throttle.failures, throttle.window_started_at = 0, now
+        throttle.failures += 1
+        throttle.save()
+
+
+def _signup_window() -> datetime.timedelta:
+    return datetime.timedelta(seconds=settings.SIGNUP_WINDOW_SECONDS)

@@ -9,6 +9,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from conversations.accounts import limits
 from conversations.accounts import selectors as accounts_selectors
 from conversations.accounts import services as accounts_services
+from conversations.accounts.backends import client_address
 from conversations.chat import selectors, services
 from conversations.chat.forms import (
     STOP_FIELDS,
@@ -184,9 +185,19 @@ def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("home")
     form = SignupForm(request.POST or None)
+    address = client_address(request)
+    if request.method == "POST" and (wait := limits.signup_wait_for(address=address)):
+        form.is_valid()
+        form.add_error(
+            None,
+            "Too many accounts were created from your network recently. Try again in "
+            f"{limits.lock_wait_text(wait)}.",
+        )
+        return render(request, "registration/signup.html", {"form": form}, status=429)
     if request.method == "POST" and form.is_valid():
         user = form.save()
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        limits.signup_record(address=address)
+        login(request, user, backend=settings.AUTHENTICATION_BACKENDS[0])
         return redirect("home")
     return render(request, "registration/signup.html", {"form": form})
 
