@@ -152,6 +152,25 @@ def test_a_second_reply_waits_while_the_first_holds_the_rest_of_the_quota(
 
 
 @pytest.mark.django_db
+def test_a_reply_that_stopped_streaming_without_settling_holds_no_reservation(
+    user: Any, settings: Any
+) -> None:
+    settings.CHAT_DAILY_TOKEN_QUOTA = 20
+    first = conversation_create(owner=user)
+    reply = services.turn_start(
+        conversation_id=first.id, owner=user, content="a", settings=TURN, model="m"
+    ).reply
+    # What the recovery sweep does to a reply whose process died.
+    Message.objects.filter(id=reply.id).update(status=Message.Status.INTERRUPTED)
+
+    assert limits.quota_usage_for_user(user=user).tokens_reserved == 0
+    second = conversation_create(owner=user)
+    services.turn_start(
+        conversation_id=second.id, owner=user, content="b", settings=TURN, model="m"
+    )
+
+
+@pytest.mark.django_db
 def test_continuing_a_shared_conversation_is_not_a_sent_message(
     make_user: Any, settings: Any
 ) -> None:

@@ -18,11 +18,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from conversations.models import LoginThrottle, UsageRecord, UserQuota
+from conversations.models import LoginThrottle, Message, UsageRecord, UserQuota
 
 MINUTE = datetime.timedelta(minutes=1)
 
@@ -107,7 +107,13 @@ def quota_usage_for_user(
     now = now or timezone.now()
     day_start, day_end = _day_bounds(now)
     today, last_minute = Q(started_at__gte=day_start), Q(started_at__gt=now - MINUTE)
+    # A reservation holds while its reply is still being written: one whose process died (the
+    # recovery sweep marks it interrupted) or whose conversation was deleted holds no more,
+    # and none outlives CHAT_USAGE_RESERVATION_SECONDS.
     pending = Q(
+        Exists(
+            Message.objects.filter(id=OuterRef("message_uuid"), status=Message.Status.STREAMING)
+        ),
         settled_at__isnull=True,
         started_at__gt=now - datetime.timedelta(seconds=settings.CHAT_USAGE_RESERVATION_SECONDS),
     )
