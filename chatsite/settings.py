@@ -153,8 +153,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# The sign-in throttle lives in the backend, so every sign-in form goes through it.
-AUTHENTICATION_BACKENDS = ["conversations.accounts.backends.ThrottledModelBackend"]
+# The sign-in throttle lives in the backend, so every sign-in form goes through it. Django's
+# own backend stays listed only so that sessions signed in before it was added stay valid: it
+# is asked after the throttled one, which has already refused (PermissionDenied stops the
+# search) or failed the same credentials, so it can never let in what the throttle kept out.
+AUTHENTICATION_BACKENDS = [
+    "conversations.accounts.backends.ThrottledModelBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

@@ -245,6 +245,14 @@ def test_any_form_that_authenticates_goes_through_the_throttle(
     assert authenticate(elsewhere, username=user.username, password=PASSWORD) == user
 
 
+@pytest.mark.django_db
+def test_sessions_signed_in_before_the_throttled_backend_stay_valid(user: Any) -> None:
+    client = Client()
+    client.force_login(user, backend="django.contrib.auth.backends.ModelBackend")
+
+    assert client.get("/settings/").status_code == 200
+
+
 # --- Sign-up throttled per address -------------------------------------------------------
 
 
