@@ -2,6 +2,7 @@
 
 - Frames per second per socket (a token bucket: CHAT_SOCKET_FRAMES_PER_SECOND, bursts of
   CHAT_SOCKET_FRAME_BURST): a flood closes the socket with CLOSE_TOO_MANY_FRAMES.
+  (0 turns this limit, and the next, off.)
 - Open sockets per user in this process (CHAT_SOCKETS_PER_USER): one more is accepted only to
   be closed at once with CLOSE_TOO_MANY_SOCKETS, so the page can say why.
 - The session behind the socket: re-checked every CHAT_SOCKET_SESSION_CHECK_SECONDS and when
@@ -46,6 +47,8 @@ class FrameBucket:
         self.at = time.monotonic()
 
     def take(self) -> bool:
+        if not self.rate:
+            return True  # 0: no limit
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
@@ -90,7 +93,8 @@ class SocketGuard:
         user_id = user.pk if user is not None and user.is_authenticated else None
         if user_id is None:
             return await self.app(scope, receive, send)
-        if self.open_sockets[user_id] >= settings.CHAT_SOCKETS_PER_USER:
+        limit = settings.CHAT_SOCKETS_PER_USER
+        if limit and self.open_sockets[user_id] >= limit:
             return await _refuse(receive, send, TOO_MANY_SOCKETS_TEXT, CLOSE_TOO_MANY_SOCKETS)
         self.open_sockets[user_id] += 1
         try:

@@ -410,3 +410,21 @@ async def test_one_user_cannot_open_unbounded_sockets(user: Any, settings: Any) 
     assert await _still_open(fourth)
     await second.disconnect()
     await fourth.disconnect()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_zero_turns_the_socket_limits_off(user: Any, settings: Any) -> None:
+    settings.CHAT_SOCKETS_PER_USER = 0
+    settings.CHAT_SOCKET_FRAMES_PER_SECOND = 0
+    settings.CHAT_SOCKET_FRAME_BURST = 0
+    guard = SocketGuard(URLRouter(websocket_urlpatterns))
+    session, _ = await database_sync_to_async(_signed_in_session)(user)
+    sockets = [await _chat_socket(user, session, guard) for _ in range(3)]
+
+    for _ in range(40):
+        await sockets[0].send_to(text_data='{"action": "stop"}')
+
+    assert all([await _still_open(comm) for comm in sockets])
+    for comm in sockets:
+        await comm.disconnect()
