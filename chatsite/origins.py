@@ -8,7 +8,7 @@ missing or `null` Origin is refused: browsers always send one, and only a browse
 user's cookies.
 """
 
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from channels.security.websocket import WebsocketDenier
@@ -68,5 +68,5 @@ class ExactOriginValidator:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] == "websocket" and not origin_allowed(scope):
             denier = WebsocketDenier()
-            return await denier(scope, receive, send)
+            return await denier(cast(Any, scope), receive, send)
         return await self.app(scope, receive, send)

@@ -18,7 +18,7 @@ import asyncio
 import time
 from collections import Counter
 from contextlib import suppress
-from typing import Any
+from typing import Any, cast
 
 from channels.auth import get_user
 from channels.db import database_sync_to_async
@@ -66,7 +66,7 @@ async def session_user_id(scope: dict[str, Any]) -> Any:
     if not key:
         return None
     store = import_string(f"{settings.SESSION_ENGINE}.SessionStore")(session_key=key)
-    user = await get_user({**scope, "session": store})
+    user = await get_user(cast(Any, {**scope, "session": store}))
     return user.pk if user.is_authenticated else None
 
 

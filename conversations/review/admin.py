@@ -224,7 +224,7 @@ class ConversationAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
         return review_selectors.conversation_with_totals(queryset=super().get_queryset(request))
 
-    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
+    def get_list_display(self, request: HttpRequest) -> tuple[Any, ...]:
         columns = tuple(super().get_list_display(request))
         if can_see_titles(request):
             return ("title", *columns)
@@ -623,7 +623,7 @@ class ShareLinkAdmin(admin.ModelAdmin):
     readonly_fields = fields
     actions = ["revoke_selected"]
 
-    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
+    def get_list_display(self, request: HttpRequest) -> tuple[Any, ...]:
         columns = tuple(super().get_list_display(request))
         return ("title", *columns) if can_see_titles(request) else columns
 
@@ -666,7 +666,7 @@ class TranscriptAccessAdmin(admin.ModelAdmin):
     date_hierarchy = "accessed_at"
     exclude = ("conversation_title",)
 
-    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
+    def get_list_display(self, request: HttpRequest) -> tuple[Any, ...]:
         columns = tuple(super().get_list_display(request))
         return (*columns, "conversation_title") if can_see_titles(request) else columns
 

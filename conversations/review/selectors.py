@@ -5,6 +5,7 @@ from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -25,7 +26,7 @@ def usage_totals_for_conversation(*, conversation: Conversation) -> dict[str, An
     )
 
 
-def _ledger_token_sum() -> Coalesce:
+def _ledger_token_sum() -> CombinedExpression:
     return Coalesce(Sum("prompt_tokens"), 0) + Coalesce(Sum("completion_tokens"), 0)
 
 
