@@ -10,18 +10,24 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from chatsite.origins import ExactOriginValidator  # noqa: E402
+from chatsite.proxy import TrustedProxyMiddleware  # noqa: E402
+from chatsite.sockets import SocketGuard  # noqa: E402
 from conversations.chat.routing import websocket_urlpatterns  # noqa: E402
 from conversations.realtime.recovery import install_under_daphne  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
-    }
+# Proxy headers first (only from CHAT_TRUSTED_PROXIES), so the origin check and the sign-in
+# throttle see the real scheme and client address.
+application = TrustedProxyMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": ExactOriginValidator(
+                AuthMiddlewareStack(SocketGuard(URLRouter(websocket_urlpatterns)))
+            ),
+        }
+    )
 )
 
 # Start-up sweep of replies orphaned by a dead process, heartbeats, and graceful SIGTERM.

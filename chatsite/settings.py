@@ -52,6 +52,20 @@ CSRF_TRUSTED_ORIGINS = [
     for origin in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",")
     if origin.strip()
 ]
+# Websocket origins accepted besides the site's own (scheme://host[:port]); CSRF_TRUSTED_ORIGINS
+# are accepted too. Everything else, a missing Origin included, is refused.
+CHAT_ALLOWED_ORIGINS = [
+    origin.strip()
+    for origin in os.environ.get("CHAT_ALLOWED_ORIGINS", "").split(",")
+    if origin.strip()
+]
+# Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or networks): the
+# reverse proxy in front of Daphne. Loopback by default, as in the operations guide.
+CHAT_TRUSTED_PROXIES = [
+    entry.strip()
+    for entry in os.environ.get("CHAT_TRUSTED_PROXIES", "127.0.0.1,::1").split(",")
+    if entry.strip()
+]
 
 INSTALLED_APPS = [
     "daphne",
@@ -139,6 +153,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# The sign-in throttle lives in the backend, so every sign-in form goes through it. Django's
+# own backend stays listed only so that sessions signed in before it was added stay valid: it
+# is asked after the throttled one, which has already refused (PermissionDenied stops the
+# search) or failed the same credentials, so it can never let in what the throttle kept out.
+AUTHENTICATION_BACKENDS = [
+    "conversations.accounts.backends.ThrottledModelBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -174,7 +196,8 @@ SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# No SECURE_PROXY_SSL_HEADER: chatsite.proxy sets the scheme from X-Forwarded-Proto, and only
+# when a trusted proxy sent it.
 
 LOGGING = {
     "version": 1,
@@ -216,10 +239,22 @@ CHAT_REVIEW_REASON_REQUIRED = env_bool("CHAT_REVIEW_REASON_REQUIRED", True)
 CHAT_RATE_LIMIT_PER_MINUTE = env_int("CHAT_RATE_LIMIT_PER_MINUTE", 20)
 CHAT_DAILY_MESSAGE_QUOTA = env_int("CHAT_DAILY_MESSAGE_QUOTA", 500)
 CHAT_DAILY_TOKEN_QUOTA = env_int("CHAT_DAILY_TOKEN_QUOTA", 2_000_000)
+# A reply's max_tokens is held against the token quota while it is written; a reservation
+# never settled (its process died) stops counting after this long.
+CHAT_USAGE_RESERVATION_SECONDS = env_int("CHAT_USAGE_RESERVATION_SECONDS", 3600)
 # Sign-in throttling: this many failures within the lock period lock the key for that period.
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5)
 LOGIN_MAX_FAILURES_PER_ADDRESS = env_int("LOGIN_MAX_FAILURES_PER_ADDRESS", 50)
 LOGIN_LOCK_SECONDS = env_int("LOGIN_LOCK_SECONDS", 15 * 60)
+# Sign-ups per client address within SIGNUP_WINDOW_SECONDS (0 = no limit).
+SIGNUP_MAX_PER_ADDRESS = env_int("SIGNUP_MAX_PER_ADDRESS", 5)
+SIGNUP_WINDOW_SECONDS = env_int("SIGNUP_WINDOW_SECONDS", 60 * 60)
+# Chat sockets: frames per second per socket (average, and burst), open sockets per user and
+# process, and how often a socket re-checks that its session is still signed in.
+CHAT_SOCKET_FRAMES_PER_SECOND = env_float("CHAT_SOCKET_FRAMES_PER_SECOND", 10.0)
+CHAT_SOCKET_FRAME_BURST = env_int("CHAT_SOCKET_FRAME_BURST", 30)
+CHAT_SOCKETS_PER_USER = env_int("CHAT_SOCKETS_PER_USER", 30)
+CHAT_SOCKET_SESSION_CHECK_SECONDS = env_float("CHAT_SOCKET_SESSION_CHECK_SECONDS", 30.0)
 # Crash recovery: each process marks its streaming replies alive this often; a reply whose
 # heartbeat is older than CHAT_HEARTBEAT_STALE_AFTER belongs to a dead process.
 CHAT_HEARTBEAT_INTERVAL = env_float("CHAT_HEARTBEAT_INTERVAL", 5.0)

@@ -48,9 +48,15 @@ class Conversation(models.Model):
     class Meta:
         ordering = ["-updated_at"]
         indexes = [models.Index(fields=["owner", "-updated_at"])]
+        permissions = [
+            # Titles are written from the content (often by the model), so they are content:
+            # without this, staff lists show a conversation's id instead.
+            ("view_conversation_title", "Can see conversation titles in admin lists"),
+        ]
 
     def __str__(self) -> str:
-        return self.title
+        # Not the title: the admin prints str() in breadcrumbs, history and confirmations.
+        return f"Conversation {str(self.id)[:8]}"
 
 
 class Message(models.Model):
@@ -92,6 +98,8 @@ class Message(models.Model):
     reasoning_tokens = models.PositiveIntegerField(null=True, blank=True)
     cached_tokens = models.PositiveIntegerField(null=True, blank=True)
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    # The token counts are the app's estimate: the stream ended (Stop) before the gateway said.
+    usage_estimated = models.BooleanField(default=False)
     time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
 
@@ -108,7 +116,8 @@ class Message(models.Model):
         indexes = [models.Index(fields=["conversation", "created_at"])]
 
     def __str__(self) -> str:
-        return f"{self.role}: {self.content[:60]}"
+        # Never the text: the admin prints str() where no reason was given.
+        return f"{self.role} message {str(self.id)[:8]}"
 
     @property
     def is_streaming(self) -> bool:
@@ -159,7 +168,7 @@ class ShareLink(models.Model):
         indexes = [models.Index(fields=["conversation", "revoked_at"])]
 
     def __str__(self) -> str:
-        return f"Share link for {self.title}"
+        return f"Share link {str(self.id)[:8]}"
 
     @property
     def status(self) -> str:
@@ -219,12 +228,27 @@ class TranscriptAccess(models.Model):
         VIEW = "view", "Viewed transcript"
         EXPORT_JSON = "export_json", "Exported as JSON"
         EXPORT_MARKDOWN = "export_markdown", "Exported as Markdown"
+        SEARCH = "search", "Searched content"
+        SYSTEM_PROMPT = "system_prompt", "Read default system prompt"
 
     conversation = models.ForeignKey(
         Conversation, null=True, on_delete=models.SET_NULL, related_name="transcript_accesses"
     )
-    conversation_uuid = models.UUIDField(db_index=True)
-    conversation_title = models.CharField(max_length=200)
+    # Empty for reads that concern no conversation: a search that matched nothing, or a
+    # user's default system prompt.
+    conversation_uuid = models.UUIDField(null=True, blank=True, db_index=True)
+    conversation_title = models.CharField(max_length=200, blank=True)
+    # Whose content was read, kept when the account goes.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="content_reads",
+    )
+    owner_username = models.CharField(max_length=150, blank=True)
+    # What a content search looked for, exactly as typed.
+    search_terms = models.CharField(max_length=500, blank=True)
     staff = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -239,7 +263,7 @@ class TranscriptAccess(models.Model):
         verbose_name_plural = "transcript access log"
 
     def __str__(self) -> str:
-        return f"{self.staff_username} → {self.conversation_title}"
+        return f"{self.staff_username} → {self.get_kind_display()}"
 
 
 class UserPreferences(models.Model):
@@ -299,3 +323,41 @@ class LoginThrottle(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class UsageRecord(models.Model):
+    """The usage ledger: one row per reply started, whatever becomes of it.
+
+    Written when the turn starts (reserving its max_tokens against the token quota) and
+    settled once when the reply ends. Quotas and the admin's totals read this, not messages,
+    so deleting conversations or accounts changes nothing that was used.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="usage_records",
+    )
+    username = models.CharField(max_length=150)
+    conversation_uuid = models.UUIDField(null=True, blank=True)
+    message_uuid = models.UUIDField(unique=True)
+    model = models.CharField(max_length=100, blank=True)
+    reserved_tokens = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    # The token counts are the app's estimate (the stream stopped before reporting usage).
+    estimated = models.BooleanField(default=False)
+    status = models.CharField(max_length=16, blank=True)
+    started_at = models.DateTimeField(db_index=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["user", "started_at"])]
+        verbose_name = "usage record"
+        verbose_name_plural = "usage ledger"
+
+    def __str__(self) -> str:
+        return f"usage of {self.username} at {self.started_at:%Y-%m-%d %H:%M}"

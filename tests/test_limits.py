@@ -21,7 +21,7 @@ from conversations.accounts import limits
 from conversations.chat import services
 from conversations.chat.consumers import FRAME_OVERHEAD_CHARS
 from conversations.chat.services import conversation_create
-from conversations.models import Conversation, Message, UserQuota
+from conversations.models import Conversation, Message, UsageRecord, UserQuota
 from conversations.realtime import generation
 from tests.conftest import DaphneServer, sign_in
 from tests.test_consumers import SEND, communicator_for, receive_until
@@ -44,7 +44,9 @@ def start_turn(user: Any, conversation: Conversation | None = None) -> Message:
     )
     reply = started.reply
     # Finished, so that the one-reply-at-a-time rule does not interfere.
-    Message.objects.filter(id=reply.id).update(status=Message.Status.COMPLETE)
+    services.reply_finish(
+        message_id=reply.id, outcome=services.ReplyOutcome(status="complete", content="ok")
+    )
     return reply
 
 
@@ -300,7 +302,7 @@ def test_rate_limit_per_minute(user: Any, settings: Any) -> None:
     assert Message.objects.count() == 4
 
     # A minute later the window has moved on.
-    Message.objects.update(created_at=timezone.now() - datetime.timedelta(seconds=61))
+    UsageRecord.objects.update(started_at=timezone.now() - datetime.timedelta(seconds=61))
     start_turn(user)
 
 
@@ -324,7 +326,7 @@ def test_daily_message_quota_and_what_the_page_says(user: Any, settings: Any, cl
     assert "quota-status--exhausted" in page
 
     # Yesterday's messages do not count.
-    Message.objects.update(created_at=timezone.now() - datetime.timedelta(days=1))
+    UsageRecord.objects.update(started_at=timezone.now() - datetime.timedelta(days=1))
     start_turn(user, conversation)
 
 
@@ -332,11 +334,11 @@ def test_daily_message_quota_and_what_the_page_says(user: Any, settings: Any, cl
 def test_daily_token_quota(user: Any, settings: Any) -> None:
     settings.CHAT_DAILY_TOKEN_QUOTA = 100
     reply = start_turn(user)
-    Message.objects.filter(id=reply.id).update(prompt_tokens=80, completion_tokens=19)
+    UsageRecord.objects.filter(message_uuid=reply.id).update(prompt_tokens=80, completion_tokens=19)
     assert limits.quota_usage_for_user(user=user).tokens_left_today == 1
     start_turn(user)
 
-    Message.objects.filter(id=reply.id).update(completion_tokens=20)
+    UsageRecord.objects.filter(message_uuid=reply.id).update(completion_tokens=20)
     with pytest.raises(services.TurnRefused, match=r"used all 100 tokens of today's quota"):
         start_turn(user)
 

@@ -1,5 +1,6 @@
 import pytest
 
+from conversations.accounts import services as accounts_services
 from conversations.chat import services
 from conversations.models import Conversation, Message, UserPreferences
 from tests.factories import MODEL, exchange, finish, regenerated, turn_settings
@@ -235,7 +236,7 @@ def test_a_turn_without_a_system_prompt_keeps_the_conversations(
 
 
 def test_new_conversations_start_from_the_users_preferences(user) -> None:
-    services.preferences_update(
+    accounts_services.preferences_update(
         user=user,
         system_prompt="Answer in French.",
         sampling="temperature",

@@ -9,10 +9,12 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from conversations.chat import selectors, services
+from conversations.chat import selectors
 from conversations.chat.rendering import markdown_to_html
-from conversations.chat.services import ShareOptions
 from conversations.models import Conversation, Message, ShareLink
+from conversations.sharing import selectors as sharing_selectors
+from conversations.sharing import services as sharing_services
+from conversations.sharing.services import ShareOptions
 from tests.conftest import PASSWORD
 from tests.transcripts import add_turn
 
@@ -29,7 +31,7 @@ def conversation(user) -> Conversation:
 
 
 def create_link(conversation: Conversation, **options: object) -> tuple[ShareLink, str]:
-    return services.share_link_create(
+    return sharing_services.share_link_create(
         conversation_id=conversation.id, user=conversation.owner, options=ShareOptions(**options)
     )
 
@@ -41,14 +43,14 @@ def test_create_stores_only_a_digest_lookup_and_a_strong_token(conversation) -> 
     link, token = create_link(conversation)
 
     assert len(token) >= 43
-    assert link.token_digest == selectors.share_token_digest(token=token)
+    assert link.token_digest == sharing_selectors.share_token_digest(token=token)
     assert link.token_digest != token
-    assert selectors.share_link_get_live_by_token(token=token) == link
+    assert sharing_selectors.share_link_get_live_by_token(token=token) == link
 
 
 def test_tokens_are_unique_per_link(conversation) -> None:
     first, first_token = create_link(conversation)
-    services.share_link_revoke(link_id=first.id, user=conversation.owner)
+    sharing_services.share_link_revoke(link_id=first.id, user=conversation.owner)
 
     _, second_token = create_link(conversation)
 
@@ -124,7 +126,7 @@ def test_later_messages_do_not_appear_until_update_under_the_same_url(
     add_turn(conversation, "And borrowing?", "Borrowing LATER ANSWER.")
 
     before = owner_client.get(f"/s/{token}/")
-    updated = services.share_link_update(
+    updated = sharing_services.share_link_update(
         link_id=link.id, user=conversation.owner, options=ShareOptions()
     )
     after = owner_client.get(f"/s/{token}/")
@@ -138,7 +140,7 @@ def test_later_messages_do_not_appear_until_update_under_the_same_url(
 def test_update_changes_options(conversation) -> None:
     link, _ = create_link(conversation)
 
-    updated = services.share_link_update(
+    updated = sharing_services.share_link_update(
         link_id=link.id,
         user=conversation.owner,
         options=ShareOptions(
@@ -241,7 +243,7 @@ def test_dead_tokens_answer_the_same_404_that_leaks_nothing(conversation, client
     if state == "unknown":
         token = "x" * 43
     elif state == "revoked":
-        services.share_link_revoke(link_id=link.id, user=conversation.owner)
+        sharing_services.share_link_revoke(link_id=link.id, user=conversation.owner)
     elif state == "expired":
         ShareLink.objects.filter(id=link.id).update(
             expires_at=timezone.now() - datetime.timedelta(seconds=1)
@@ -275,11 +277,13 @@ def test_expiry_takes_effect_without_any_write(conversation, client) -> None:
 def test_revoke_is_immediate_and_cannot_be_undone_by_update(conversation, client) -> None:
     link, token = create_link(conversation)
 
-    services.share_link_revoke(link_id=link.id, user=conversation.owner)
+    sharing_services.share_link_revoke(link_id=link.id, user=conversation.owner)
 
     assert client.get(f"/s/{token}/").status_code == 404
     with pytest.raises(ShareLink.DoesNotExist):
-        services.share_link_update(link_id=link.id, user=conversation.owner, options=ShareOptions())
+        sharing_services.share_link_update(
+            link_id=link.id, user=conversation.owner, options=ShareOptions()
+        )
 
 
 def test_signed_in_visibility_sends_anonymous_viewers_to_login(
@@ -310,7 +314,7 @@ def test_views_are_counted_but_not_the_owners_own(conversation, client, owner_cl
 
 def test_revoked_link_views_are_not_counted(conversation, client) -> None:
     link, token = create_link(conversation)
-    services.share_link_revoke(link_id=link.id, user=conversation.owner)
+    sharing_services.share_link_revoke(link_id=link.id, user=conversation.owner)
 
     client.get(f"/s/{token}/")
 
@@ -355,7 +359,7 @@ def test_continue_sends_anonymous_viewers_to_login_with_next(conversation, clien
 
 def test_continue_on_a_revoked_link_is_404(conversation, client, make_user) -> None:
     link, token = create_link(conversation)
-    services.share_link_revoke(link_id=link.id, user=conversation.owner)
+    sharing_services.share_link_revoke(link_id=link.id, user=conversation.owner)
     client.force_login(make_user("bob"))
 
     assert client.post(f"/s/{token}/continue/").status_code == 404
@@ -456,7 +460,7 @@ def test_invalid_options_are_refused_with_a_message(conversation, owner_client) 
 def test_shared_links_page_lists_status_views_expiry_and_revoke(conversation, owner_client) -> None:
     live, _ = create_link(conversation, expiry_days=7)
     dead, _ = create_link(conversation)
-    services.share_link_revoke(link_id=dead.id, user=conversation.owner)
+    sharing_services.share_link_revoke(link_id=dead.id, user=conversation.owner)
     ShareLink.objects.filter(id=live.id).update(view_count=5)
 
     body = owner_client.get(reverse("shared_links")).content.decode()
@@ -503,7 +507,7 @@ def test_non_owner_cannot_create_a_link(conversation, mallory_client, make_user)
     assert response.status_code == 404
     assert not ShareLink.objects.exists()
     with pytest.raises(Conversation.DoesNotExist):
-        services.share_link_create(
+        sharing_services.share_link_create(
             conversation_id=conversation.id, user=make_user("eve"), options=ShareOptions()
         )
 
@@ -521,7 +525,9 @@ def test_non_owner_cannot_update_a_link(conversation, mallory_client, make_user)
     link.refresh_from_db()
     assert "LATER" not in repr(link.messages)
     with pytest.raises(ShareLink.DoesNotExist):
-        services.share_link_update(link_id=link.id, user=make_user("eve"), options=ShareOptions())
+        sharing_services.share_link_update(
+            link_id=link.id, user=make_user("eve"), options=ShareOptions()
+        )
 
 
 def test_non_owner_cannot_revoke_a_link(conversation, mallory_client, client) -> None:
@@ -614,12 +620,12 @@ def test_continue_accepts_the_null_origin_of_a_no_referrer_page_with_its_token(
 
 
 def test_publish_creates_once_then_updates_the_live_link(conversation) -> None:
-    first, created = services.share_link_publish(
+    first, created = sharing_services.share_link_publish(
         conversation_id=conversation.id, user=conversation.owner, options=ShareOptions()
     )
     add_turn(conversation, "later", "LATER")
 
-    second, created_again = services.share_link_publish(
+    second, created_again = sharing_services.share_link_publish(
         conversation_id=conversation.id, user=conversation.owner, options=ShareOptions()
     )
 

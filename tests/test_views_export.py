@@ -6,9 +6,10 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from conversations.chat import services
-from conversations.chat.services import ShareOptions
 from conversations.models import Conversation, Message, ShareLink, TranscriptAccess
+from conversations.review import services as review_services
+from conversations.sharing import services as sharing_services
+from conversations.sharing.services import ShareOptions
 from tests.transcripts import add_turn
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_password_hashing")]
@@ -65,7 +66,7 @@ def test_exports_are_for_the_owner_only(conversation, make_user) -> None:
 def test_delete_asks_first_then_deletes_and_kills_share_links(
     conversation, owner_client, client
 ) -> None:
-    _, token = services.share_link_create(
+    _, token = sharing_services.share_link_create(
         conversation_id=conversation.id, user=conversation.owner, options=ShareOptions()
     )
     url = reverse("conversation_delete", args=[conversation.id])
@@ -84,7 +85,7 @@ def test_delete_asks_first_then_deletes_and_kills_share_links(
 
 def test_delete_keeps_the_staff_access_log(conversation, owner_client, make_user) -> None:
     staff = make_user("reviewer", is_staff=True)
-    services.transcript_access_record(
+    review_services.transcript_access_record(
         conversation=conversation, staff=staff, reason="abuse report", kind="view"
     )
 

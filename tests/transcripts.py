@@ -3,7 +3,7 @@
 from decimal import Decimal
 
 from conversations.chat.rendering import markdown_to_html
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, UsageRecord
 
 
 def add_turn(
@@ -30,4 +30,18 @@ def add_turn(
     )
     conversation.active_leaf = reply
     conversation.save()
+    # What the app writes for every reply: its settled line in the usage ledger.
+    UsageRecord.objects.create(
+        user=conversation.owner,
+        username=conversation.owner.get_username(),
+        conversation_uuid=conversation.id,
+        message_uuid=reply.id,
+        model=reply.model,
+        prompt_tokens=reply.prompt_tokens,
+        completion_tokens=reply.completion_tokens,
+        cost_usd=reply.cost_usd,
+        status=reply.status,
+        started_at=reply.created_at,
+        settled_at=reply.created_at,
+    )
     return reply

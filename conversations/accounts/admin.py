@@ -2,7 +2,11 @@
 
 from django.contrib import admin
 
+from conversations.accounts.login import ThrottledAdminAuthenticationForm
 from conversations.models import LoginThrottle, UserQuota
+
+# The admin's sign-in says when it is locked, like the app's (the backend enforces the lock).
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 
 @admin.register(UserQuota)

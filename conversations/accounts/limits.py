@@ -1,23 +1,28 @@
 """Per-user rate limit and daily quotas, and sign-in throttling.
 
-Counting is done in the database, so every server process sees the same numbers: a reply is
-one "message" (a send, a retry or a regenerate each make Claude write one), and its tokens are
-the prompt plus completion tokens the gateway reported.
+Counting is done in the usage ledger (`UsageRecord`), so every server process sees the same
+numbers and deleting conversations gives nothing back: a reply is one "message" (a send, a
+retry or a regenerate each make Claude write one), and its tokens are the prompt plus
+completion tokens the gateway reported. A reply still being written holds its max_tokens as a
+reservation until it settles, so concurrent replies cannot overrun the token quota.
 """
 
 import dataclasses
 import datetime
+import json
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from conversations.models import LoginThrottle, Message, UserQuota
+from conversations.models import LoginThrottle, Message, UsageRecord, UserQuota
 
 MINUTE = datetime.timedelta(minutes=1)
 
@@ -42,6 +47,8 @@ class QuotaUsage:
     messages_today: int
     tokens_today: int
     day_ends_at: datetime.datetime
+    # max_tokens held by replies still being written today.
+    tokens_reserved: int = 0
 
     @property
     def messages_left_today(self) -> int | None:
@@ -99,22 +106,31 @@ def quota_usage_for_user(
 ) -> QuotaUsage:
     now = now or timezone.now()
     day_start, day_end = _day_bounds(now)
-    today, last_minute = Q(created_at__gte=day_start), Q(created_at__gt=now - MINUTE)
+    today, last_minute = Q(started_at__gte=day_start), Q(started_at__gt=now - MINUTE)
+    # A reservation holds while its reply is still being written: one whose process died (the
+    # recovery sweep marks it interrupted) or whose conversation was deleted holds no more,
+    # and none outlives CHAT_USAGE_RESERVATION_SECONDS.
+    pending = Q(
+        Exists(
+            Message.objects.filter(id=OuterRef("message_uuid"), status=Message.Status.STREAMING)
+        ),
+        settled_at__isnull=True,
+        started_at__gt=now - datetime.timedelta(seconds=settings.CHAT_USAGE_RESERVATION_SECONDS),
+    )
     # One query: the minute's window may start before midnight.
-    counts = Message.objects.filter(
-        conversation__owner=user,
-        role=Message.Role.ASSISTANT,
-        created_at__gte=min(day_start, now - MINUTE),
+    counts = UsageRecord.objects.filter(
+        user=user, started_at__gte=min(day_start, now - MINUTE)
     ).aggregate(
         today=Count("id", filter=today),
         last_minute=Count("id", filter=last_minute),
         tokens=Coalesce(
             Sum(
                 Coalesce(F("prompt_tokens"), 0) + Coalesce(F("completion_tokens"), 0),
-                filter=today,
+                filter=today & Q(settled_at__isnull=False),
             ),
             0,
         ),
+        reserved=Coalesce(Sum("reserved_tokens", filter=today & pending), 0),
     )
     return QuotaUsage(
         limits=limits_for_user(user=user, quota=quota),
@@ -122,6 +138,28 @@ def quota_usage_for_user(
         messages_today=counts["today"],
         tokens_today=counts["tokens"],
         day_ends_at=day_end,
+        tokens_reserved=counts["reserved"],
+    )
+
+
+# Claude's tokenizer averages a little under four characters of English per token; an estimate
+# that errs towards charging more is the safe side of a quota.
+CHARS_PER_TOKEN_ESTIMATE = 3.5
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEstimate:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def usage_estimate(*, payload: dict[str, Any], written: str) -> UsageEstimate:
+    """Tokens of a reply whose stream ended without a usage report (Stop, a dropped stream),
+    estimated from the request's messages and the text written so far."""
+    prompt_chars = len(json.dumps(payload.get("messages", []), ensure_ascii=False))
+    return UsageEstimate(
+        prompt_tokens=math.ceil(prompt_chars / CHARS_PER_TOKEN_ESTIMATE),
+        completion_tokens=math.ceil(len(written) / CHARS_PER_TOKEN_ESTIMATE),
     )
 
 
@@ -133,28 +171,26 @@ def _wait_text(seconds: float) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
-def turn_allowance_check(*, user: AbstractBaseUser) -> QuotaUsage:
-    """Raise LimitReached if the user may not start a reply now; else return the usage counting
-    the reply about to be created.
+def turn_allowance_check(*, user: AbstractBaseUser, max_tokens: int = 0) -> QuotaUsage:
+    """Raise LimitReached if the user may not start a reply of up to `max_tokens` now; else
+    return the usage counting the reply about to be created.
 
-    Call inside the transaction that creates the reply: the user's quota row is locked, so two
-    sends at once (from any processes) are counted one after the other, never both let through.
+    Call inside the transaction that creates the reply (and its ledger row): the user's own row
+    is locked, so two sends at once (from any processes) are counted one after the other, never
+    both let through. The user's row rather than a quota row, which need not exist.
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("turn_allowance_check must run inside the reply's transaction")
-    quota, _ = UserQuota.objects.select_for_update().get_or_create(user=user)
+    list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
+    quota = UserQuota.objects.filter(user=user).first()
     now = timezone.now()
     usage = quota_usage_for_user(user=user, now=now, quota=quota)
     limits = usage.limits
     if limits.per_minute and usage.messages_last_minute >= limits.per_minute:
         oldest = (
-            Message.objects.filter(
-                conversation__owner=user,
-                role=Message.Role.ASSISTANT,
-                created_at__gt=now - MINUTE,
-            )
-            .order_by("created_at")
-            .values_list("created_at", flat=True)
+            UsageRecord.objects.filter(user=user, started_at__gt=now - MINUTE)
+            .order_by("started_at")
+            .values_list("started_at", flat=True)
             .first()
         )
         wait = (oldest + MINUTE - now).total_seconds() if oldest else 60
@@ -172,6 +208,17 @@ def turn_allowance_check(*, user: AbstractBaseUser) -> QuotaUsage:
         raise LimitReached(
             f"You have used all {limits.tokens_per_day:,} tokens of today's quota. It resets at "
             f"midnight {settings.TIME_ZONE} (in {resets}). Nothing was sent."
+        )
+    if (
+        limits.tokens_per_day
+        and usage.tokens_reserved
+        and usage.tokens_today + usage.tokens_reserved + max_tokens > limits.tokens_per_day
+    ):
+        # One reply may run past what is left (it would be refused for nothing otherwise);
+        # a second one at the same time may not.
+        raise LimitReached(
+            "Your replies still being written may use the rest of today's token quota. Try "
+            "again when they have finished. Nothing was sent."
         )
     return dataclasses.replace(
         usage,
@@ -223,3 +270,35 @@ def login_success_record(*, username: str, address: str) -> None:
 
 def lock_wait_text(seconds: float) -> str:
     return _wait_text(seconds)
+
+
+# Sign-up throttling: accounts created per client address.
+
+
+def signup_wait_for(*, address: str) -> float:
+    """Seconds until another account may be created from this address (0: now)."""
+    if not settings.SIGNUP_MAX_PER_ADDRESS:
+        return 0.0
+    now = timezone.now()
+    throttle = LoginThrottle.objects.filter(key=f"signup:{address}").first()
+    if throttle is None or throttle.window_started_at < now - _signup_window():
+        return 0.0
+    if throttle.failures < settings.SIGNUP_MAX_PER_ADDRESS:
+        return 0.0
+    return (throttle.window_started_at + _signup_window() - now).total_seconds()
+
+
+def signup_record(*, address: str) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        throttle, _ = LoginThrottle.objects.select_for_update().get_or_create(
+            key=f"signup:{address}", defaults={"window_started_at": now}
+        )
+        if throttle.window_started_at < now - _signup_window():
+            throttle.failures, throttle.window_started_at = 0, now
+        throttle.failures += 1
+        throttle.save()
+
+
+def _signup_window() -> datetime.timedelta:
+    return datetime.timedelta(seconds=settings.SIGNUP_WINDOW_SECONDS)

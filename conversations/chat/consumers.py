@@ -13,7 +13,8 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import F
 
-from conversations.accounts import limits
+from conversations.accounts import limits, sessions
+from conversations.accounts.sessions import CLOSE_SESSION_ENDED, SESSION_ENDED_TEXT
 from conversations.chat import frames, selectors, services, titles
 from conversations.chat.forms import TurnForm, TurnSettingsForm, form_error_text, turn_settings_from
 from conversations.models import Conversation, Message
@@ -301,6 +302,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         user = self.scope["user"]
         conversations, current = await database_sync_to_async(_sidebar)(user, self.conversation_id)
         await self.send(text_data=frames.sidebar(conversations=conversations, current=current))
+
+    async def session_ended(self, event: dict[str, Any]) -> None:
+        """The user signed out, changed password or was deactivated: this socket ends too
+        (a sign-out names its session, and only that session's sockets close)."""
+        if await sessions.socket_session_ended(scope=self.scope, event=event):
+            await self.send(text_data=frames.composer_error(text=SESSION_ENDED_TEXT))
+            await self.close(code=CLOSE_SESSION_ENDED)
 
     async def reply_notice(self, event: dict[str, Any]) -> None:
         await self.send(text_data=frames.notice(message_id=event["message_id"], text=event["text"]))

@@ -1,27 +1,21 @@
 """Reads. Every function that takes an id from a client also takes the user it must belong to."""
 
-import datetime
-import hashlib
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connections
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from conversations.gateway.client import RequestStyle, TurnOptions, build_payload
 from conversations.models import (
     Conversation,
     Message,
-    ShareLink,
-    TranscriptAccess,
-    UserPreferences,
 )
 
 
@@ -168,107 +162,7 @@ def reply_request(*, reply: Message) -> tuple[dict[str, Any], uuid.UUID]:
     return payload, conversation.id
 
 
-# --- Sharing, export and admin review -------------------------------------------
-
-# token_urlsafe(32) is 43 characters; anything much longer is not one of ours.
-SHARE_TOKEN_MAX_CHARS = 128
-# Opening a transcript with a reason lets the same staff member reload it for this long.
-TRANSCRIPT_ACCESS_TTL = datetime.timedelta(minutes=30)
-
-
-@dataclass(frozen=True, slots=True)
-class ShareSnapshot:
-    title: str
-    system_prompt: str
-    messages: list[dict[str, Any]] = field(default_factory=list)
-
-
-def share_token_digest(*, token: str) -> str:
-    """What a share token is looked up by: an equality match on a digest the visitor cannot
-    steer, so timing reveals nothing about how close a guess came."""
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def share_snapshot_build(
-    *, conversation: Conversation, include_system_prompt: bool, include_thinking: bool
-) -> ShareSnapshot:
-    """Exactly what a link publishes: the finished messages of the branch on screen, without
-    ids, usage, error details or (unless asked) the system prompt and thinking text."""
-    messages = []
-    for message in thread_path(conversation=conversation):
-        if message.status == Message.Status.STREAMING:
-            continue
-        messages.append(
-            {
-                "role": message.role,
-                "content": message.content,
-                # Assistant replies carry the HTML sanitised when they finished; user text is
-                # escaped by the template like on the chat page.
-                "content_html": message.content_html if message.role == "assistant" else "",
-                "reasoning": message.reasoning if include_thinking else "",
-                "status": message.status,
-                "model": message.model,
-                "refusal": message.refusal,
-                # Citations come from the model's side; on a public page only web links pass.
-                "citations": [
-                    {"url": str(c["url"]), "title": str(c.get("title", ""))}
-                    for c in message.citations
-                    if isinstance(c, dict)
-                    and str(c.get("url", "")).lower().startswith(("https://", "http://"))
-                ],
-                "finish_reason": message.finish_reason,
-            }
-        )
-    return ShareSnapshot(
-        title=conversation.title,
-        system_prompt=conversation.system_prompt if include_system_prompt else "",
-        messages=messages,
-    )
-
-
-def share_link_live_for_conversation(*, conversation: Conversation) -> ShareLink | None:
-    """The conversation's current link: the newest one not revoked and not expired."""
-    return (
-        ShareLink.objects.filter(conversation=conversation, revoked_at__isnull=True)
-        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
-        .order_by("-created_at")
-        .first()
-    )
-
-
-def share_link_get_for_user(
-    *, link_id: uuid.UUID | str, user: AbstractBaseUser
-) -> ShareLink | None:
-    if not user.is_authenticated:
-        return None
-    try:
-        return ShareLink.objects.select_related("conversation").get(
-            id=link_id, conversation__owner=user
-        )
-    except (ShareLink.DoesNotExist, ValueError, TypeError):
-        return None
-
-
-def share_link_list_for_user(*, user: AbstractBaseUser) -> QuerySet[ShareLink]:
-    return (
-        ShareLink.objects.filter(conversation__owner=user)
-        .select_related("conversation")
-        .order_by("-created_at")
-    )
-
-
-def share_link_get_live_by_token(*, token: str) -> ShareLink | None:
-    """The link behind a public token, or None for unknown, revoked and expired alike."""
-    if not token or len(token) > SHARE_TOKEN_MAX_CHARS:
-        return None
-    link = (
-        ShareLink.objects.filter(token_digest=share_token_digest(token=token))
-        .select_related("conversation")
-        .first()
-    )
-    if link is None or link.status != "active":
-        return None
-    return link
+# --- Export --------------------------------------------------------------------
 
 
 def conversation_export_data(*, conversation: Conversation) -> dict[str, Any]:
@@ -329,103 +223,6 @@ def conversation_export_markdown(*, conversation: Conversation) -> str:
         if message.status not in (Message.Status.COMPLETE, Message.Status.STREAMING):
             lines += [f"_({message.get_status_display()})_", ""]
     return "\n".join(lines).rstrip() + "\n"
-
-
-def _token_sum() -> Coalesce:
-    return Coalesce(Sum("prompt_tokens"), 0) + Coalesce(Sum("completion_tokens"), 0)
-
-
-def usage_totals_for_conversation(*, conversation: Conversation) -> dict[str, Any]:
-    return Message.objects.filter(conversation=conversation).aggregate(
-        messages=Count("id"), tokens=_token_sum(), cost=Sum("cost_usd")
-    )
-
-
-def usage_totals_by_user() -> list[dict[str, Any]]:
-    """Per owner: conversations, messages, tokens and cost, heaviest users first."""
-    rows = (
-        Message.objects.values("conversation__owner_id", "conversation__owner__username")
-        .annotate(
-            conversations=Count("conversation_id", distinct=True),
-            messages=Count("id"),
-            tokens=_token_sum(),
-            cost=Sum("cost_usd"),
-        )
-        .order_by("-tokens", "conversation__owner__username")
-    )
-    return [
-        {
-            "username": row["conversation__owner__username"],
-            "conversations": row["conversations"],
-            "messages": row["messages"],
-            "tokens": row["tokens"],
-            "cost": row["cost"],
-        }
-        for row in rows
-    ]
-
-
-def usage_tokens_per_day(*, days: int) -> list[tuple[datetime.date, int]]:
-    """Tokens (prompt + completion) per UTC day for the last `days` days, zeros included."""
-    today = timezone.now().date()
-    start = today - datetime.timedelta(days=days - 1)
-    rows = (
-        Message.objects.filter(created_at__date__gte=start)
-        .annotate(day=TruncDate("created_at"))
-        .values("day")
-        .annotate(tokens=_token_sum())
-    )
-    by_day = {row["day"]: row["tokens"] for row in rows}
-    return [
-        (start + datetime.timedelta(days=i), by_day.get(start + datetime.timedelta(days=i), 0))
-        for i in range(days)
-    ]
-
-
-def transcript_access_recent_for_staff(
-    *, conversation: Conversation, staff: AbstractBaseUser, access_id: int | str | None
-) -> TranscriptAccess | None:
-    """The staff member's own access entry for this conversation if it is fresh enough to
-    show the transcript without asking for a reason again."""
-    if not access_id:
-        return None
-    try:
-        return TranscriptAccess.objects.get(
-            id=access_id,
-            conversation=conversation,
-            staff=staff,
-            accessed_at__gte=timezone.now() - TRANSCRIPT_ACCESS_TTL,
-        )
-    except (TranscriptAccess.DoesNotExist, ValueError, TypeError):
-        return None
-
-
-def share_link_live_q(*, prefix: str = "") -> Q:
-    """Live links: not revoked and not expired (prefix reaches them through a relation)."""
-    return Q(**{f"{prefix}revoked_at__isnull": True}) & (
-        Q(**{f"{prefix}expires_at__isnull": True})
-        | Q(**{f"{prefix}expires_at__gt": timezone.now()})
-    )
-
-
-def conversation_with_totals(*, queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:
-    """Annotate messages, tokens, cost and whether a live link exists. Subqueries rather than
-    joins, so the admin's filters on messages cannot multiply the sums."""
-    per_conversation = (
-        Message.objects.filter(conversation=OuterRef("pk")).order_by().values("conversation")
-    )
-    return queryset.annotate(
-        message_total=Coalesce(
-            Subquery(per_conversation.annotate(n=Count("id")).values("n")), Value(0)
-        ),
-        token_total=Coalesce(
-            Subquery(per_conversation.annotate(t=_token_sum()).values("t")), Value(0)
-        ),
-        cost_total=Subquery(per_conversation.annotate(c=Sum("cost_usd")).values("c")),
-        has_live_link=Exists(
-            ShareLink.objects.filter(share_link_live_q(), conversation=OuterRef("pk"))
-        ),
-    )
 
 
 # The workspace.
@@ -603,11 +400,6 @@ def conversation_sidebar_for_user(
         .filter(Q(active_leaf__isnull=False) | Q(id=current_id))
         .order_by("-updated_at")[:limit]
     )
-
-
-def preferences_for_user(*, user: AbstractBaseUser) -> UserPreferences:
-    """The user's defaults; unsaved model defaults when they never changed them."""
-    return UserPreferences.objects.filter(user=user).first() or UserPreferences(user=user)
 
 
 @dataclass(frozen=True, slots=True)

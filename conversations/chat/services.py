@@ -1,7 +1,5 @@
 """Writes. Keyword-only, typed, and each one a single transaction."""
 
-import datetime
-import secrets
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -11,24 +9,16 @@ from urllib.parse import urlsplit
 from django.conf import settings as django_settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from conversations.accounts import limits
+from conversations.accounts import services as accounts_services
 from conversations.chat.rendering import markdown_to_html
-from conversations.chat.selectors import (
-    share_link_live_for_conversation,
-    share_snapshot_build,
-    share_token_digest,
-)
 from conversations.models import (
     Conversation,
-    ConversationReview,
     Message,
     ReasoningEffort,
     Sampling,
-    ShareLink,
-    TranscriptAccess,
     UserPreferences,
 )
 
@@ -83,6 +73,8 @@ class ReplyOutcome:
     reasoning_tokens: int | None = None
     cached_tokens: int | None = None
     cost_usd: Decimal | None = None
+    # The token counts are the app's estimate, not the gateway's report.
+    usage_estimated: bool = False
     time_to_first_token_ms: int | None = None
     duration_ms: int | None = None
 
@@ -130,7 +122,7 @@ def turn_start(
     """
     with transaction.atomic():
         conversation = _conversation_lock_idle(conversation_id=conversation_id, owner=owner)
-        quota = _allowance_check(user=owner)
+        quota = _allowance_check(user=owner, max_tokens=settings.max_tokens)
         sidebar_moves = _sidebar_moves(conversation=conversation)
         user_message = Message.objects.create(
             conversation=conversation,
@@ -146,6 +138,7 @@ def turn_start(
             model=model,
             request_params=settings.request_params(),
         )
+        accounts_services.usage_reserve(reply=reply, owner=owner)
         conversation.active_leaf = reply
         _conversation_apply_settings(conversation=conversation, settings=settings)
         if conversation.title == Conversation._meta.get_field("title").default:
@@ -219,154 +212,24 @@ def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
             reasoning_tokens=outcome.reasoning_tokens,
             cached_tokens=outcome.cached_tokens,
             cost_usd=outcome.cost_usd,
+            usage_estimated=outcome.usage_estimated,
             time_to_first_token_ms=outcome.time_to_first_token_ms,
             duration_ms=outcome.duration_ms,
             updated_at=timezone.now(),
         )
         if updated:
             Conversation.objects.filter(messages__id=message_id).update(updated_at=timezone.now())
-
-
-# --- Sharing, export and admin review -------------------------------------------
-
-SHARE_EXPIRY_DAYS = (0, 1, 7, 30)
-
-
-@dataclass(frozen=True, slots=True)
-class ShareOptions:
-    include_system_prompt: bool = False
-    include_thinking: bool = False
-    visibility: str = ShareLink.Visibility.ANYONE
-    expiry_days: int = 0
-
-    def __post_init__(self) -> None:
-        if self.expiry_days not in SHARE_EXPIRY_DAYS:
-            raise ValueError(f"expiry_days must be one of {SHARE_EXPIRY_DAYS}")
-        if self.visibility not in ShareLink.Visibility.values:
-            raise ValueError("unknown visibility")
-
-
-def _share_apply(*, link: ShareLink, conversation: Conversation, options: ShareOptions) -> None:
-    snapshot = share_snapshot_build(
-        conversation=conversation,
-        include_system_prompt=options.include_system_prompt,
-        include_thinking=options.include_thinking,
-    )
-    now = timezone.now()
-    link.include_system_prompt = options.include_system_prompt
-    link.include_thinking = options.include_thinking
-    link.visibility = options.visibility
-    link.expiry_days = options.expiry_days
-    link.expires_at = (
-        now + datetime.timedelta(days=options.expiry_days) if options.expiry_days else None
-    )
-    link.title = snapshot.title
-    link.system_prompt = snapshot.system_prompt
-    link.messages = snapshot.messages
-    link.snapshot_at = now
-
-
-def share_link_create(
-    *, conversation_id: uuid.UUID | str, user: AbstractBaseUser, options: ShareOptions
-) -> tuple[ShareLink, str]:
-    """Publish the branch on screen. Returns the link and its token; raises
-    Conversation.DoesNotExist unless the user owns the conversation."""
-    with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=user)
-        token = secrets.token_urlsafe(32)
-        link = ShareLink(
-            conversation=conversation,
-            token=token,
-            token_digest=share_token_digest(token=token),
+        accounts_services.usage_settle(
+            message_id=message_id,
+            status=outcome.status,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            cost_usd=outcome.cost_usd,
+            estimated=outcome.usage_estimated,
         )
-        _share_apply(link=link, conversation=conversation, options=options)
-        link.save()
-    return link, token
 
 
-def share_link_publish(
-    *, conversation_id: uuid.UUID | str, user: AbstractBaseUser, options: ShareOptions
-) -> tuple[ShareLink, bool]:
-    """What the dialog's button does: update the conversation's live link, or create one.
-    The decision is taken under the conversation's row lock, so two clicks racing each other
-    cannot leave two live links. Returns the link and whether it was created."""
-    with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=user)
-        live = share_link_live_for_conversation(conversation=conversation)
-        if live is not None:
-            return share_link_update(link_id=live.id, user=user, options=options), False
-        link, _ = share_link_create(conversation_id=conversation.id, user=user, options=options)
-    return link, True
-
-
-def share_link_update(
-    *, link_id: uuid.UUID | str, user: AbstractBaseUser, options: ShareOptions
-) -> ShareLink:
-    """Refresh the snapshot and options under the same URL. Only a live link can be updated:
-    a revoked one stays dead. Raises ShareLink.DoesNotExist for anyone but the owner."""
-    with transaction.atomic():
-        link = (
-            ShareLink.objects.select_for_update()
-            .select_related("conversation")
-            .get(id=link_id, conversation__owner=user, revoked_at__isnull=True)
-        )
-        _share_apply(link=link, conversation=link.conversation, options=options)
-        link.save()
-    return link
-
-
-def share_link_revoke(*, link_id: uuid.UUID | str, user: AbstractBaseUser) -> ShareLink:
-    """The link answers 404 from now on. Raises ShareLink.DoesNotExist for anyone but the
-    owner; revoking twice keeps the first time."""
-    link = ShareLink.objects.get(id=link_id, conversation__owner=user)
-    ShareLink.objects.filter(id=link.id, revoked_at__isnull=True).update(
-        revoked_at=timezone.now(), updated_at=timezone.now()
-    )
-    link.refresh_from_db()
-    return link
-
-
-def share_link_record_view(*, link: ShareLink) -> None:
-    # F() so concurrent visitors never lose a count to a read-modify-write race.
-    ShareLink.objects.filter(id=link.id).update(view_count=F("view_count") + 1)
-
-
-def conversation_create_from_share(*, link: ShareLink, owner: AbstractBaseUser) -> Conversation:
-    """Continue this conversation: a new conversation of the viewer's own, holding a copy of
-    the published messages (never anything the snapshot left out)."""
-    with transaction.atomic():
-        conversation = Conversation.objects.create(
-            owner=owner,
-            title=link.title[: Conversation._meta.get_field("title").max_length],
-            system_prompt=link.system_prompt,
-        )
-        parent: Message | None = None
-        for item in link.messages:
-            role = item.get("role")
-            if role not in Message.Role.values:
-                continue
-            status = item.get("status", Message.Status.COMPLETE)
-            if status not in Message.Status.values or status == Message.Status.STREAMING:
-                status = Message.Status.COMPLETE
-            content = str(item.get("content", ""))
-            parent = Message.objects.create(
-                conversation=conversation,
-                parent=parent,
-                role=role,
-                content=content,
-                # Re-rendered rather than copied: the new conversation's HTML owes nothing to
-                # what was stored in a JSON column.
-                content_html=markdown_to_html(content) if role == Message.Role.ASSISTANT else "",
-                reasoning=str(item.get("reasoning", "")),
-                status=status,
-                finish_reason=str(item.get("finish_reason", ""))[:32],
-                refusal=str(item.get("refusal", "")),
-                citations=item.get("citations", []),
-                model=str(item.get("model", ""))[:100],
-            )
-        conversation.active_leaf = parent
-        conversation.save()
-    return conversation
+# --- Deleting ------------------------------------------------------------------
 
 
 def conversation_delete(*, conversation_id: uuid.UUID | str, owner: AbstractBaseUser) -> None:
@@ -382,47 +245,6 @@ def conversation_delete(*, conversation_id: uuid.UUID | str, owner: AbstractBase
         conversation.active_leaf = None
         conversation.save(update_fields=["active_leaf"])
         conversation.delete()
-
-
-def transcript_access_record(
-    *, conversation: Conversation, staff: AbstractBaseUser, reason: str, kind: str
-) -> TranscriptAccess:
-    return TranscriptAccess.objects.create(
-        conversation=conversation,
-        conversation_uuid=conversation.id,
-        conversation_title=conversation.title,
-        staff=staff,
-        staff_username=staff.get_username(),
-        kind=kind,
-        reason=reason.strip(),
-    )
-
-
-def conversation_review_update(
-    *,
-    conversation: Conversation,
-    reviewer: AbstractBaseUser,
-    note: str | None = None,
-    flagged: bool | None = None,
-    mark_reviewed: bool = False,
-) -> ConversationReview:
-    """Change what is given (None leaves it as it is) and stamp who did it and when."""
-    with transaction.atomic():
-        review, _ = ConversationReview.objects.select_for_update().get_or_create(
-            conversation=conversation
-        )
-        now = timezone.now()
-        if note is not None:
-            review.note = note.strip()
-        if flagged is not None and flagged != review.flagged:
-            review.flagged = flagged
-            review.flagged_at = now if flagged else None
-            review.flagged_by = reviewer if flagged else None
-        if mark_reviewed:
-            review.reviewed_at = now
-            review.reviewed_by = reviewer
-        review.save()
-    return review
 
 
 # The workspace: branching turns, titles, rename/delete, preferences.
@@ -462,7 +284,7 @@ def _reply_create(
     *, conversation: Conversation, parent: Message, params: dict[str, Any], model: str
 ) -> Message:
     # Regenerate, edit and continue start replies too, so they count against the same limits.
-    _allowance_check(user=conversation.owner)
+    _allowance_check(user=conversation.owner, max_tokens=int(params.get("max_tokens") or 0))
     reply = Message.objects.create(
         conversation=conversation,
         parent=parent,
@@ -471,6 +293,7 @@ def _reply_create(
         model=model,
         request_params=params,
     )
+    accounts_services.usage_reserve(reply=reply, owner=conversation.owner)
     conversation.active_leaf = reply
     conversation.save()
     return reply
@@ -612,33 +435,9 @@ def conversation_title_generated_set(
     )
 
 
-def preferences_update(
-    *,
-    user: AbstractBaseUser,
-    system_prompt: str,
-    sampling: str,
-    temperature: float,
-    top_p: float,
-    reasoning_effort: str,
-    max_tokens: int,
-) -> UserPreferences:
-    preferences, _ = UserPreferences.objects.update_or_create(
-        user=user,
-        defaults={
-            "system_prompt": system_prompt,
-            "sampling": sampling,
-            "temperature": temperature,
-            "top_p": top_p,
-            "reasoning_effort": reasoning_effort,
-            "max_tokens": max_tokens,
-        },
-    )
-    return preferences
-
-
-def _allowance_check(*, user: AbstractBaseUser) -> limits.QuotaUsage:
+def _allowance_check(*, user: AbstractBaseUser, max_tokens: int) -> limits.QuotaUsage:
     try:
-        return limits.turn_allowance_check(user=user)
+        return limits.turn_allowance_check(user=user, max_tokens=max_tokens)
     except limits.LimitReached as exc:
         raise TurnRefused(str(exc)) from exc
 
@@ -669,7 +468,7 @@ def reply_retry(
             raise TurnRefused("Only a reply that failed or was interrupted can be retried.")
         if conversation.active_leaf_id != failed.id:
             raise TurnRefused("Only the last reply of the conversation can be retried.")
-        _allowance_check(user=owner)
+        _allowance_check(user=owner, max_tokens=int(failed.request_params.get("max_tokens") or 0))
         reply = Message.objects.create(
             conversation=conversation,
             parent_id=failed.parent_id,
@@ -678,6 +477,7 @@ def reply_retry(
             model=model,
             request_params=failed.request_params,
         )
+        accounts_services.usage_reserve(reply=reply, owner=owner)
         conversation.active_leaf = reply
         conversation.save(update_fields=["active_leaf", "updated_at"])
     return failed, reply

@@ -7,6 +7,9 @@ from django.templatetags.static import static
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from conversations.accounts import limits
+from conversations.accounts import selectors as accounts_selectors
+from conversations.accounts import services as accounts_services
+from conversations.accounts.backends import client_address
 from conversations.chat import selectors, services
 from conversations.chat.forms import (
     STOP_FIELDS,
@@ -139,7 +142,7 @@ def conversation_search(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @login_required
 def preferences(request: HttpRequest) -> HttpResponse:
-    current = selectors.preferences_for_user(user=request.user)
+    current = accounts_selectors.preferences_for_user(user=request.user)
     form = PreferencesForm(
         request.POST or None,
         initial={
@@ -154,7 +157,7 @@ def preferences(request: HttpRequest) -> HttpResponse:
     saved = False
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        services.preferences_update(
+        accounts_services.preferences_update(
             user=request.user,
             system_prompt=data["system_prompt"],
             sampling=data["sampling"],
@@ -164,7 +167,15 @@ def preferences(request: HttpRequest) -> HttpResponse:
             max_tokens=data["max_tokens"],
         )
         saved = True
-    return render(request, "chat/preferences.html", {"form": form, "saved": saved})
+    return render(
+        request,
+        "chat/preferences.html",
+        {
+            "form": form,
+            "saved": saved,
+            "system_prompt_read": accounts_selectors.system_prompt_last_read(user=request.user),
+        },
+    )
 
 
 @require_http_methods(["GET", "POST"])
@@ -174,9 +185,19 @@ def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("home")
     form = SignupForm(request.POST or None)
+    address = client_address(request)
+    if request.method == "POST" and (wait := limits.signup_wait_for(address=address)):
+        form.is_valid()
+        form.add_error(
+            None,
+            "Too many accounts were created from your network recently. Try again in "
+            f"{limits.lock_wait_text(wait)}.",
+        )
+        return render(request, "registration/signup.html", {"form": form}, status=429)
     if request.method == "POST" and form.is_valid():
         user = form.save()
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        limits.signup_record(address=address)
+        login(request, user, backend=settings.AUTHENTICATION_BACKENDS[0])
         return redirect("home")
     return render(request, "registration/signup.html", {"form": form})
 

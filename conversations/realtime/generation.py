@@ -422,6 +422,17 @@ class Generation:
     def _outcome(self, status: str, error: str) -> services.ReplyOutcome:
         loop = asyncio.get_running_loop()
         usage = self._usage
+        # The gateway bills a reply cut short too: without its report, our estimate is charged.
+        written = "".join(self._content) + "".join(self._reasoning)
+        estimate = (
+            limits.usage_estimate(payload=self._payload, written=written)
+            if usage is None and (status == Message.Status.STOPPED or written)
+            else None
+        )
+        prompt_tokens = usage.prompt_tokens if usage else None
+        completion_tokens = usage.completion_tokens if usage else None
+        if estimate is not None:
+            prompt_tokens, completion_tokens = estimate.prompt_tokens, estimate.completion_tokens
         first_token_ms = (
             round((self._first_token_at - self._started_at) * 1000)
             if self._first_token_at is not None
@@ -435,11 +446,12 @@ class Generation:
             error=error,
             refusal="".join(self._refusal),
             citations=[{"url": c.url, "title": c.title} for c in self._citations],
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             reasoning_tokens=usage.reasoning_tokens if usage else None,
             cached_tokens=usage.cached_tokens if usage else None,
             cost_usd=usage.cost_usd if usage else None,
+            usage_estimated=estimate is not None,
             time_to_first_token_ms=first_token_ms,
             duration_ms=round((loop.time() - self._started_at) * 1000),
         )

@@ -1,9 +1,12 @@
 """Admin review of transcripts, with accountability.
 
-Message text is shown in one place only, the transcript view, and opening it is logged with the
-staff member, the time and (when CHAT_REVIEW_REASON_REQUIRED) the reason they typed. The list
-and change pages show metadata and totals, never content; a message's change page sends the
-reader through the same logged gate.
+Content (message text, titles, system prompts) is shown only behind the reason gate, and every
+read is logged with the staff member, the time, the reason (when CHAT_REVIEW_REASON_REQUIRED)
+and whose content it was, and shown to the owner: the transcript view, exports, searches over
+titles and message text (logged with their terms and every conversation they matched), and a
+user's default system prompt. Lists and change pages show metadata and totals; titles appear in
+lists only for staff with the `view_conversation_title` permission. There is no message admin:
+a message is read in its transcript.
 """
 
 from typing import Any
@@ -11,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -20,7 +24,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from conversations.chat import selectors, services
+from conversations.chat import selectors
 from conversations.chat.exports import json_attachment, markdown_attachment
 from conversations.models import (
     Conversation,
@@ -28,12 +32,34 @@ from conversations.models import (
     Message,
     ShareLink,
     TranscriptAccess,
+    UsageRecord,
     UserPreferences,
 )
+from conversations.review import selectors as review_selectors
+from conversations.review import services as review_services
 from conversations.review.charts import tokens_per_day_svg
-from conversations.sharing.forms import ReviewForm, TranscriptReasonForm
+from conversations.review.forms import ReviewForm, TranscriptReasonForm
+from conversations.sharing import selectors as sharing_selectors
 
 USAGE_CHART_DAYS = 30
+TITLE_PERMISSION = "conversations.view_conversation_title"
+# Where a granted content search is remembered: {"terms": ..., "access": id}.
+CONTENT_SEARCH_SESSION_KEY = "review_content_search"
+
+
+def can_see_titles(request: HttpRequest) -> bool:
+    return request.user.has_perm(TITLE_PERMISSION)
+
+
+def _reason_required_form(request: HttpRequest) -> tuple[TranscriptReasonForm, str | None]:
+    """The reason form bound to this request and, once valid (or when reasons are not
+    required), the reason to log."""
+    form = TranscriptReasonForm(request.POST if "reason" in request.POST else None)
+    if not settings.CHAT_REVIEW_REASON_REQUIRED:
+        return form, ""
+    if form.is_valid():
+        return form, form.cleaned_data["reason"]
+    return form, None
 
 
 # --- List filters ------------------------------------------------------------------------
@@ -107,7 +133,9 @@ class SharedFilter(_YesNoFilter):
     def condition(self) -> Q:
         return Q(
             Exists(
-                ShareLink.objects.filter(selectors.share_link_live_q(), conversation=OuterRef("pk"))
+                ShareLink.objects.filter(
+                    sharing_selectors.share_link_live_q(), conversation=OuterRef("pk")
+                )
             )
         )
 
@@ -149,7 +177,7 @@ class ConversationReviewInline(admin.StackedInline):
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
     list_display = (
-        "title",
+        "label_column",
         "owner",
         "created_at",
         "updated_at",
@@ -173,11 +201,14 @@ class ConversationAdmin(admin.ModelAdmin):
         ReviewedFilter,
     )
     search_fields = ("title", "messages__content")
-    search_help_text = "Searches conversation titles and the text of every message."
+    search_help_text = (
+        "Searches conversation titles and the text of every message: you will be asked why, and "
+        "the search is logged against every conversation it matches."
+    )
     date_hierarchy = "created_at"
-    # No system prompt or message text here: content is read through the logged transcript.
+    # No title, system prompt or message text here: content is read through the logged gate.
     fields = (
-        "title",
+        "label_column",
         "owner",
         "created_at",
         "updated_at",
@@ -191,13 +222,88 @@ class ConversationAdmin(admin.ModelAdmin):
     change_list_template = "admin/conversations/conversation/change_list.html"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
-        return selectors.conversation_with_totals(queryset=super().get_queryset(request))
+        return review_selectors.conversation_with_totals(queryset=super().get_queryset(request))
+
+    def get_list_display(self, request: HttpRequest) -> tuple[Any, ...]:
+        columns = tuple(super().get_list_display(request))
+        if can_see_titles(request):
+            return ("title", *columns)
+        return columns
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        fields = tuple(super().get_fields(request, obj))
+        return ("title", *fields) if can_see_titles(request) else fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return self.get_fields(request, obj)
+
+    # Content search: a search reads every conversation it matches, so it goes through the gate.
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        terms = request.GET.get(SEARCH_VAR, "").strip()
+        if terms and not self._content_search_granted(request, terms):
+            return self._content_search_gate(request, terms)
+        return super().changelist_view(request, extra_context)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        # Every route to a search (the list, autocomplete, anything added later) needs a
+        # logged search of exactly these terms by this staff member.
+        if search_term.strip() and not self._content_search_granted(request, search_term.strip()):
+            return queryset.none(), False
+        return super().get_search_results(request, queryset, search_term)
+
+    def _content_search_granted(self, request: HttpRequest, terms: str) -> bool:
+        granted = request.session.get(CONTENT_SEARCH_SESSION_KEY) or {}
+        if granted.get("terms") != terms:
+            return False
+        return (
+            review_selectors.content_search_recent_for_staff(
+                staff=request.user, access_id=granted.get("access"), terms=terms
+            )
+            is not None
+        )
+
+    def _content_search_gate(self, request: HttpRequest, terms: str) -> HttpResponse:
+        """Ask why before searching content; the page says nothing about what would match."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form, reason = _reason_required_form(request)
+        if request.method != "POST" or reason is None:
+            return TemplateResponse(
+                request,
+                "admin/conversations/search_reason.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "opts": self.opts,
+                    "form": form,
+                    "terms": terms,
+                    "title": "Why are you searching conversation content?",
+                },
+            )
+        matched, _ = super().get_search_results(request, self.get_queryset(request), terms)
+        access = review_services.content_search_record(
+            staff=request.user,
+            terms=terms,
+            reason=reason,
+            matched=matched.select_related("owner").distinct(),
+        )
+        request.session[CONTENT_SEARCH_SESSION_KEY] = {"terms": terms, "access": access.pk}
+        # Redirect so a reload neither re-posts nor logs a second entry.
+        return HttpResponseRedirect(request.get_full_path())
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Conversations are made by their owners; staff only read and review them.
         return False
 
     # Columns -------------------------------------------------------------------------------
+
+    @admin.display(description="conversation")
+    def label_column(self, obj: Conversation) -> str:
+        return str(obj)
 
     @admin.display(description="messages", ordering="message_total")
     def messages_column(self, obj: Conversation) -> int:
@@ -244,10 +350,12 @@ class ConversationAdmin(admin.ModelAdmin):
         return f"{live} live of {len(links)}" if links else "never shared"
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple:
-        # Django lists every related object by its str(), which for a message is its text;
-        # the confirmation names the conversations and counts the rest instead.
+        # Django lists every related object by its str(); the confirmation names the
+        # conversations (by title only for staff who may see titles) and counts the rest.
         _, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
-        return [str(obj) for obj in objs], model_count, perms_needed, protected
+        show_title = can_see_titles(request)
+        names = [obj.title if show_title else str(obj) for obj in objs]
+        return names, model_count, perms_needed, protected
 
     # Views ---------------------------------------------------------------------------------
 
@@ -281,7 +389,7 @@ class ConversationAdmin(admin.ModelAdmin):
         own, it first asks why (when required) and records the access."""
         conversation = self._get_viewable(request, object_id)
         url = reverse("admin:conversations_conversation_transcript", args=[conversation.pk])
-        access = selectors.transcript_access_recent_for_staff(
+        access = review_selectors.transcript_access_recent_for_staff(
             conversation=conversation, staff=request.user, access_id=request.GET.get("access")
         )
         if access is None:
@@ -295,6 +403,7 @@ class ConversationAdmin(admin.ModelAdmin):
                             **self.admin_site.each_context(request),
                             "opts": self.opts,
                             "conversation": conversation,
+                            "show_title": can_see_titles(request),
                             "form": form,
                             "title": "Why are you opening this transcript?",
                         },
@@ -302,7 +411,7 @@ class ConversationAdmin(admin.ModelAdmin):
                 reason = form.cleaned_data["reason"]
             else:
                 reason = ""
-            access = services.transcript_access_record(
+            access = review_services.transcript_access_record(
                 conversation=conversation,
                 staff=request.user,
                 reason=reason,
@@ -321,7 +430,7 @@ class ConversationAdmin(admin.ModelAdmin):
                 "opts": self.opts,
                 "conversation": conversation,
                 "thread": selectors.thread_path(conversation=conversation),
-                "totals": selectors.usage_totals_for_conversation(conversation=conversation),
+                "totals": review_selectors.usage_totals_for_conversation(conversation=conversation),
                 "branch_count": conversation.messages.count(),
                 "access": access,
                 "review": review,
@@ -344,7 +453,7 @@ class ConversationAdmin(admin.ModelAdmin):
             raise PermissionDenied
         form = ReviewForm(request.POST)
         if form.is_valid():
-            services.conversation_review_update(
+            review_services.conversation_review_update(
                 conversation=conversation,
                 reviewer=request.user,
                 note=form.cleaned_data["note"],
@@ -361,7 +470,7 @@ class ConversationAdmin(admin.ModelAdmin):
     def usage_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
-        points = selectors.usage_tokens_per_day(days=USAGE_CHART_DAYS)
+        points = review_selectors.usage_tokens_per_day(days=USAGE_CHART_DAYS)
         return TemplateResponse(
             request,
             "admin/conversations/usage.html",
@@ -369,7 +478,7 @@ class ConversationAdmin(admin.ModelAdmin):
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
                 "title": "Usage: tokens and cost",
-                "per_user": selectors.usage_totals_by_user(),
+                "per_user": review_selectors.usage_totals_by_user(),
                 "chart": tokens_per_day_svg(points=points),
                 "points": points,
                 "days": USAGE_CHART_DAYS,
@@ -400,7 +509,7 @@ class ConversationAdmin(admin.ModelAdmin):
         **change: bool,
     ) -> None:
         for conversation in queryset:
-            services.conversation_review_update(
+            review_services.conversation_review_update(
                 conversation=conversation, reviewer=request.user, **change
             )
         suffix = f" {done}" if done else ""
@@ -435,6 +544,7 @@ class ConversationAdmin(admin.ModelAdmin):
                         "opts": self.opts,
                         "title": "Why are you exporting these transcripts?",
                         "form": form,
+                        "show_title": can_see_titles(request),
                         "conversations": queryset,
                         "action": request.POST.get("action", ""),
                         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
@@ -444,7 +554,7 @@ class ConversationAdmin(admin.ModelAdmin):
             reason = form.cleaned_data["reason"]
         conversations = list(queryset.select_related("owner"))
         for conversation in conversations:
-            services.transcript_access_record(
+            review_services.transcript_access_record(
                 conversation=conversation, staff=request.user, reason=reason, kind=kind
             )
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
@@ -478,59 +588,6 @@ def _username(user: Any) -> str:
     return user.get_username() if user is not None else "(deleted user)"
 
 
-# --- Messages ----------------------------------------------------------------------------
-
-
-@admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
-    """Metadata and usage per message. Opening one leads to its conversation's logged
-    transcript, so no message text is readable here without an access entry."""
-
-    list_display = (
-        "conversation",
-        "role",
-        "status",
-        "model",
-        "prompt_tokens",
-        "completion_tokens",
-        "cost_usd",
-        "has_error",
-        "created_at",
-    )
-    list_select_related = ("conversation",)
-    list_filter = ("role", "status", "model", ("created_at", admin.DateFieldListFilter))
-    search_fields = ("conversation__title", "content")
-    search_help_text = "Searches message text and conversation titles."
-    date_hierarchy = "created_at"
-
-    @admin.display(description="error", boolean=True)
-    def has_error(self, obj: Message) -> bool:
-        return obj.status == Message.Status.ERROR
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Messages form a tree; deleting one would silently cut a branch off.
-        return False
-
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        message = self.get_object(request, object_id)
-        if message is None or not self.has_view_permission(request, message):
-            raise PermissionDenied
-        url = reverse("admin:conversations_conversation_transcript", args=[message.conversation_id])
-        return redirect(f"{url}#msg-{message.pk}")
-
-
 # --- Share links and the access log ------------------------------------------------------
 
 
@@ -540,7 +597,7 @@ class ShareLinkAdmin(admin.ModelAdmin):
     published text."""
 
     list_display = (
-        "title",
+        "label_column",
         "owner",
         "status_column",
         "visibility",
@@ -551,9 +608,8 @@ class ShareLinkAdmin(admin.ModelAdmin):
     )
     list_select_related = ("conversation__owner",)
     list_filter = ("visibility", "revoked_at", "created_at")
-    search_fields = ("title", "conversation__owner__username")
+    search_fields = ("conversation__owner__username",)
     fields = (
-        "title",
         "conversation",
         "visibility",
         "include_system_prompt",
@@ -566,6 +622,14 @@ class ShareLinkAdmin(admin.ModelAdmin):
     )
     readonly_fields = fields
     actions = ["revoke_selected"]
+
+    def get_list_display(self, request: HttpRequest) -> tuple[Any, ...]:
+        columns = tuple(super().get_list_display(request))
+        return ("title", *columns) if can_see_titles(request) else columns
+
+    @admin.display(description="link")
+    def label_column(self, obj: ShareLink) -> str:
+        return str(obj)
 
     @admin.display(description="owner")
     def owner(self, obj: ShareLink) -> str:
@@ -588,10 +652,26 @@ class ShareLinkAdmin(admin.ModelAdmin):
 class TranscriptAccessAdmin(admin.ModelAdmin):
     """Append-only: nobody, not even a superuser, edits or deletes entries from the admin."""
 
-    list_display = ("accessed_at", "staff_username", "kind", "conversation_title", "reason")
+    list_display = (
+        "accessed_at",
+        "staff_username",
+        "kind",
+        "owner_username",
+        "conversation_uuid",
+        "search_terms",
+        "reason",
+    )
     list_filter = ("kind", ("accessed_at", admin.DateFieldListFilter), "staff_username")
-    search_fields = ("staff_username", "conversation_title", "reason", "conversation_uuid")
+    search_fields = ("staff_username", "owner_username", "reason", "search_terms")
     date_hierarchy = "accessed_at"
+    exclude = ("conversation_title",)
+
+    def get_list_display(self, request: HttpRequest) -> tuple[Any, ...]:
+        columns = tuple(super().get_list_display(request))
+        return (*columns, "conversation_title") if can_see_titles(request) else columns
+
+    def get_exclude(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return () if can_see_titles(request) else ("conversation_title",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -605,5 +685,97 @@ class TranscriptAccessAdmin(admin.ModelAdmin):
 
 @admin.register(UserPreferences)
 class UserPreferencesAdmin(admin.ModelAdmin):
-    list_display = ("user", "sampling", "reasoning_effort", "max_tokens")
+    """Defaults without the system prompt: reading that is a logged read, like a transcript."""
+
+    list_display = ("user", "sampling", "reasoning_effort", "max_tokens", "has_system_prompt")
     raw_id_fields = ("user",)
+    exclude = ("system_prompt",)
+    readonly_fields = ("system_prompt_link",)
+
+    @admin.display(description="default system prompt", boolean=True)
+    def has_system_prompt(self, obj: UserPreferences) -> bool:
+        return bool(obj.system_prompt)
+
+    @admin.display(description="default system prompt")
+    def system_prompt_link(self, obj: UserPreferences) -> str:
+        if obj.pk is None:
+            return "–"
+        url = reverse("admin:conversations_userpreferences_system_prompt", args=[obj.pk])
+        return format_html('<a href="{}">Read the default system prompt (logged)</a>', url)
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "<path:object_id>/system-prompt/",
+                self.admin_site.admin_view(self.system_prompt_view),
+                name="conversations_userpreferences_system_prompt",
+            ),
+            *super().get_urls(),
+        ]
+
+    def system_prompt_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        preferences = self.get_object(request, object_id)
+        if preferences is None:
+            raise Http404("No such preferences.")
+        if not self.has_view_permission(request, preferences):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "subject": preferences.user.get_username(),
+        }
+        form, reason = _reason_required_form(request)
+        if request.method != "POST" or reason is None:
+            return TemplateResponse(
+                request,
+                "admin/conversations/system_prompt_reason.html",
+                {**context, "form": form, "title": "Why are you reading this system prompt?"},
+            )
+        access = review_services.system_prompt_read_record(
+            preferences=preferences, staff=request.user, reason=reason
+        )
+        # Shown in answer to the logged POST only: a reload asks again.
+        return TemplateResponse(
+            request,
+            "admin/conversations/system_prompt.html",
+            {
+                **context,
+                "access": access,
+                "system_prompt": preferences.system_prompt,
+                "title": f"Default system prompt of {preferences.user.get_username()}",
+            },
+        )
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    """The usage ledger, read-only: what each reply used, kept when conversations and accounts
+    are deleted."""
+
+    list_display = (
+        "started_at",
+        "user_column",
+        "model",
+        "status",
+        "prompt_tokens",
+        "completion_tokens",
+        "estimated",
+        "cost_usd",
+        "settled_at",
+    )
+    list_filter = ("model", "status", "estimated", ("started_at", admin.DateFieldListFilter))
+    search_fields = ("username",)
+    date_hierarchy = "started_at"
+
+    @admin.display(description="user", ordering="username")
+    def user_column(self, obj: UsageRecord) -> str:
+        return obj.username if obj.user_id else f"{obj.username} (deleted user)"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,7 +1,7 @@
 from django import forms
 
-from conversations.chat.services import ShareOptions
 from conversations.models import ShareLink
+from conversations.sharing.services import ShareOptions
 
 EXPIRY_CHOICES = [(0, "Never"), (1, "1 day"), (7, "7 days"), (30, "30 days")]
 
@@ -37,23 +37,3 @@ class ShareOptionsForm(forms.Form):
             visibility=data["visibility"],
             expiry_days=data["expiry_days"],
         )
-
-
-class TranscriptReasonForm(forms.Form):
-    reason = forms.CharField(
-        label="Why are you opening this transcript?",
-        min_length=5,
-        max_length=1000,
-        widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="Recorded in the transcript access log with your name and the time.",
-    )
-
-
-class ReviewForm(forms.Form):
-    note = forms.CharField(
-        label="Review note (shown to the owner)",
-        required=False,
-        max_length=5000,
-        widget=forms.Textarea(attrs={"rows": 4}),
-    )
-    flagged = forms.BooleanField(label="Flagged", required=False)

@@ -12,8 +12,10 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from conversations.chat import selectors, services
+from conversations.chat import selectors
 from conversations.models import Conversation, ShareLink
+from conversations.sharing import selectors as sharing_selectors
+from conversations.sharing import services as sharing_services
 from conversations.sharing.forms import ShareOptionsForm
 
 
@@ -39,10 +41,10 @@ def _dialog(
     form: ShareOptionsForm | None = None,
     notice: str = "",
 ) -> HttpResponse:
-    link = selectors.share_link_live_for_conversation(conversation=conversation)
+    link = sharing_selectors.share_link_live_for_conversation(conversation=conversation)
     form = form or ShareOptionsForm.for_link(link)
     options = form.initial if not form.is_bound else form.cleaned_data
-    preview = selectors.share_snapshot_build(
+    preview = sharing_selectors.share_snapshot_build(
         conversation=conversation,
         include_system_prompt=bool(options.get("include_system_prompt")),
         include_thinking=bool(options.get("include_thinking")),
@@ -69,7 +71,7 @@ def share_dialog(request: HttpRequest, conversation_id: str) -> HttpResponse:
     form = ShareOptionsForm(request.POST)
     if not form.is_valid():
         return _dialog(request, conversation, form=form, notice="Check the options below.")
-    _, created = services.share_link_publish(
+    _, created = sharing_services.share_link_publish(
         conversation_id=conversation.id, user=request.user, options=form.options()
     )
     if created:
@@ -88,7 +90,7 @@ def share_preview(request: HttpRequest, conversation_id: str) -> HttpResponse:
     form = ShareOptionsForm(request.GET)
     form.is_valid()
     options = form.cleaned_data
-    preview = selectors.share_snapshot_build(
+    preview = sharing_selectors.share_snapshot_build(
         conversation=conversation,
         include_system_prompt=bool(options.get("include_system_prompt")),
         include_thinking=bool(options.get("include_thinking")),
@@ -99,10 +101,10 @@ def share_preview(request: HttpRequest, conversation_id: str) -> HttpResponse:
 @require_POST
 @login_required
 def share_link_revoke(request: HttpRequest, link_id: str) -> HttpResponse:
-    link = selectors.share_link_get_for_user(link_id=link_id, user=request.user)
+    link = sharing_selectors.share_link_get_for_user(link_id=link_id, user=request.user)
     if link is None:
         raise Http404("No such link.")
-    services.share_link_revoke(link_id=link.id, user=request.user)
+    sharing_services.share_link_revoke(link_id=link.id, user=request.user)
     if request.htmx:
         return _dialog(
             request, link.conversation, notice="Link revoked: it answers “not found” from now on."
@@ -113,7 +115,7 @@ def share_link_revoke(request: HttpRequest, link_id: str) -> HttpResponse:
 @require_GET
 @login_required
 def shared_links(request: HttpRequest) -> HttpResponse:
-    links = selectors.share_link_list_for_user(user=request.user)
+    links = sharing_selectors.share_link_list_for_user(user=request.user)
     rows = [{"link": link, "url": _share_url(request, link)} for link in links]
     return render(request, "sharing/links.html", {"rows": rows})
 
@@ -141,14 +143,14 @@ def _login_redirect(request: HttpRequest, token: str) -> HttpResponse:
 
 @require_GET
 def shared_conversation(request: HttpRequest, token: str) -> HttpResponse:
-    link = selectors.share_link_get_live_by_token(token=token)
+    link = sharing_selectors.share_link_get_live_by_token(token=token)
     if link is None:
         return _not_found(request)
     if link.visibility == ShareLink.Visibility.SIGNED_IN and not request.user.is_authenticated:
         return _login_redirect(request, token)
     # The owner looking at their own link is not an audience.
     if request.user.id != link.conversation.owner_id:
-        services.share_link_record_view(link=link)
+        sharing_services.share_link_record_view(link=link)
     response = render(request, "sharing/shared.html", {"link": link, "token": token})
     return _public_headers(response)
 
@@ -179,10 +181,10 @@ def csrf_protect_from_no_referrer_page(
 @require_POST
 @csrf_protect_from_no_referrer_page
 def shared_continue(request: HttpRequest, token: str) -> HttpResponse:
-    link = selectors.share_link_get_live_by_token(token=token)
+    link = sharing_selectors.share_link_get_live_by_token(token=token)
     if link is None:
         return _not_found(request)
     if not request.user.is_authenticated:
         return _login_redirect(request, token)
-    conversation = services.conversation_create_from_share(link=link, owner=request.user)
+    conversation = sharing_services.conversation_create_from_share(link=link, owner=request.user)
     return redirect("conversation", conversation_id=conversation.id)
