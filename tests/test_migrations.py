@@ -164,3 +164,9 @@ def test_a_first_release_database_migrates_with_every_row_and_field_intact() -> 
         for row in rows:
             now = model.objects.filter(pk=row[model._meta.pk.attname]).values(*row).get()
             assert now == row, f"{model_name} {row[model._meta.pk.attname]} changed"
+    # Upgrading resets no quota: every earlier reply opens the usage ledger.
+    ledger = current_apps.get_model("conversations", "UsageRecord")
+    replies = [row for row in written["message"] if row["role"] == "assistant"]
+    assert sorted(ledger.objects.values_list("message_uuid", flat=True)) == sorted(
+        row["id"] for row in replies
+    )
