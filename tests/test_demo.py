@@ -9,18 +9,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from conversations.gateway.client import (
-    ContentDelta,
-    Event,
-    Finished,
-    ReasoningDelta,
-    RequestStyle,
-    TurnOptions,
-    UpstreamClient,
-    Usage,
-    build_payload,
-)
+from conversations.gateway.client import UpstreamClient
+from conversations.gateway.content import RequestStyle
 from conversations.gateway.demo import DemoTransport
+from conversations.gateway.events import ContentDelta, Event, Finished, ReasoningDelta, Usage
+from conversations.gateway.payload import TurnOptions, build_payload
 
 MESSAGES = [{"role": "user", "content": "Can you show me *something* nice?"}]
 

@@ -15,7 +15,8 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from conversations.gateway.client import RequestStyle, TurnOptions, build_payload
+from conversations.gateway.content import RequestStyle
+from conversations.gateway.payload import TurnOptions, build_payload
 from conversations.models import (
     Conversation,
     Message,

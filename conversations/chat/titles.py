@@ -11,7 +11,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from conversations.chat import selectors, services
-from conversations.gateway.client import RequestStyle, TurnOptions, UpstreamError, build_payload
+from conversations.gateway.content import RequestStyle
+from conversations.gateway.errors import GatewayError
+from conversations.gateway.payload import TurnOptions, build_payload
 from conversations.realtime import live
 from conversations.realtime.generation import upstream_client
 
@@ -62,7 +64,7 @@ async def title_generate(*, conversation_id: uuid.UUID, owner_id: int) -> bool:
     )
     try:
         title = title_clean(await upstream_client().complete(payload))
-    except UpstreamError as exc:
+    except GatewayError as exc:
         logger.info("no title for conversation %s: %s", conversation_id, exc.message)
         return False
     if not title:
