@@ -38,10 +38,13 @@ __all__ = [
     "RecordedRequest",
     "Refuse",
     "Stream",
+    "comments_only",
     "completion_reply",
     "default_reply",
     "gateway_chunks",
     "openai_chunks",
+    "split_bytes",
+    "wrapped_chunks",
 ]
 
 MODEL: Final = "anthropic/claude-sonnet-4.5"
@@ -173,8 +176,14 @@ Reply = Stream | ErrorReply | Refuse
 
 
 def _dumps(value: Any) -> str:
-    # Compact and non-ASCII kept raw, like the gateway's Node.js JSON.stringify.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # Compact and non-ASCII kept raw, like the gateway's Node.js JSON.stringify; a lone surrogate
+    # (which UTF-8 cannot carry) is written as a \uXXXX escape, as JSON.stringify does too.
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return text
 
 
 def gateway_chunks(
@@ -229,6 +238,73 @@ def gateway_chunks(
     if trailing_finish_reason is not None:
         chunks.append(chunk({"index": 0, "finish_reason": trailing_finish_reason}, usage=None))
     return [Event(_dumps(c)) for c in chunks]
+
+
+def wrapped_chunks(
+    text_pieces: Sequence[str],
+    *,
+    input_tokens: int = 16,
+    output_tokens: int = 3,
+    cache_read_input_tokens: int = 0,
+    model: str = MODEL,
+) -> list[Event]:
+    """The gateway's Claude stream before 2026-02-13: each chunk wrapped as
+    ``{"event": <chunk>, "state": {...}}``, the chunk's own usage null or all zeros and the real
+    counts in ``state.usage`` under Anthropic's names (input first, output near the end)."""
+    generation_id = uuid.uuid4().hex
+    created = int(time.time())
+    zeros = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+    def wrap(choice: dict[str, Any], state_usage: dict[str, int], finish: str | None) -> Event:
+        inner = {
+            "id": generation_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [choice],
+            "usage": zeros if finish else None,
+        }
+        state = {
+            "generationId": generation_id,
+            "tools": [],
+            "usage": {
+                "input_tokens": input_tokens,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": cache_read_input_tokens,
+                **state_usage,
+            },
+            "finishReason": finish,
+        }
+        return Event(_dumps({"event": inner, "state": state}))
+
+    events = [
+        wrap(
+            {"index": 0, "delta": {"role": "assistant", "content": piece}},
+            {"output_tokens": 1},
+            None,
+        )
+        for piece in text_pieces
+    ]
+    events.append(
+        wrap({"index": 0, "finish_reason": "stop"}, {"output_tokens": output_tokens}, "end_turn")
+    )
+    return events
+
+
+def comments_only(count: int, *, gap: float) -> list[Step]:
+    """Keep-alive comments (``: OPENROUTER PROCESSING``) and nothing else, ``gap`` s apart."""
+    steps: list[Step] = []
+    for _ in range(count):
+        steps += [Raw(b": OPENROUTER PROCESSING\n\n"), Pause(gap)]
+    return steps
+
+
+def split_bytes(events: Sequence[Event], *, cut: Callable[[bytes], int]) -> list[Step]:
+    """The events' bytes sent as two network writes, cut where ``cut(wire)`` says (e.g. in the
+    middle of a multi-byte character)."""
+    wire = b"".join(event.frame() for event in events)
+    at = cut(wire)
+    return [Raw(wire[:at]), Pause(0.05), Raw(wire[at:])]
 
 
 def openai_chunks(
