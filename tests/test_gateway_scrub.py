@@ -85,3 +85,33 @@ def test_scrub_keeps_indices_when_lower_casing_changes_length() -> None:
     text = f"\u0130 {API_KEY} \u0130"
 
     assert scrub(text, API_KEY) == "\u0130 *** \u0130"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "reply",
+    [
+        ErrorReply(401, {"message": f"Invalid key {API_KEY}", "statusCode": 401}),
+        ErrorReply(400, {"error": {"message": f"Bad header: Bearer {API_KEY}", "type": "x"}}),
+        ErrorReply(500, f"crash while handling key={API_KEY}"),
+        Stream([SSE(json.dumps({"error": {"code": 400, "message": f"key {API_KEY} refused"}}))]),
+    ],
+    ids=["aiml-401", "openai-400", "text-500", "mid-stream"],
+)
+async def test_api_key_echoed_by_the_gateway_never_reaches_the_message(
+    fake_gateway: FakeUpstream,
+    gateway_client: UpstreamClient,
+    reply: ErrorReply | Stream,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake_gateway.enqueue(reply, reply, reply)
+    caplog.set_level(logging.DEBUG)
+
+    _, error = await collect(gateway_client, request_id="msg-1")
+
+    assert error is not None
+    assert API_KEY not in error.message
+    assert API_KEY not in str(error)
+    assert API_KEY not in repr(error)
+    assert "***" in error.message
+    assert API_KEY not in caplog.text
