@@ -17,15 +17,17 @@ from conversations.gateway.client import UpstreamClient
 from conversations.gateway.errors import GatewayError
 from conversations.gateway.events import ContentDelta, Event, ReasoningDelta
 from conversations.gateway.payload import TurnOptions, build_payload
+from conversations.gateway.profiles import SONNET_4_5
 from tests.upstream_server import Event as SSE
 from tests.upstream_server import FakeUpstream
 
 API_KEY = "sk-aiml-test-0123456789abcdef"
 MODEL = "anthropic/claude-sonnet-4.5"
 PAYLOAD = build_payload(
+    profile=SONNET_4_5,
     options=TurnOptions(model=MODEL, max_tokens=256),
     messages=[{"role": "user", "content": "Hi"}],
-)
+).body
 ClientFactory = Callable[..., UpstreamClient]
 
 

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 __all__ = [
     "DEFAULT_USAGE",
+    "SHAPE_REFUSALS",
     "Drop",
     "ErrorReply",
     "Event",
@@ -44,6 +45,7 @@ __all__ = [
     "gateway_chunks",
     "openai_chunks",
     "split_bytes",
+    "strict_gateway",
     "wrapped_chunks",
 ]
 
@@ -388,6 +390,60 @@ def default_reply(request: RecordedRequest) -> Stream | ErrorReply:
     if body.get("stream"):
         return Stream(list(gateway_chunks(["Hello", " from", " the", " fake", " upstream."])))
     return completion_reply("A short title")
+
+
+# The gateway's own words for each shape it may refuse (the first is from its error docs).
+SHAPE_REFUSALS: Final[dict[str, str]] = {
+    "system-role": "`messages[0].role` does not support 'system' with this model",
+    "system": "system: Extra inputs are not permitted",
+    "reasoning_effort": "reasoning_effort: Extra inputs are not permitted",
+    "thinking": "thinking: Extra inputs are not permitted",
+    "stop": "stop: Extra inputs are not permitted",
+    "stop_sequences": "stop_sequences: Extra inputs are not permitted",
+    "image_url": "messages.0.content.1.type: content part type 'image_url' is not supported",
+    "image": "messages.0.content.1.type: content part type 'image' is not supported",
+}
+
+
+def _shapes_in(body: dict[str, Any]) -> set[str]:
+    shapes = {
+        key
+        for key in ("system", "reasoning_effort", "thinking", "stop", "stop_sequences")
+        if key in body
+    }
+    for message in body.get("messages") or []:
+        if isinstance(message, dict) and message.get("role") == "system":
+            shapes.add("system-role")
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            shapes.update(p.get("type", "") for p in content if isinstance(p, dict))
+    return shapes
+
+
+def strict_gateway(
+    refused: set[str], *, reply: Callable[[RecordedRequest], Stream | ErrorReply] | None = None
+) -> Callable[[RecordedRequest], Stream | ErrorReply]:
+    """A ``default_reply`` for a gateway that refuses some request shapes (keys of
+    ``SHAPE_REFUSALS``) with a 400 in its own words, and otherwise answers as ``reply`` does."""
+    fallback = reply or default_reply
+
+    def answer(request: RecordedRequest) -> Stream | ErrorReply:
+        body = request.json if isinstance(request.json, dict) else {}
+        refusals = sorted(_shapes_in(body) & refused)
+        if refusals:
+            return ErrorReply(
+                400,
+                {
+                    "message": SHAPE_REFUSALS[refusals[0]],
+                    "path": "/v1/chat/completions",
+                    "requestId": uuid.uuid4().hex,
+                    "statusCode": 400,
+                    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+            )
+        return fallback(request)
+
+    return answer
 
 
 # -- server -----------------------------------------------------------------------------------

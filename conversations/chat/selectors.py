@@ -16,7 +16,8 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from conversations.gateway.content import RequestStyle
-from conversations.gateway.payload import TurnOptions, build_payload
+from conversations.gateway.dialect import Dialect
+from conversations.gateway.payload import TurnOptions, build_payload, profile_for
 from conversations.models import (
     Conversation,
     Message,
@@ -161,12 +162,13 @@ def reply_request(*, reply: Message) -> tuple[dict[str, Any], uuid.UUID]:
         messages=upstream_context(thread=message_path(message=reply)[:-1])
     )
     payload = build_payload(
+        profile=profile_for(options.model),
         options=options,
         messages=context,
         system_prompt=conversation.system_prompt,
-        style=RequestStyle(settings.CHAT_REQUEST_STYLE),
+        dialect=Dialect.of(RequestStyle(settings.CHAT_REQUEST_STYLE)),
     )
-    return payload, conversation.id
+    return payload.body, conversation.id
 
 
 # --- Sharing, export and admin review -------------------------------------------

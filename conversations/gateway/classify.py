@@ -72,7 +72,7 @@ _REFUSAL_WORDS: Final = (
     "invalid field",
 )
 _ASPECT_HINTS: Final[tuple[tuple[Aspect, tuple[str, ...]], ...]] = (
-    (Aspect.SYSTEM, ("'system'", '"system"', "`system`", "system role", "role system")),
+    (Aspect.SYSTEM, ("'system'", '"system"', "`system`", "system:", "system role", "role system")),
     (Aspect.REASONING, ("reasoning_effort", "thinking")),
     (Aspect.STOP, ("stop_sequences", "`stop`", "'stop'", '"stop"', "stop:")),
     (

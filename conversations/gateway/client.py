@@ -23,14 +23,23 @@ from conversations.gateway.classify import (
     safe_detail,
     status_error,
 )
+from conversations.gateway.dialect import Aspect, Dialect, DialectMemory, InMemoryDialects
 from conversations.gateway.errors import (
     AUTO_RETRIED,
     ConnectionFailed,
     GatewayError,
+    ShapeRejected,
     Timeout,
 )
-from conversations.gateway.events import ContentDelta, Event, Retrying
+from conversations.gateway.events import (
+    ContentDelta,
+    DialectSwitched,
+    Event,
+    ParameterNotSent,
+    Retrying,
+)
 from conversations.gateway.parse import StreamParser, completion_events
+from conversations.gateway.payload import TurnRequest
 from conversations.gateway.sse import SSEDecoder
 
 logger = logging.getLogger(__name__)
@@ -70,6 +79,7 @@ class UpstreamClient:
         backoff_base: float = 1.0,
         backoff_max: float = 20.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        dialects: DialectMemory | None = None,
     ) -> None:
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._api_key = api_key
@@ -80,6 +90,7 @@ class UpstreamClient:
         self._backoff_base = backoff_base
         self._backoff_max = backoff_max
         self._sleep = sleep
+        self._dialects: DialectMemory = dialects if dialects is not None else InMemoryDialects()
         try:
             self._host = httpx.URL(self._url).host or self._url
         except httpx.InvalidURL:
@@ -208,17 +219,43 @@ class UpstreamClient:
     # -- the one retry loop -------------------------------------------------------------------
 
     async def _run(
-        self, payload: Mapping[str, Any], *, stream: bool, request_id: str | None
+        self, request: Mapping[str, Any] | TurnRequest, *, stream: bool, request_id: str | None
     ) -> AsyncIterator[Event]:
         """Events of one turn, trying again (with a ``Retrying`` event before each wait) while
-        nothing has been yielded to the caller yet."""
+        nothing has been yielded to the caller yet.
+
+        A ``TurnRequest`` is sent in the dialect the memory knows for its model (else its own);
+        a 400 naming one aspect of the shape switches that aspect and sends the turn once more,
+        before the first token, with a ``DialectSwitched`` event; the memory learns the new
+        dialect once the gateway accepts it.
+        """
         headers = self._headers(request_id, stream=stream)
-        model = str(payload.get("model", ""))
+        dialect: Dialect | None = None
+        reported: set[ParameterNotSent] = set()
+        error: GatewayError
+        if isinstance(request, TurnRequest):
+            model = request.options.model
+            dialect = self._dialects.get(model) or request.starting_dialect
+            built = request.build(dialect, stream=stream)
+            payload = built.body
+            for notice in built.not_sent:
+                yield notice
+            reported.update(built.not_sent)
+        else:
+            model = str(request.get("model", ""))
+            payload = dict(request)
+            if not stream:
+                payload["stream"] = False
+                # OpenAI-style APIs reject stream_options on non-streamed requests.
+                payload.pop("stream_options", None)
+        switched: set[Aspect] = set()
         attempt = 1
         while True:
             produced = False
             try:
                 response = await self._open(payload, headers, model)
+                if switched and dialect is not None:
+                    self._dialects.remember(model, dialect)
                 try:
                     async for event in self._events(response):
                         produced = True
@@ -226,6 +263,23 @@ class UpstreamClient:
                 finally:
                     await response.aclose()
                 return
+            except ShapeRejected as exc:
+                error = exc
+                if isinstance(request, TurnRequest) and dialect is not None and not produced:
+                    other = dialect.switched(exc.aspect)
+                    rebuilt = request.build(other, stream=stream)
+                    if exc.aspect not in switched and rebuilt.body != payload:
+                        switched.add(exc.aspect)
+                        dialect, payload = other, rebuilt.body
+                        logger.info(
+                            "gateway refused the %s shape for %s; switching", exc.aspect, model
+                        )
+                        yield DialectSwitched(model=model, aspect=exc.aspect, dialect=dialect)
+                        for notice in rebuilt.not_sent:
+                            if notice not in reported:
+                                reported.add(notice)
+                                yield notice
+                        continue
             except GatewayError as exc:
                 error = exc
             delay = None if produced else self._retry_delay(attempt, error)
@@ -313,34 +367,37 @@ class UpstreamClient:
     # -- public API ---------------------------------------------------------------------------
 
     async def stream_chat(
-        self, payload: Mapping[str, Any], *, request_id: str | None = None
+        self, request: Mapping[str, Any] | TurnRequest, *, request_id: str | None = None
     ) -> AsyncIterator[Event]:
         """Stream one chat turn as typed events.
 
-        Ordering: deltas (``ReasoningDelta``, ``ContentDelta``, ``Refusal``, ``Citation``) as
-        they arrive; then, once the body ends (``[DONE]`` or a clean end of body), at most one
-        ``Usage`` followed by exactly one ``Finished``. A connection lost or stalled after the
-        finish reason arrived still ends normally, since the reply itself is complete.
+        ``request`` is a ``TurnRequest`` (built here, in the dialect that works for its model,
+        with a ``ParameterNotSent`` event first for each parameter the model does not take) or
+        a ready JSON body.
+
+        Ordering: notices; deltas (``ReasoningDelta``, ``ContentDelta``, ``Refusal``,
+        ``Citation``) as they arrive; then, once the body ends (``[DONE]`` or a clean end of
+        body), at most one ``Usage`` followed by exactly one ``Finished``. A connection lost or
+        stalled after the finish reason arrived still ends normally, since the reply itself is
+        complete.
 
         Errors raise ``GatewayError`` subclasses. Retryable failures are retried (with a
         ``Retrying`` event before each wait) only while nothing has been yielded yet. Close the
         iterator (``contextlib.aclosing``) when abandoning it early so the connection is
         released at once.
         """
-        async for event in self._run(payload, stream=True, request_id=request_id):
+        async for event in self._run(request, stream=True, request_id=request_id):
             yield event
 
-    async def complete(self, payload: Mapping[str, Any], *, request_id: str | None = None) -> str:
-        """Run one non-streamed turn and return the reply text (used for short titles)."""
-        body = dict(payload)
-        body["stream"] = False
-        # OpenAI-style APIs reject stream_options on non-streamed requests.
-        body.pop("stream_options", None)
-        # Some gateways stream even when asked not to; the text is the same.
+    async def complete(
+        self, request: Mapping[str, Any] | TurnRequest, *, request_id: str | None = None
+    ) -> str:
+        """Run one non-streamed turn and return the reply text (used for short titles).
+        Some gateways stream even when asked not to; the text is the same."""
         return "".join(
             [
                 event.text
-                async for event in self._run(body, stream=False, request_id=request_id)
+                async for event in self._run(request, stream=False, request_id=request_id)
                 if isinstance(event, ContentDelta)
             ]
         )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from conversations.gateway.dialect import Aspect
+
 
 class GatewayError(Exception):
     """A failure talking to the model, with a message fit to show the user."""
@@ -75,7 +77,7 @@ class ShapeRejected(BadRequest):
     """A 400 that names a part of the request's shape the model does not take; switching the
     dialect's ``aspect`` may make the same turn acceptable."""
 
-    def __init__(self, message: str, *, aspect: str, status: int | None = 400) -> None:
+    def __init__(self, message: str, *, aspect: Aspect, status: int | None = 400) -> None:
         super().__init__(message, status=status)
         self.aspect = aspect
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from conversations.gateway.dialect import Aspect, Dialect
+
 
 @dataclass(frozen=True, slots=True)
 class ContentDelta:
@@ -65,4 +67,32 @@ class Retrying:
     reason: str
 
 
-Event = ContentDelta | ReasoningDelta | Refusal | Citation | Usage | Finished | Retrying
+@dataclass(frozen=True, slots=True)
+class ParameterNotSent:
+    """A parameter the user set that the request does not carry, and why, in words."""
+
+    parameter: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DialectSwitched:
+    """The gateway refused one aspect of the request's shape; the turn was sent again with
+    ``dialect``, which the client also gave to its ``DialectMemory`` for ``model``."""
+
+    model: str
+    aspect: Aspect
+    dialect: Dialect
+
+
+Event = (
+    ContentDelta
+    | ReasoningDelta
+    | Refusal
+    | Citation
+    | Usage
+    | Finished
+    | Retrying
+    | ParameterNotSent
+    | DialectSwitched
+)
