@@ -19,7 +19,14 @@ from conversations.gateway.events import Citation, ContentDelta, Event, Refusal,
 from conversations.gateway.values import TextJoiner, cost_usd, storable_text, token_count
 from tests.gateway_support import chunk, collect, only, reasoning_of, text_of
 from tests.upstream_server import Event as SSE
-from tests.upstream_server import FakeUpstream, Raw, Stream, gateway_chunks, split_bytes
+from tests.upstream_server import (
+    FakeUpstream,
+    Raw,
+    Stream,
+    gateway_chunks,
+    split_bytes,
+    surrogate_split,
+)
 
 SMILE = "\U0001f600"
 
@@ -247,6 +254,21 @@ async def test_a_half_that_never_finds_its_pair_becomes_a_replacement_character(
     _no_unstorable(events)
     assert text_of(events) == "a\ufffdb\ufffd"
     assert all(e.text for e in only(events, ContentDelta))
+
+
+@pytest.mark.asyncio
+async def test_the_fake_gateways_surrogate_split_reads_whole(
+    fake_gateway: FakeUpstream, gateway_client: UpstreamClient
+) -> None:
+    halves = surrogate_split("I am ", SMILE, " today")
+    assert '"I am \\ud83d"' in halves[0].data
+    assert '"\\ude00 today"' in halves[1].data
+    fake_gateway.enqueue(Stream(list(halves)))
+
+    events, error = await collect(gateway_client)
+
+    assert error is None
+    assert text_of(events) == f"I am {SMILE} today"
 
 
 def test_text_joiner_keeps_each_stream_apart() -> None:

@@ -16,7 +16,6 @@ import contextlib
 import json
 import socket
 import threading
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -24,6 +23,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Final
+
+from conversations.gateway import wire
 
 __all__ = [
     "DEFAULT_USAGE",
@@ -46,19 +47,14 @@ __all__ = [
     "openai_chunks",
     "split_bytes",
     "strict_gateway",
+    "surrogate_split",
     "wrapped_chunks",
 ]
 
-MODEL: Final = "anthropic/claude-sonnet-4.5"
+MODEL: Final = wire.MODEL
 # A held stream is dropped after this long so a forgotten release fails the test visibly.
 HOLD_SAFETY_TIMEOUT: Final = 60.0
-DEFAULT_USAGE: Final[dict[str, Any]] = {
-    "prompt_tokens": 12,
-    "completion_tokens": 7,
-    "total_tokens": 19,
-    "completion_tokens_details": {"reasoning_tokens": 0},
-    "prompt_tokens_details": {"cached_tokens": 0},
-}
+DEFAULT_USAGE: Final[dict[str, Any]] = wire.usage(12, 7)
 
 
 class _Headers(dict[str, str]):
@@ -177,15 +173,8 @@ Reply = Stream | ErrorReply | Refuse
 # -- canned bodies ----------------------------------------------------------------------------
 
 
-def _dumps(value: Any) -> str:
-    # Compact and non-ASCII kept raw, like the gateway's Node.js JSON.stringify; a lone surrogate
-    # (which UTF-8 cannot carry) is written as a \uXXXX escape, as JSON.stringify does too.
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
-    return text
+def _events(chunks: Sequence[dict[str, Any] | str]) -> list[Event]:
+    return [Event(chunk if isinstance(chunk, str) else wire.dumps(chunk)) for chunk in chunks]
 
 
 def gateway_chunks(
@@ -198,99 +187,33 @@ def gateway_chunks(
     model: str = MODEL,
     trailing_finish_reason: str | None = "stop",
 ) -> list[Event]:
-    """The AIML gateway's stream for Claude, as documented.
-
-    Only the first chunk has an id; every delta repeats role and ``refusal: null``; no
-    ``finish_reason`` key before the end; usage and ``meta.usage`` ride in the finish chunk;
-    a ``delta``-less trailing chunk follows (``trailing_finish_reason=None`` omits it); no
-    ``[DONE]``.
-    """
-    chunk_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    created = int(time.time())
-    chunks: list[dict[str, Any]] = []
-
-    def chunk(choice: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "id": "" if chunks else chunk_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [choice],
-        }
-        body.update(extra)
-        return body
-
-    for piece in reasoning_pieces:
-        delta = {"role": "assistant", "content": "", "reasoning_content": piece, "refusal": None}
-        chunks.append(chunk({"index": 0, "delta": delta}))
-    for piece in text_pieces:
-        delta = {"role": "assistant", "content": piece, "refusal": None}
-        chunks.append(chunk({"index": 0, "delta": delta}))
-    finish: dict[str, Any] = {
-        "index": 0,
-        "delta": {"role": "assistant", "content": "", "refusal": None},
-        "finish_reason": finish_reason,
-    }
-    extra: dict[str, Any] = {"usage": usage}
-    if usd_spent is not None:
-        extra["meta"] = {
-            "usage": {"credits_used": round(usd_spent * 2_100_000), "usd_spent": usd_spent}
-        }
-    chunks.append(chunk(finish, **extra))
-    if trailing_finish_reason is not None:
-        chunks.append(chunk({"index": 0, "finish_reason": trailing_finish_reason}, usage=None))
-    return [Event(_dumps(c)) for c in chunks]
-
-
-def wrapped_chunks(
-    text_pieces: Sequence[str],
-    *,
-    input_tokens: int = 16,
-    output_tokens: int = 3,
-    cache_read_input_tokens: int = 0,
-    model: str = MODEL,
-) -> list[Event]:
-    """The gateway's Claude stream before 2026-02-13: each chunk wrapped as
-    ``{"event": <chunk>, "state": {...}}``, the chunk's own usage null or all zeros and the real
-    counts in ``state.usage`` under Anthropic's names (input first, output near the end)."""
-    generation_id = uuid.uuid4().hex
-    created = int(time.time())
-    zeros = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-
-    def wrap(choice: dict[str, Any], state_usage: dict[str, int], finish: str | None) -> Event:
-        inner = {
-            "id": generation_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [choice],
-            "usage": zeros if finish else None,
-        }
-        state = {
-            "generationId": generation_id,
-            "tools": [],
-            "usage": {
-                "input_tokens": input_tokens,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": cache_read_input_tokens,
-                **state_usage,
-            },
-            "finishReason": finish,
-        }
-        return Event(_dumps({"event": inner, "state": state}))
-
-    events = [
-        wrap(
-            {"index": 0, "delta": {"role": "assistant", "content": piece}},
-            {"output_tokens": 1},
-            None,
+    """The AIML gateway's stream for Claude, as documented (see ``wire.gateway_chunks``)."""
+    return _events(
+        wire.gateway_chunks(
+            text_pieces,
+            reasoning_pieces=reasoning_pieces,
+            finish_reason=finish_reason,
+            usage=usage,
+            usd_spent=usd_spent,
+            model=model,
+            trailing_finish_reason=trailing_finish_reason,
         )
-        for piece in text_pieces
-    ]
-    events.append(
-        wrap({"index": 0, "finish_reason": "stop"}, {"output_tokens": output_tokens}, "end_turn")
     )
-    return events
+
+
+def wrapped_chunks(text_pieces: Sequence[str], **options: Any) -> list[Event]:
+    """The gateway's wrapped Claude stream from before 2026-02-13 (see ``wire``)."""
+    return _events(wire.wrapped_chunks(text_pieces, **options))
+
+
+def surrogate_split(before: str, char: str, after: str) -> list[Event]:
+    """Two content chunks that cut ``char`` (outside the BMP) between its UTF-16 halves, as a
+    gateway slicing JSON-escaped text sends it: ``"…\\ud83d"`` then ``"\\ude00…"``."""
+    units = char.encode("utf-16-be")
+    if len(units) != 4:
+        raise ValueError("the character must lie outside the Basic Multilingual Plane")
+    high, low = chr(int.from_bytes(units[:2])), chr(int.from_bytes(units[2:]))
+    return gateway_chunks([before + high, low + after])
 
 
 def comments_only(count: int, *, gap: float) -> list[Step]:
@@ -304,9 +227,9 @@ def comments_only(count: int, *, gap: float) -> list[Step]:
 def split_bytes(events: Sequence[Event], *, cut: Callable[[bytes], int]) -> list[Step]:
     """The events' bytes sent as two network writes, cut where ``cut(wire)`` says (e.g. in the
     middle of a multi-byte character)."""
-    wire = b"".join(event.frame() for event in events)
-    at = cut(wire)
-    return [Raw(wire[:at]), Pause(0.05), Raw(wire[at:])]
+    data = b"".join(event.frame() for event in events)
+    at = cut(data)
+    return [Raw(data[:at]), Pause(0.05), Raw(data[at:])]
 
 
 def openai_chunks(
@@ -318,31 +241,16 @@ def openai_chunks(
 ) -> list[Event]:
     """Classic OpenAI stream: usage in a separate empty-choices chunk, then ``[DONE]``."""
     chunk_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    created = int(time.time())
-
-    def chunk(choices: list[dict[str, Any]], **extra: Any) -> Event:
-        body: dict[str, Any] = {
-            "id": chunk_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": choices,
-        }
-        body.update(extra)
-        return Event(_dumps(body))
-
-    events = [
-        chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-    ]
-    events.extend(
-        chunk([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
-        for piece in text_pieces
+    first = wire.openai_chunk(
+        [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+        chunk_id=chunk_id,
+        model=model,
     )
-    events.append(chunk([{"index": 0, "delta": {}, "finish_reason": finish_reason}]))
-    if usage is not None:
-        events.append(chunk([], usage=usage))
-    events.append(Event("[DONE]"))
-    return events
+    pieces = [wire.openai_content(p, chunk_id=chunk_id, model=model) for p in text_pieces]
+    tail = wire.openai_tail(
+        finish_reason=finish_reason, usage=usage, chunk_id=chunk_id, model=model
+    )
+    return _events([first, *pieces, *tail])
 
 
 def completion_reply(
@@ -354,21 +262,7 @@ def completion_reply(
 ) -> ErrorReply:
     """A non-streamed ``chat.completion`` (HTTP 200)."""
     return ErrorReply(
-        200,
-        {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None},
-                    "finish_reason": finish_reason,
-                }
-            ],
-            "usage": usage,
-        },
+        200, wire.completion_body(content, finish_reason=finish_reason, usage=usage, model=model)
     )
 
 
@@ -376,16 +270,7 @@ def default_reply(request: RecordedRequest) -> Stream | ErrorReply:
     """Stream a short greeting for streamed requests, a short title otherwise."""
     path = request.path.split("?", 1)[0]
     if request.method != "POST" or not path.endswith("/chat/completions"):
-        return ErrorReply(
-            404,
-            {
-                "message": f"Cannot {request.method} {path}",
-                "path": path,
-                "requestId": uuid.uuid4().hex,
-                "statusCode": 404,
-                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-        )
+        return ErrorReply(404, wire.error_body(404, f"Cannot {request.method} {path}", path=path))
     body = request.json if isinstance(request.json, dict) else {}
     if body.get("stream"):
         return Stream(list(gateway_chunks(["Hello", " from", " the", " fake", " upstream."])))
@@ -431,16 +316,7 @@ def strict_gateway(
         body = request.json if isinstance(request.json, dict) else {}
         refusals = sorted(_shapes_in(body) & refused)
         if refusals:
-            return ErrorReply(
-                400,
-                {
-                    "message": SHAPE_REFUSALS[refusals[0]],
-                    "path": "/v1/chat/completions",
-                    "requestId": uuid.uuid4().hex,
-                    "statusCode": 400,
-                    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                },
-            )
+            return ErrorReply(400, wire.error_body(400, SHAPE_REFUSALS[refusals[0]]))
         return fallback(request)
 
     return answer
@@ -532,7 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif body is None:
             data, content_type = b"", "text/plain; charset=utf-8"
         else:
-            data, content_type = _dumps(body).encode(), "application/json; charset=utf-8"
+            data, content_type = wire.dumps(body).encode(), "application/json; charset=utf-8"
         self.send_response(reply.status)
         headers = {"Content-Type": content_type, "X-Inference-Id": uuid.uuid4().hex}
         headers.update(reply.headers)
