@@ -351,6 +351,11 @@ class UpstreamClient:
         except GatewayError:
             parser.log_oddities()
             raise
+        finally:
+            # httpx's byte iterator is an async generator: close it here, not in the GC.
+            close = getattr(reads, "aclose", None)
+            if close is not None:
+                await close()
         for event in parser.end():
             yield event
 

@@ -62,23 +62,21 @@ class SSEDecoder:
             raise ProtocolError("The model service sent a line in its reply that never ended.")
         self._buffer = rest
         events: list[ServerSentEvent] = []
+        data = self._data
         for line in lines:
-            event = self._line(line)
-            if event is not None:
-                events.append(event)
+            # Hot path: nearly every line is "data: …" or the blank line that ends an event.
+            if line[:5] == "data:":
+                data.append(line[6:] if line[5:6] == " " else line[5:])
+            elif not line:
+                if data:
+                    events.append(ServerSentEvent(data="\n".join(data), event=self._event))
+                    data.clear()
+                self._event = ""
+            elif line[0] != ":":
+                self._field(line)
         return events
 
-    def _line(self, line: str) -> ServerSentEvent | None:
-        if not line:
-            if not self._data:
-                self._event = ""
-                return None
-            event = ServerSentEvent(data="\n".join(self._data), event=self._event)
-            self._data = []
-            self._event = ""
-            return event
-        if line[0] == ":":
-            return None
+    def _field(self, line: str) -> None:
         name, colon, value = line.partition(":")
         if colon and value[:1] == " ":
             value = value[1:]
@@ -86,5 +84,4 @@ class SSEDecoder:
             self._data.append(value)
         elif name == "event":
             self._event = value
-        # "id" and "retry" mean nothing for one reply and are ignored.
-        return None
+        # "id" and "retry" mean nothing for one reply and are ignored; comments are dropped.
