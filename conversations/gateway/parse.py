@@ -282,12 +282,10 @@ class StreamParser:
                 if text := self._reasoning.feed(text):
                     events.append(ReasoningDelta(text))
             text = delta.get("content")
-            if text and type(text) is str:
-                self._recognised = True
-                if text := self._content.feed(text):
-                    events.append(ContentDelta(text))
-            elif isinstance(text, list) and (text := message_text(text)):
+            if isinstance(text, list):
                 # Anthropic-style blocks inside a delta.
+                text = message_text(text)
+            if text and type(text) is str:
                 self._recognised = True
                 if text := self._content.feed(text):
                     events.append(ContentDelta(text))
