@@ -206,14 +206,15 @@ def wrapped_chunks(text_pieces: Sequence[str], **options: Any) -> list[Event]:
     return _events(wire.wrapped_chunks(text_pieces, **options))
 
 
-def surrogate_split(before: str, char: str, after: str) -> list[Event]:
+def surrogate_split(before: str, char: str, after: str, **options: Any) -> list[Event]:
     """Two content chunks that cut ``char`` (outside the BMP) between its UTF-16 halves, as a
-    gateway slicing JSON-escaped text sends it: ``"…\\ud83d"`` then ``"\\ude00…"``."""
+    gateway slicing JSON-escaped text sends it: ``"…\\ud83d"`` then ``"\\ude00…"``. The
+    rest of the stream is ``gateway_chunks``'s, with ``options`` passed on."""
     units = char.encode("utf-16-be")
     if len(units) != 4:
         raise ValueError("the character must lie outside the Basic Multilingual Plane")
     high, low = chr(int.from_bytes(units[:2])), chr(int.from_bytes(units[2:]))
-    return gateway_chunks([before + high, low + after])
+    return gateway_chunks([before + high, low + after], **options)
 
 
 def comments_only(count: int, *, gap: float) -> list[Step]:
