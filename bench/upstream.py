@@ -19,6 +19,7 @@ import signal
 from typing import Any
 
 from bench.common import parse_spec, reply_tokens
+from conversations.gateway import wire
 
 HEAD = (
     b"HTTP/1.1 200 OK\r\n"
@@ -29,53 +30,26 @@ HEAD = (
 )
 
 
-def _chunk(event: dict) -> bytes:
-    data = b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
+def _chunk(event: dict | str) -> bytes:
+    data = wire.sse(event)
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 @functools.cache
 def _token_chunk(text: str) -> bytes:
     # Cached: the vocabulary is small, so the upstream spends its CPU on sending, not encoding.
-    return _chunk(
-        {
-            "id": "chatcmpl-bench",
-            "object": "chat.completion.chunk",
-            "model": "bench",
-            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
-        }
-    )
+    return _chunk(wire.openai_content(text, chunk_id="chatcmpl-bench", model="bench"))
 
 
 def _tail(count: int) -> bytes:
-    finish = _chunk(
-        {"id": "chatcmpl-bench", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    tail = wire.openai_tail(
+        finish_reason="stop", usage=wire.usage(12, count), chunk_id="chatcmpl-bench", model="bench"
     )
-    usage = _chunk(
-        {
-            "id": "chatcmpl-bench",
-            "choices": [],
-            "usage": {"prompt_tokens": 12, "completion_tokens": count, "total_tokens": count + 12},
-        }
-    )
-    done = b"data: [DONE]\n\n"
-    return finish + usage + b"%x\r\n%s\r\n" % (len(done), done) + b"0\r\n\r\n"
+    return b"".join(_chunk(event) for event in tail) + b"0\r\n\r\n"
 
 
-COMPLETION = json.dumps(
-    {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion",
-        "model": "bench",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "Bench conversation"},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 30, "completion_tokens": 3, "total_tokens": 33},
-    }
+COMPLETION = wire.dumps(
+    wire.completion_body("Bench conversation", usage=wire.usage(30, 3), model="bench")
 ).encode()
 COMPLETION_RESPONSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"

@@ -28,6 +28,8 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 TEST_API_KEY = "sk-test-" + "K3y" * 8
 PASSWORD = "correct horse battery staple"
 
+pytest_plugins = ("tests.gateway_support",)
+
 
 @pytest.fixture(scope="session")
 def upstream_server() -> Iterator[FakeUpstream]:

@@ -9,18 +9,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from conversations.gateway.client import (
-    ContentDelta,
-    Event,
-    Finished,
-    ReasoningDelta,
-    RequestStyle,
-    TurnOptions,
-    UpstreamClient,
-    Usage,
-    build_payload,
-)
+from conversations.gateway.client import UpstreamClient
+from conversations.gateway.content import RequestStyle
 from conversations.gateway.demo import DemoTransport
+from conversations.gateway.dialect import Dialect
+from conversations.gateway.events import ContentDelta, Event, Finished, ReasoningDelta, Usage
+from conversations.gateway.payload import TurnOptions, build_payload
+from conversations.gateway.profiles import SONNET_4_5
 
 MESSAGES = [{"role": "user", "content": "Can you show me *something* nice?"}]
 
@@ -40,7 +35,13 @@ def payload(**options: Any) -> dict[str, Any]:
     style = options.pop("style", RequestStyle.OPENAI)
     stream = options.pop("stream", True)
     turn = TurnOptions(model="anthropic/claude-sonnet-4.5", **{"max_tokens": 4000, **options})
-    return build_payload(options=turn, messages=MESSAGES, style=style, stream=stream)
+    return build_payload(
+        profile=SONNET_4_5,
+        options=turn,
+        messages=MESSAGES,
+        dialect=Dialect.of(style),
+        stream=stream,
+    ).body
 
 
 async def collect(client: UpstreamClient, body: dict[str, Any]) -> list[Event]:

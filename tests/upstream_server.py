@@ -16,7 +16,6 @@ import contextlib
 import json
 import socket
 import threading
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -25,8 +24,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Final
 
+from conversations.gateway import wire
+
 __all__ = [
     "DEFAULT_USAGE",
+    "SHAPE_REFUSALS",
     "Drop",
     "ErrorReply",
     "Event",
@@ -38,22 +40,21 @@ __all__ = [
     "RecordedRequest",
     "Refuse",
     "Stream",
+    "comments_only",
     "completion_reply",
     "default_reply",
     "gateway_chunks",
     "openai_chunks",
+    "split_bytes",
+    "strict_gateway",
+    "surrogate_split",
+    "wrapped_chunks",
 ]
 
-MODEL: Final = "anthropic/claude-sonnet-4.5"
+MODEL: Final = wire.MODEL
 # A held stream is dropped after this long so a forgotten release fails the test visibly.
 HOLD_SAFETY_TIMEOUT: Final = 60.0
-DEFAULT_USAGE: Final[dict[str, Any]] = {
-    "prompt_tokens": 12,
-    "completion_tokens": 7,
-    "total_tokens": 19,
-    "completion_tokens_details": {"reasoning_tokens": 0},
-    "prompt_tokens_details": {"cached_tokens": 0},
-}
+DEFAULT_USAGE: Final[dict[str, Any]] = wire.usage(12, 7)
 
 
 class _Headers(dict[str, str]):
@@ -172,9 +173,8 @@ Reply = Stream | ErrorReply | Refuse
 # -- canned bodies ----------------------------------------------------------------------------
 
 
-def _dumps(value: Any) -> str:
-    # Compact and non-ASCII kept raw, like the gateway's Node.js JSON.stringify.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+def _events(chunks: Sequence[dict[str, Any] | str]) -> list[Event]:
+    return [Event(chunk if isinstance(chunk, str) else wire.dumps(chunk)) for chunk in chunks]
 
 
 def gateway_chunks(
@@ -187,48 +187,50 @@ def gateway_chunks(
     model: str = MODEL,
     trailing_finish_reason: str | None = "stop",
 ) -> list[Event]:
-    """The AIML gateway's stream for Claude, as documented.
+    """The AIML gateway's stream for Claude, as documented (see ``wire.gateway_chunks``)."""
+    return _events(
+        wire.gateway_chunks(
+            text_pieces,
+            reasoning_pieces=reasoning_pieces,
+            finish_reason=finish_reason,
+            usage=usage,
+            usd_spent=usd_spent,
+            model=model,
+            trailing_finish_reason=trailing_finish_reason,
+        )
+    )
 
-    Only the first chunk has an id; every delta repeats role and ``refusal: null``; no
-    ``finish_reason`` key before the end; usage and ``meta.usage`` ride in the finish chunk;
-    a ``delta``-less trailing chunk follows (``trailing_finish_reason=None`` omits it); no
-    ``[DONE]``.
-    """
-    chunk_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    created = int(time.time())
-    chunks: list[dict[str, Any]] = []
 
-    def chunk(choice: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "id": "" if chunks else chunk_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [choice],
-        }
-        body.update(extra)
-        return body
+def wrapped_chunks(text_pieces: Sequence[str], **options: Any) -> list[Event]:
+    """The gateway's wrapped Claude stream from before 2026-02-13 (see ``wire``)."""
+    return _events(wire.wrapped_chunks(text_pieces, **options))
 
-    for piece in reasoning_pieces:
-        delta = {"role": "assistant", "content": "", "reasoning_content": piece, "refusal": None}
-        chunks.append(chunk({"index": 0, "delta": delta}))
-    for piece in text_pieces:
-        delta = {"role": "assistant", "content": piece, "refusal": None}
-        chunks.append(chunk({"index": 0, "delta": delta}))
-    finish: dict[str, Any] = {
-        "index": 0,
-        "delta": {"role": "assistant", "content": "", "refusal": None},
-        "finish_reason": finish_reason,
-    }
-    extra: dict[str, Any] = {"usage": usage}
-    if usd_spent is not None:
-        extra["meta"] = {
-            "usage": {"credits_used": round(usd_spent * 2_100_000), "usd_spent": usd_spent}
-        }
-    chunks.append(chunk(finish, **extra))
-    if trailing_finish_reason is not None:
-        chunks.append(chunk({"index": 0, "finish_reason": trailing_finish_reason}, usage=None))
-    return [Event(_dumps(c)) for c in chunks]
+
+def surrogate_split(before: str, char: str, after: str, **options: Any) -> list[Event]:
+    """Two content chunks that cut ``char`` (outside the BMP) between its UTF-16 halves, as a
+    gateway slicing JSON-escaped text sends it: ``"…\\ud83d"`` then ``"\\ude00…"``. The
+    rest of the stream is ``gateway_chunks``'s, with ``options`` passed on."""
+    units = char.encode("utf-16-be")
+    if len(units) != 4:
+        raise ValueError("the character must lie outside the Basic Multilingual Plane")
+    high, low = chr(int.from_bytes(units[:2])), chr(int.from_bytes(units[2:]))
+    return gateway_chunks([before + high, low + after], **options)
+
+
+def comments_only(count: int, *, gap: float) -> list[Step]:
+    """Keep-alive comments (``: OPENROUTER PROCESSING``) and nothing else, ``gap`` s apart."""
+    steps: list[Step] = []
+    for _ in range(count):
+        steps += [Raw(b": OPENROUTER PROCESSING\n\n"), Pause(gap)]
+    return steps
+
+
+def split_bytes(events: Sequence[Event], *, cut: Callable[[bytes], int]) -> list[Step]:
+    """The events' bytes sent as two network writes, cut where ``cut(wire)`` says (e.g. in the
+    middle of a multi-byte character)."""
+    data = b"".join(event.frame() for event in events)
+    at = cut(data)
+    return [Raw(data[:at]), Pause(0.05), Raw(data[at:])]
 
 
 def openai_chunks(
@@ -240,31 +242,16 @@ def openai_chunks(
 ) -> list[Event]:
     """Classic OpenAI stream: usage in a separate empty-choices chunk, then ``[DONE]``."""
     chunk_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    created = int(time.time())
-
-    def chunk(choices: list[dict[str, Any]], **extra: Any) -> Event:
-        body: dict[str, Any] = {
-            "id": chunk_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": choices,
-        }
-        body.update(extra)
-        return Event(_dumps(body))
-
-    events = [
-        chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
-    ]
-    events.extend(
-        chunk([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
-        for piece in text_pieces
+    first = wire.openai_chunk(
+        [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+        chunk_id=chunk_id,
+        model=model,
     )
-    events.append(chunk([{"index": 0, "delta": {}, "finish_reason": finish_reason}]))
-    if usage is not None:
-        events.append(chunk([], usage=usage))
-    events.append(Event("[DONE]"))
-    return events
+    pieces = [wire.openai_content(p, chunk_id=chunk_id, model=model) for p in text_pieces]
+    tail = wire.openai_tail(
+        finish_reason=finish_reason, usage=usage, chunk_id=chunk_id, model=model
+    )
+    return _events([first, *pieces, *tail])
 
 
 def completion_reply(
@@ -276,21 +263,7 @@ def completion_reply(
 ) -> ErrorReply:
     """A non-streamed ``chat.completion`` (HTTP 200)."""
     return ErrorReply(
-        200,
-        {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None},
-                    "finish_reason": finish_reason,
-                }
-            ],
-            "usage": usage,
-        },
+        200, wire.completion_body(content, finish_reason=finish_reason, usage=usage, model=model)
     )
 
 
@@ -298,20 +271,56 @@ def default_reply(request: RecordedRequest) -> Stream | ErrorReply:
     """Stream a short greeting for streamed requests, a short title otherwise."""
     path = request.path.split("?", 1)[0]
     if request.method != "POST" or not path.endswith("/chat/completions"):
-        return ErrorReply(
-            404,
-            {
-                "message": f"Cannot {request.method} {path}",
-                "path": path,
-                "requestId": uuid.uuid4().hex,
-                "statusCode": 404,
-                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-        )
+        return ErrorReply(404, wire.error_body(404, f"Cannot {request.method} {path}", path=path))
     body = request.json if isinstance(request.json, dict) else {}
     if body.get("stream"):
         return Stream(list(gateway_chunks(["Hello", " from", " the", " fake", " upstream."])))
     return completion_reply("A short title")
+
+
+# The gateway's own words for each shape it may refuse (the first is from its error docs).
+SHAPE_REFUSALS: Final[dict[str, str]] = {
+    "system-role": "`messages[0].role` does not support 'system' with this model",
+    "system": "system: Extra inputs are not permitted",
+    "reasoning_effort": "reasoning_effort: Extra inputs are not permitted",
+    "thinking": "thinking: Extra inputs are not permitted",
+    "stop": "stop: Extra inputs are not permitted",
+    "stop_sequences": "stop_sequences: Extra inputs are not permitted",
+    "image_url": "messages.0.content.1.type: content part type 'image_url' is not supported",
+    "image": "messages.0.content.1.type: content part type 'image' is not supported",
+}
+
+
+def _shapes_in(body: dict[str, Any]) -> set[str]:
+    shapes = {
+        key
+        for key in ("system", "reasoning_effort", "thinking", "stop", "stop_sequences")
+        if key in body
+    }
+    for message in body.get("messages") or []:
+        if isinstance(message, dict) and message.get("role") == "system":
+            shapes.add("system-role")
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            shapes.update(p.get("type", "") for p in content if isinstance(p, dict))
+    return shapes
+
+
+def strict_gateway(
+    refused: set[str], *, reply: Callable[[RecordedRequest], Stream | ErrorReply] | None = None
+) -> Callable[[RecordedRequest], Stream | ErrorReply]:
+    """A ``default_reply`` for a gateway that refuses some request shapes (keys of
+    ``SHAPE_REFUSALS``) with a 400 in its own words, and otherwise answers as ``reply`` does."""
+    fallback = reply or default_reply
+
+    def answer(request: RecordedRequest) -> Stream | ErrorReply:
+        body = request.json if isinstance(request.json, dict) else {}
+        refusals = sorted(_shapes_in(body) & refused)
+        if refusals:
+            return ErrorReply(400, wire.error_body(400, SHAPE_REFUSALS[refusals[0]]))
+        return fallback(request)
+
+    return answer
 
 
 # -- server -----------------------------------------------------------------------------------
@@ -400,7 +409,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif body is None:
             data, content_type = b"", "text/plain; charset=utf-8"
         else:
-            data, content_type = _dumps(body).encode(), "application/json; charset=utf-8"
+            data, content_type = wire.dumps(body).encode(), "application/json; charset=utf-8"
         self.send_response(reply.status)
         headers = {"Content-Type": content_type, "X-Inference-Id": uuid.uuid4().hex}
         headers.update(reply.headers)

@@ -12,7 +12,9 @@ from django.db import connections
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from conversations.gateway.client import RequestStyle, TurnOptions, build_payload
+from conversations.gateway.content import RequestStyle
+from conversations.gateway.dialect import Dialect
+from conversations.gateway.payload import TurnOptions, TurnRequest, profile_for
 from conversations.models import (
     Conversation,
     Message,
@@ -134,11 +136,12 @@ def _ancestors(
     return list(manager.raw(sql, params))
 
 
-def reply_request(*, reply: Message) -> tuple[dict[str, Any], uuid.UUID]:
-    """The upstream payload for a saved reply, and its conversation's id.
+def reply_turn(*, reply: Message) -> tuple[TurnRequest, uuid.UUID]:
+    """The turn for a saved reply, and its conversation's id. Given to the gateway client as is,
+    it is built in the dialect that works for the model (negotiated once when refused).
 
     The parameters are the ones saved on the reply when the turn started, so what is stored is
-    exactly what was sent.
+    exactly what was asked for.
     """
     conversation = reply.conversation
     params = reply.request_params
@@ -153,13 +156,21 @@ def reply_request(*, reply: Message) -> tuple[dict[str, Any], uuid.UUID]:
     context = context_with_continuations(
         messages=upstream_context(thread=message_path(message=reply)[:-1])
     )
-    payload = build_payload(
+    turn = TurnRequest(
+        profile=profile_for(options.model),
         options=options,
         messages=context,
         system_prompt=conversation.system_prompt,
-        style=RequestStyle(settings.CHAT_REQUEST_STYLE),
+        dialect=Dialect.of(RequestStyle(settings.CHAT_REQUEST_STYLE)),
     )
-    return payload, conversation.id
+    return turn, conversation.id
+
+
+def reply_request(*, reply: Message) -> tuple[dict[str, Any], uuid.UUID]:
+    """The upstream payload for a saved reply (in the configured dialect), and its
+    conversation's id."""
+    turn, conversation_id = reply_turn(reply=reply)
+    return turn.build(turn.starting_dialect, stream=True).body, conversation_id
 
 
 # --- Export --------------------------------------------------------------------

@@ -11,7 +11,10 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from conversations.chat import selectors, services
-from conversations.gateway.client import RequestStyle, TurnOptions, UpstreamError, build_payload
+from conversations.gateway.content import RequestStyle
+from conversations.gateway.dialect import Dialect
+from conversations.gateway.errors import GatewayError
+from conversations.gateway.payload import TurnOptions, TurnRequest, profile_for
 from conversations.realtime import live
 from conversations.realtime.generation import upstream_client
 
@@ -53,16 +56,16 @@ async def title_generate(*, conversation_id: uuid.UUID, owner_id: int) -> bool:
         return False
     # The user's own words come first, so even the offline demo model titles from them.
     excerpt = f"{request.user_text[:EXCERPT_CHARS]}\n---\n{request.reply_text[:EXCERPT_CHARS]}"
-    payload = build_payload(
+    turn = TurnRequest(
+        profile=profile_for(settings.CHAT_MODEL),
         options=TurnOptions(model=settings.CHAT_MODEL, max_tokens=TITLE_MAX_TOKENS),
         messages=[{"role": "user", "content": excerpt}],
         system_prompt=TITLE_INSTRUCTION,
-        style=RequestStyle(settings.CHAT_REQUEST_STYLE),
-        stream=False,
+        dialect=Dialect.of(RequestStyle(settings.CHAT_REQUEST_STYLE)),
     )
     try:
-        title = title_clean(await upstream_client().complete(payload))
-    except UpstreamError as exc:
+        title = title_clean(await upstream_client().complete(turn))
+    except GatewayError as exc:
         logger.info("no title for conversation %s: %s", conversation_id, exc.message)
         return False
     if not title:

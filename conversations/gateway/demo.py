@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
 import httpx
 
+from conversations.gateway import wire
+
 __all__ = ["DemoTransport"]
 
-DEMO_MODEL: Final = "anthropic/claude-sonnet-4.5"
+DEMO_MODEL: Final = wire.MODEL
 _QUOTE_CHARS: Final = 120
 # Claude Sonnet 4.5 list prices, so the demo's cost column looks plausible.
 _USD_PER_INPUT_TOKEN: Final = 3 / 1_000_000
@@ -44,10 +45,6 @@ def greet(name: str) -> str:
 ```
 
 Everything you see was streamed word by word, just like a real reply."""
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _text_of(content: Any) -> str:
@@ -152,104 +149,55 @@ class DemoTransport(httpx.AsyncBaseTransport):
         )
 
     def _events(self, payload: Mapping[str, Any], user_text: str) -> list[bytes]:
-        model = str(payload.get("model") or DEMO_MODEL)
-        chunk_id = f"chatcmpl-demo-{uuid.uuid4().hex[:16]}"
-        created = int(time.time())
-        events: list[bytes] = []
-
-        def emit(choice: dict[str, Any], **extra: Any) -> None:
-            body = {
-                # The gateway only fills the id on the first chunk.
-                "id": "" if events else chunk_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [choice],
-                **extra,
-            }
-            events.append(b"data: " + _dumps(body) + b"\n\n")
-
         reasoning_words: list[str] = []
         if payload.get("reasoning_effort") or payload.get("thinking"):
             reasoning_words = _words(_REASONING)
-            for word in reasoning_words:
-                delta = {"role": "assistant", "content": "", "reasoning_content": word}
-                emit({"index": 0, "delta": {**delta, "refusal": None}})
-
         words = _words(_reply_text(user_text))
         limit = payload.get("max_tokens")
         finish_reason = "stop"
         if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < len(words):
             words, finish_reason = words[:limit], "length"
-        for word in words:
-            emit({"index": 0, "delta": {"role": "assistant", "content": word, "refusal": None}})
 
         prompt_tokens = _prompt_tokens(payload)
         completion_tokens = len(words) + len(reasoning_words)
         usd = round(
             prompt_tokens * _USD_PER_INPUT_TOKEN + completion_tokens * _USD_PER_OUTPUT_TOKEN, 8
         )
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "completion_tokens_details": {"reasoning_tokens": len(reasoning_words)},
-            "prompt_tokens_details": {"cached_tokens": 0},
-        }
-        emit(
-            {
-                "index": 0,
-                "delta": {"role": "assistant", "content": "", "refusal": None},
-                "finish_reason": finish_reason,
-            },
-            usage=usage,
-            meta={"usage": {"credits_used": round(usd * 2_100_000), "usd_spent": usd}},
+        chunks = wire.gateway_chunks(
+            words,
+            reasoning_pieces=reasoning_words,
+            finish_reason=finish_reason,
+            usage=wire.usage(
+                prompt_tokens, completion_tokens, reasoning_tokens=len(reasoning_words)
+            ),
+            usd_spent=usd,
+            model=str(payload.get("model") or DEMO_MODEL),
+            trailing_finish_reason=finish_reason,
         )
-        # The gateway's trailing chunk: no delta, usage null, and no [DONE] after it.
-        emit({"index": 0, "finish_reason": finish_reason}, usage=None)
-        return events
+        return [wire.sse(chunk) for chunk in chunks]
 
     def _completion(
         self, payload: Mapping[str, Any], content: str, request: httpx.Request
     ) -> httpx.Response:
         prompt_tokens = _prompt_tokens(payload)
         completion_tokens = len(content.split())
-        body = {
-            "id": f"chatcmpl-demo-{uuid.uuid4().hex[:16]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": str(payload.get("model") or DEMO_MODEL),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
-        return httpx.Response(
-            200,
-            content=_dumps(body),
-            headers={"content-type": "application/json"},
-            request=request,
+        body = wire.completion_body(
+            content,
+            usage=wire.usage(prompt_tokens, completion_tokens),
+            model=str(payload.get("model") or DEMO_MODEL),
         )
+        return _json_response(200, body, request)
 
     def _error(self, status: int, message: str, request: httpx.Request) -> httpx.Response:
-        body = {
-            "message": message,
-            "path": request.url.path,
-            "requestId": uuid.uuid4().hex,
-            "statusCode": status,
-            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        return httpx.Response(
-            status,
-            content=_dumps(body),
-            headers={"content-type": "application/json"},
-            request=request,
+        return _json_response(
+            status, wire.error_body(status, message, path=request.url.path), request
         )
+
+
+def _json_response(status: int, body: object, request: httpx.Request) -> httpx.Response:
+    return httpx.Response(
+        status,
+        content=wire.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+        request=request,
+    )

@@ -18,18 +18,18 @@ from django.conf import settings
 from conversations.accounts import limits
 from conversations.chat import frames, selectors, services
 from conversations.chat.rendering import markdown_to_html
-from conversations.gateway.client import (
+from conversations.gateway.client import UpstreamClient
+from conversations.gateway.demo import DemoTransport
+from conversations.gateway.errors import GatewayError
+from conversations.gateway.events import (
     Citation,
     ContentDelta,
     Finished,
     ReasoningDelta,
     Refusal,
     Retrying,
-    UpstreamClient,
-    UpstreamError,
     Usage,
 )
-from conversations.gateway.demo import DemoTransport
 from conversations.models import Message
 from conversations.realtime import recovery
 
@@ -170,7 +170,7 @@ class Generation:
                 status, shutting_down = Message.Status.INTERRUPTED, True
             else:
                 status = Message.Status.STOPPED
-        except UpstreamError as exc:
+        except GatewayError as exc:
             status, error = Message.Status.ERROR, exc.message
         except Exception:
             logger.exception("reply %s failed", self.reply_id)

@@ -1,0 +1,98 @@
+"""The typed events a reply stream yields to the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from conversations.gateway.dialect import Aspect, Dialect
+
+
+@dataclass(frozen=True, slots=True)
+class ContentDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    url: str
+    title: str
+    start_index: int | None
+    end_index: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts and cost; None means unknown (absent, or a value that made no sense)."""
+
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    reasoning_tokens: int | None
+    cached_tokens: int | None
+    cost_usd: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """End of a successful stream.
+
+    ``reason`` is normalised to OpenAI's vocabulary (``stop``, ``length``, ``content_filter``,
+    ``tool_calls``; unknown values pass through). It is ``"unknown"`` when the stream ended
+    cleanly without ever stating a finish reason.
+    """
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retrying:
+    """Emitted before waiting ``delay`` seconds to try again.
+
+    ``attempt`` is the 1-based number of the try that just failed (the next one is
+    ``attempt + 1``); ``reason`` is a short phrase such as ``"overloaded (529)"``.
+    """
+
+    attempt: int
+    delay: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterNotSent:
+    """A parameter the user set that the request does not carry, and why, in words."""
+
+    parameter: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DialectSwitched:
+    """The gateway refused one aspect of the request's shape; the turn was sent again with
+    ``dialect``, which the client also gave to its ``DialectMemory`` for ``model``."""
+
+    model: str
+    aspect: Aspect
+    dialect: Dialect
+
+
+Event = (
+    ContentDelta
+    | ReasoningDelta
+    | Refusal
+    | Citation
+    | Usage
+    | Finished
+    | Retrying
+    | ParameterNotSent
+    | DialectSwitched
+)

@@ -1,0 +1,119 @@
+"""The gateway's odd streams, end to end through the socket: each reply ends saved whole or
+clearly marked, and the socket stays open."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+
+from conversations.chat.routing import websocket_urlpatterns
+from conversations.chat.services import conversation_create
+from conversations.models import Conversation, Message
+from conversations.realtime import generation
+from tests.upstream_server import (
+    Event,
+    FakeUpstream,
+    Stream,
+    comments_only,
+    surrogate_split,
+    wrapped_chunks,
+)
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+# Generous: CI machines are small and noisy; a passing test never waits this long.
+RECEIVE_TIMEOUT = 30
+SEND = {
+    "action": "send",
+    "message": "Hello there",
+    "sampling": "default",
+    "temperature": "1",
+    "top_p": "1",
+    "reasoning_effort": "off",
+    "max_tokens": "1000",
+}
+SMILE = "\U0001f600"
+FINAL = (
+    'data-role="assistant" data-status="complete"',
+    'data-role="assistant" data-status="error"',
+)
+
+
+async def _turn(user: Any, stream: Stream, upstream: FakeUpstream) -> tuple[Message, str]:
+    """Send one message over a real consumer; the saved reply and every frame received."""
+    upstream.enqueue(stream)
+    conversation: Conversation = await database_sync_to_async(conversation_create)(owner=user)
+    comm = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/c/{conversation.id}/")
+    comm.scope["user"] = user
+    assert (await comm.connect())[0]
+    await comm.send_to(text_data=json.dumps(SEND))
+    frames: list[str] = []
+    async with asyncio.timeout(RECEIVE_TIMEOUT):
+        while not frames or not any(status in frames[-1] for status in FINAL):
+            frames.append(await comm.receive_from(timeout=RECEIVE_TIMEOUT))
+    for task in [g.task for g in generation.active_generations.values() if g.task]:
+        await task
+    reply = await Message.objects.aget(conversation=conversation, role=Message.Role.ASSISTANT)
+    # The socket is still open: it answers the next frame.
+    await comm.send_to(text_data="not json")
+    assert await comm.receive_from(timeout=RECEIVE_TIMEOUT)
+    await comm.disconnect()
+    return reply, "".join(frames)
+
+
+async def test_wrapped_stream_is_saved_whole_with_counts_from_state(
+    upstream: FakeUpstream, user: Any
+) -> None:
+    reply, _ = await _turn(user, Stream(wrapped_chunks(["Old ", "shape"])), upstream)
+
+    assert reply.status == Message.Status.COMPLETE
+    assert reply.content == "Old shape"
+    assert (reply.prompt_tokens, reply.completion_tokens) == (16, 3)
+
+
+async def test_unreadable_stream_ends_as_an_error_not_an_empty_reply(
+    upstream: FakeUpstream, user: Any
+) -> None:
+    unknown = [Event(json.dumps({"type": "content_block_delta", "delta": {"text": "Hi"}}))]
+
+    reply, frames = await _turn(user, Stream(unknown), upstream)
+
+    assert reply.status == Message.Status.ERROR
+    assert reply.error == "The gateway's reply could not be read."
+    assert 'data-status="error"' in frames
+
+
+async def test_odd_values_are_saved_as_shown(upstream: FakeUpstream, user: Any) -> None:
+    steps = surrogate_split(
+        "smile ",
+        SMILE,
+        " a\x00b end",
+        usage={"prompt_tokens": -1, "completion_tokens": 5_000_000_000},
+        usd_spent=12345678.5,
+    )
+
+    reply, _ = await _turn(user, Stream(steps), upstream)
+
+    assert reply.status == Message.Status.COMPLETE
+    assert reply.content == f"smile {SMILE} ab end"
+    assert (reply.prompt_tokens, reply.completion_tokens, reply.cost_usd) == (None, None, None)
+    assert await Message.objects.filter(cost_usd__gte=Decimal(0)).acount() == 0
+
+
+async def test_keep_alive_comments_alone_end_the_reply_after_the_timeout(
+    upstream: FakeUpstream, user: Any, settings: Any
+) -> None:
+    settings.CHAT_UPSTREAM_TIMEOUT = 0.5
+    generation._client = None
+
+    reply, _ = await _turn(user, Stream(comments_only(60, gap=0.1)), upstream)
+
+    assert reply.status == Message.Status.ERROR
+    assert "longer than 0.5 s" in reply.error
