@@ -125,7 +125,8 @@ if REDIS_URL:
                 # channels_redis blocks in BZPOPMIN: without more room, receives fail at random.
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
                 "prefix": os.environ.get("CHANNELS_REDIS_PREFIX", "chatsite"),
-                "capacity": 1000,
+                # Per process, not per socket: every socket of a process shares one Redis queue.
+                "capacity": env_int("CHANNELS_REDIS_CAPACITY", 1000),
                 "expiry": 60,
             },
         }

@@ -19,6 +19,11 @@ from django.test import Client
 from conversations.chat import titles
 from conversations.realtime import generation
 from conversations.realtime import live as workspace_live
+from tests.support.fixtures import (  # noqa: F401 (fixtures)
+    layer_through_redis_proxy,
+    postgres_proxy,
+    redis_proxy,
+)
 from tests.upstream_server import FakeUpstream
 
 BASE_DIR = Path(__file__).resolve().parent.parent
