@@ -17,7 +17,7 @@ from conversations.accounts import limits
 from conversations.chat import frames, selectors, services, titles
 from conversations.chat.forms import TurnForm, TurnSettingsForm, form_error_text, turn_settings_from
 from conversations.models import Conversation, Message
-from conversations.realtime import generation, live
+from conversations.realtime import events, generation, live
 
 logger = logging.getLogger(__name__)
 
@@ -134,15 +134,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         client_token = str(frame.get("client_token", ""))[:64]
         await self.send(text_data=frames.composer_accepted(client_token=client_token))
         # Before the reply starts: viewers must know of the turn to take its first text.
-        await self.channel_layer.group_send(
-            generation.viewers_group(self.conversation_id),
-            {
-                "type": "turn.started",
-                "message_ids": [str(user_message.id), str(reply.id)],
-                # Rendered once for every viewer; the reply streams from offset 0.
-                "frame": turn.frame,
-                "streaming_ids": [str(reply.id)],
-            },
+        await events.turn_started_send(
+            self.channel_layer,
+            conversation_id=self.conversation_id,
+            message_ids=[str(user_message.id), str(reply.id)],
+            # Rendered once for every viewer; the reply streams from offset 0.
+            frame=turn.frame,
+            streaming_ids=[str(reply.id)],
         )
         running = await generation.reply_generate(reply_id=reply.id, prepared=turn.prepared)
         if turn.started.sidebar_moves:
@@ -213,9 +211,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         except services.TurnRefused as exc:
             raise FrameError(str(exc)) from exc
-        await self.channel_layer.group_send(
-            generation.viewers_group(self.conversation_id),
-            {"type": "turn.retried", "replaced_id": str(failed.id), "message_id": str(reply.id)},
+        await events.turn_retried_send(
+            self.channel_layer,
+            conversation_id=self.conversation_id,
+            replaced_id=str(failed.id),
+            message_id=str(reply.id),
         )
         await generation.reply_generate(reply_id=reply.id)
 
@@ -233,20 +233,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             + frames.quota_status(usage=quota)
         )
 
-    async def turn_started(self, event: dict[str, Any]) -> None:
-        if "frame" in event:
-            for message_id in event["streaming_ids"]:
-                self.shown[message_id] = (0, 0)
-            await self.send(text_data=event["frame"])
-            return
-        messages = await database_sync_to_async(_messages_in_order)(event["message_ids"])
-        for message in messages:
-            if message.is_streaming:
-                self.shown[str(message.id)] = (0, 0)
-        quota = await database_sync_to_async(limits.quota_usage_for_user)(user=self.scope["user"])
-        await self.send(
-            text_data=frames.turn_started(messages=messages) + frames.quota_status(usage=quota)
-        )
+    async def turn_started(self, event: events.TurnStarted) -> None:
+        for message_id in event["streaming_ids"]:
+            self.shown[message_id] = (0, 0)
+        await self.send(text_data=event["frame"])
 
     async def reply_delta(self, event: dict[str, Any]) -> None:
         message_id = event["message_id"]
@@ -305,9 +295,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def reply_notice(self, event: dict[str, Any]) -> None:
         await self.send(text_data=frames.notice(message_id=event["message_id"], text=event["text"]))
 
-    async def reply_finished(self, event: dict[str, Any]) -> None:
+    async def reply_finished(self, event: events.ReplyFinished) -> None:
         self.shown.pop(event["message_id"], None)
-        if "frame" in event:
+        if event["frame"]:
             await self.send(text_data=event["frame"])
             return
         message, quota = await database_sync_to_async(_message_and_quota)(
@@ -393,13 +383,6 @@ def _turn_start(
         # Every viewer of a conversation is its owner, so one quota line fits them all.
         frame=frames.turn_started(messages=selectors.messages_with_versions(messages=messages))
         + frames.quota_status(usage=started.quota),
-    )
-
-
-def _messages_in_order(message_ids: list[str]) -> list[Message]:
-    by_id = Message.objects.in_bulk(message_ids, field_name="id")
-    return selectors.messages_with_versions(
-        messages=[by_id[uuid.UUID(message_id)] for message_id in message_ids]
     )
 
 

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from conversations.chat.rendering import markdown_to_html
 from conversations.models import Message
+from conversations.realtime import events, spool
 
 logger = logging.getLogger(__name__)
 
@@ -128,16 +129,18 @@ def replies_orphaned_interrupt(
 
 
 async def sweep_once() -> int:
+    """Save the spooled replies, then mark dead processes' replies `interrupted` and tell
+    their viewers; returns how many were interrupted."""
     from conversations.realtime import generation
 
+    await database_sync_to_async(spool.spool_replay)(worker=worker_id())
     interrupted = await database_sync_to_async(replies_orphaned_interrupt)(
         spare=generation.active_generations
     )
     layer = get_channel_layer()
     for conversation_id, message_id in interrupted:
-        await layer.group_send(
-            generation.viewers_group(conversation_id),
-            {"type": "reply.finished", "message_id": str(message_id)},
+        await events.reply_finished_send(
+            layer, conversation_id=conversation_id, message_id=str(message_id)
         )
     return len(interrupted)
 

@@ -34,8 +34,10 @@ class TcpFaultProxy:
         self._flowing: asyncio.Event | None = None
         self._cut = False
         self._writers: set[asyncio.StreamWriter] = set()
-        # Connections accepted since start: lets a test tell that the app really uses the proxy.
+        # Connections accepted since start, and those closed at once because of a cut: lets a
+        # test tell that the app really uses the proxy, and that it tried again while cut.
         self.accepted = 0
+        self.refused = 0
 
     # Control, from any thread.
 
@@ -124,6 +126,7 @@ class TcpFaultProxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
         if self._cut:
+            self.refused += 1
             writer.transport.abort()
             return
         try:

@@ -47,6 +47,14 @@ class ChatSocket:
                 return match[1]
         raise ConnectionError("the socket closed before the reply finished")
 
+    async def read_until(self, needle: str) -> str:
+        """Read frames until what this socket received (unescaped) contains `needle`."""
+        while needle not in self.text:
+            frame = await self.connection.recv()
+            assert isinstance(frame, str)
+            self.frames.append(frame)
+        return self.text
+
     @property
     def text(self) -> str:
         return unescape("".join(self.frames))
