@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from copy import deepcopy
 from typing import Any
 
@@ -129,7 +130,9 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
             assert isinstance(message, dict), "message is not a dict"
             self._deliver_locally(channel, message)
             return
-        await super().send(channel, message)
+        await _once_more_if_stale(
+            lambda: super(LocalFirstRedisChannelLayer, self).send(channel, message)
+        )
 
     async def receive(self, channel: str) -> dict:
         if not self._is_local(channel):
@@ -187,7 +190,9 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
     async def group_add(self, group: str, channel: str) -> None:
         if self._is_local(channel):
             self._local_groups.setdefault(group, set()).add(channel)
-        await super().group_add(group, channel)
+        await _once_more_if_stale(
+            lambda: super(LocalFirstRedisChannelLayer, self).group_add(group, channel)
+        )
 
     async def group_discard(self, group: str, channel: str) -> None:
         members = self._local_groups.get(group)
@@ -195,7 +200,9 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
             members.discard(channel)
             if not members:
                 del self._local_groups[group]
-        await super().group_discard(group, channel)
+        await _once_more_if_stale(
+            lambda: super(LocalFirstRedisChannelLayer, self).group_discard(group, channel)
+        )
 
     async def group_send(self, group: str, message: dict) -> None:
         """This process's members first and directly, then the others through Redis (whose
@@ -203,6 +210,9 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
         assert self.require_valid_group_name(group), "Group name not valid"
         for channel in list(self._local_groups.get(group, ())):
             self._deliver_locally(channel, message)
+        await _once_more_if_stale(lambda: self._group_send_remote(group, message))
+
+    async def _group_send_remote(self, group: str, message: dict) -> None:
         key = self._group_key(group)
         connection = self.connection(self.consistent_hash(group))
         await connection.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
@@ -230,6 +240,15 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
             over = await connection.eval(_GROUP_SEND_LUA, len(keys), *keys, *args)
             if over:
                 logger.info("%s of %s channels over capacity in group %s", over, len(keys), group)
+
+
+async def _once_more_if_stale(command: Callable[[], Awaitable[None]]) -> None:
+    """Run a Redis command, and once more if the connection failed: after an outage the pool
+    still holds connections the server closed, and only the next attempt gets a fresh one."""
+    try:
+        await command()
+    except REDIS_UNREACHABLE:
+        await command()
 
 
 # channels_redis's script: add the message to each channel's queue that has room.

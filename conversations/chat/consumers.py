@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import InterfaceError, OperationalError
 from django.db.models import F
 
 from conversations.accounts import limits
@@ -57,9 +58,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         await self.channel_layer.group_add(live.user_group(user.pk), self.channel_name)
         await self.accept()
-        await generation.reply_snapshot_request(
-            conversation_id=self.conversation_id, reply_channel=self.channel_name
-        )
+        await self._snapshot_request()
         # A reply that ended between the page render and this socket joining the group has no
         # generation left to answer the snapshot request: send its final state instead.
         finished = await database_sync_to_async(_finished_leaf)(self.conversation_id)
@@ -77,7 +76,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
+        if message["type"].startswith("websocket."):
+            await handler(message)
+            return
+        try:
+            await handler(message)
+        except (OperationalError, InterfaceError) as exc:
+            # The database is away: this socket misses one sidebar or transcript update (the
+            # reply's own frames need no database), rather than closing.
+            logger.warning("%s not relayed: %r", message["type"], exc)
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "conversation_id"):
@@ -248,10 +255,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         reasoning = _unseen(event["reasoning"], event["reasoning_offset"], shown[1])
         if text is None or reasoning is None:
             # A gap (a frame was lost): start over from a fresh snapshot rather than guess.
-            self.shown.pop(message_id, None)
-            await generation.reply_snapshot_request(
-                conversation_id=self.conversation_id, reply_channel=self.channel_name
-            )
+            if await self._snapshot_request():
+                self.shown.pop(message_id, None)
+            # Else the layer is still failing: the next delta shows the gap and asks again.
             return
         if text or reasoning:
             self.shown[message_id] = (shown[0] + len(text), shown[1] + len(reasoning))
@@ -260,6 +266,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     message_id=message_id, text=text, reasoning=reasoning
                 )
             )
+
+    async def _snapshot_request(self) -> bool:
+        """Ask whoever generates this conversation's reply for the text so far; False when the
+        channel layer failed (the socket stays open and catches up later)."""
+        try:
+            await generation.reply_snapshot_request(
+                conversation_id=self.conversation_id, reply_channel=self.channel_name
+            )
+        except Exception as exc:
+            logger.warning("snapshot request failed (%r); asking again later", exc)
+            return False
+        return True
 
     async def reply_snapshot(self, event: dict[str, Any]) -> None:
         message_id, text, reasoning = event["message_id"], event["text"], event["reasoning"]
