@@ -21,7 +21,7 @@ from tests.support.ws import chat_socket, session_cookie
 from tests.upstream_server import FakeUpstream, Pause, Stream, gateway_chunks
 
 ON_POSTGRES = django_settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
-BURST = 40
+BURST = int(os.environ.get("RT_BURST", "40"))
 CAPACITY = 40
 WORDS = [f"word{i} " for i in range(40)]
 REPLY = "".join(WORDS)
@@ -69,13 +69,13 @@ def processes(
             server.stop()
 
 
-async def _burst(servers: list[DaphneServer], conversations: list, cookie: str) -> list[str]:
+async def _burst(servers: list[DaphneServer], conversations: list, cookies: list[str]) -> list[str]:
     sockets = await asyncio.gather(
         *(
             chat_socket(
                 base_url=servers[index % len(servers)].url,
                 conversation_id=conversation.id,
-                cookie=cookie,
+                cookie=cookies[index],
             )
             for index, conversation in enumerate(conversations)
         )
@@ -97,16 +97,18 @@ async def _burst(servers: list[DaphneServer], conversations: list, cookie: str) 
 
 @pytest.mark.parametrize("processes", [1, 2], indirect=True, ids=["one-process", "two-processes"])
 def test_a_burst_on_the_redis_layer_saves_every_reply_whole(
-    processes: list[DaphneServer], upstream: FakeUpstream, user
+    processes: list[DaphneServer], upstream: FakeUpstream, make_user, fast_password_hashing
 ) -> None:
     upstream.enqueue(*(_reply_stream() for _ in range(BURST)))
-    conversations = [conversation_create(owner=user) for _ in range(BURST)]
+    users = [make_user(f"user{index}") for index in range(BURST)]
+    conversations = [conversation_create(owner=user) for user in users]
+    cookies = [session_cookie(user) for user in users]
 
-    outcomes = asyncio.run(_burst(processes, conversations, session_cookie(user)))
+    outcomes = asyncio.run(_burst(processes, conversations, cookies))
 
     replies = list(Message.objects.filter(role=Message.Role.ASSISTANT))
     assert len(replies) == BURST
     saved = {(reply.status, reply.content == REPLY) for reply in replies}
     stuck = [reply.status for reply in replies if reply.status != Message.Status.COMPLETE]
     assert saved == {(Message.Status.COMPLETE, True)}, f"{len(stuck)} not complete: {stuck}"
-    assert outcomes == ["complete"] * BURST
+    assert outcomes == ["complete"] * BURST, outcomes

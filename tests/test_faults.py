@@ -520,3 +520,26 @@ async def test_text_arriving_during_the_last_flush_is_kept(
     assert turn.reply.status == Message.Status.COMPLETE
     assert turn.reply.content == "First last."
     assert "First last." in turn.frames
+
+
+# The reply's own time limit: a stream that keeps sending, but for too long.
+
+
+async def test_a_reply_still_streaming_after_the_time_limit_ends_with_an_error_and_its_text(
+    upstream: FakeUpstream, user: Any, settings: Any
+) -> None:
+    settings.CHAT_REPLY_MAX_SECONDS = 2
+    # Text keeps arriving (no upstream timeout applies), but the stream would never end.
+    words = [f"word{index} " for index in range(200)]
+    steps: list[Any] = []
+    for chunk in gateway_chunks(words)[: len(words)]:
+        steps += [chunk, Pause(0.05)]
+    turn = await run_turn(upstream, user, Stream([*steps, Hold(Gate())]))
+
+    assert turn.reply.status == Message.Status.ERROR
+    assert "after 2 seconds" in turn.reply.error
+    assert "text so far is kept" in turn.reply.error
+    assert turn.reply.content
+    assert "".join(words).startswith(turn.reply.content)
+    assert turn.reply.content in turn.frames
+    assert 2 <= turn.elapsed < 10
