@@ -21,7 +21,7 @@ from channels.testing import WebsocketCommunicator
 
 from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
-from conversations.realtime import generation
+from conversations.realtime import runtime
 from tests.conftest import TEST_API_KEY
 from tests.test_consumers import SEND, communicator_for
 from tests.upstream_server import (
@@ -74,7 +74,7 @@ async def drain_final_state(comm: WebsocketCommunicator) -> str:
 
 
 async def wait_generations() -> None:
-    for task in [g.task for g in generation.active_generations.values() if g.task]:
+    for task in [g.task for g in runtime.current().generations.values() if g.task]:
         await task
 
 
@@ -275,7 +275,6 @@ async def test_unreachable_gateway_fails_clearly_and_quickly(
     upstream: FakeUpstream, user: Any, settings: Any, base_url: Any, expected: str
 ) -> None:
     settings.AIMLAPI_BASE_URL = base_url(upstream)
-    generation._client = None
 
     turn = await run_turn(upstream, user)
 

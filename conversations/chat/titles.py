@@ -12,8 +12,7 @@ from django.conf import settings
 
 from conversations.chat import selectors, services
 from conversations.gateway.client import RequestStyle, TurnOptions, UpstreamError, build_payload
-from conversations.realtime import live
-from conversations.realtime.generation import upstream_client
+from conversations.realtime import live, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +24,6 @@ TITLE_INSTRUCTION = (
     "wrote, a line with ---, then the assistant's reply. Answer with a short title for it (at "
     "most six words) and nothing else: no quotes, no punctuation at the end."
 )
-
-# Title tasks in flight: kept referenced so they are not collected, awaited by tests.
-pending: set[asyncio.Task[None]] = set()
 
 
 def title_clean(text: str) -> str:
@@ -61,7 +57,7 @@ async def title_generate(*, conversation_id: uuid.UUID, owner_id: int) -> bool:
         stream=False,
     )
     try:
-        title = title_clean(await upstream_client().complete(payload))
+        title = title_clean(await runtime.current().client.complete(payload))
     except UpstreamError as exc:
         logger.info("no title for conversation %s: %s", conversation_id, exc.message)
         return False
@@ -90,6 +86,4 @@ def title_schedule(
         except Exception:
             logger.exception("title generation failed for conversation %s", conversation_id)
 
-    task = asyncio.create_task(run(), name=f"title-{conversation_id}")
-    pending.add(task)
-    task.add_done_callback(pending.discard)
+    runtime.current().spawn(run(), name=f"title-{conversation_id}")

@@ -10,7 +10,7 @@ import uuid
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from conversations.realtime import events
+from conversations.realtime import events, runtime
 from conversations.realtime.events import user_group
 from conversations.realtime.generation import reply_stop
 
@@ -21,10 +21,6 @@ async def sidebar_changed(*, user_id: int | str) -> None:
     await events.sidebar_changed_send(get_channel_layer(), user_id=user_id)
 
 
-# Scheduled sidebar updates, kept referenced until done.
-pending: set[asyncio.Task[None]] = set()
-
-
 def sidebar_changed_after(*, user_id: int | str, event: asyncio.Event) -> None:
     """`sidebar_changed` once `event` is set: a sidebar re-render queued on a socket ahead of a
     reply's first text would hold that text back, and the reply matters more."""
@@ -33,9 +29,7 @@ def sidebar_changed_after(*, user_id: int | str, event: asyncio.Event) -> None:
         await event.wait()
         await sidebar_changed(user_id=user_id)
 
-    task = asyncio.create_task(announce(), name=f"sidebar-{user_id}")
-    pending.add(task)
-    task.add_done_callback(pending.discard)
+    runtime.current().spawn(announce(), name=f"sidebar-{user_id}")
 
 
 def sidebar_changed_sync(*, user_id: int | str) -> None:
