@@ -49,11 +49,6 @@ LISTENER_DONE_TIMEOUT = 10.0
 FINISHED_SEND_SECONDS = 60.0
 
 
-def upstream_client() -> UpstreamClient:
-    """This event loop's shared upstream client."""
-    return runtime.current().client
-
-
 class Generation:
     """One reply's task: consume the upstream stream, flush deltas, render, listen for control
     requests, and finish. The finish saves first: nothing the channel layer does (full, slow or
@@ -99,7 +94,6 @@ class Generation:
     def stop(self) -> None:
         """Stop generating and keep the text so far (status `stopped`)."""
         if self._consume_task is not None and not self._consume_task.done():
-            self._upstream.stop_requested = True
             self._consume_task.cancel()
 
     # The state machine: streaming → complete / stopped / error / interrupted.
@@ -363,14 +357,6 @@ class Generation:
             listener.cancel()
         with contextlib.suppress(Exception):
             await self._layer.group_discard(events.control_group(self.conversation_id), channel)
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "type": "reply.snapshot",
-            "message_id": str(self.reply_id),
-            "text": self._text.content_text(),
-            "reasoning": self._text.reasoning_text(),
-        }
 
     async def _notice(self, text: str) -> None:
         await self._viewers_reachable.attempt(

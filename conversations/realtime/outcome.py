@@ -13,7 +13,6 @@ class UpstreamOutcome:
     finish_reason: str = ""
     citations: list[Citation] = field(default_factory=list)
     refusal: list[str] = field(default_factory=list)
-    stop_requested: bool = False
     first_token_at: float | None = None
 
     def first_text(self, now: float) -> None:
