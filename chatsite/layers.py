@@ -13,7 +13,9 @@ message of scalars with dict.copy rather than deepcopy.
 """
 
 import asyncio
+import collections
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -78,6 +80,28 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
                 await self.send(channel, message)
 
 
+class FrameBuffer(asyncio.Queue):
+    """One socket's buffer of messages: when full it drops the oldest frame that a later one
+    makes up for (a delta or render: the next delta shows the gap and brings a snapshot; a
+    sidebar update: the next one redraws it all), never the end of a reply or a turn."""
+
+    def put_nowait(self, item: Any) -> None:
+        if self.full():
+            held = [self.get_nowait() for _ in range(self.qsize())]
+            drop = next((index for index, message in enumerate(held) if _replaceable(message)), 0)
+            for index, message in enumerate(held):
+                if index != drop:
+                    super().put_nowait(message)
+        super().put_nowait(item)
+
+
+REPLACEABLE = frozenset({"reply.delta", "reply.render", "reply.notice", "sidebar.changed"})
+
+
+def _replaceable(message: Any) -> bool:
+    return isinstance(message, dict) and message.get("type") in REPLACEABLE
+
+
 class LocalFirstRedisChannelLayer(RedisChannelLayer):
     """channels_redis's layer, with this process's own sockets served without Redis.
 
@@ -97,6 +121,7 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.receive_buffer = collections.defaultdict(functools.partial(FrameBuffer, self.capacity))
         self._local_groups: dict[str, set[str]] = {}
         self._home_loop: asyncio.AbstractEventLoop | None = None
         self._pump_task: asyncio.Task[None] | None = None

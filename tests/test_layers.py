@@ -28,8 +28,8 @@ async def _until(condition: Callable[[], bool]) -> None:
             await asyncio.sleep(0.01)
 
 
-def _layer(url: str, prefix: str) -> LocalFirstRedisChannelLayer:
-    return LocalFirstRedisChannelLayer(hosts=[{"address": url}], prefix=prefix, capacity=100)
+def _layer(url: str, prefix: str, capacity: int = 100) -> LocalFirstRedisChannelLayer:
+    return LocalFirstRedisChannelLayer(hosts=[{"address": url}], prefix=prefix, capacity=capacity)
 
 
 async def test_frames_for_this_process_arrive_in_order_while_redis_is_cut(
@@ -78,3 +78,16 @@ async def test_a_receive_waiting_across_a_redis_outage_gets_what_is_sent_after_i
     message = await asyncio.wait_for(waiting, 15)
     assert message["offset"] == 7
     await elsewhere.flush()
+
+
+async def test_a_socket_that_falls_behind_loses_frames_it_can_catch_up_on_never_the_end() -> None:
+    layer = _layer(os.environ["REDIS_URL"], f"test-layers-{uuid.uuid4().hex[:8]}", capacity=3)
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "reply.delta", "offset": 0})
+    await layer.send(channel, {"type": "reply.finished", "message_id": "a"})
+    for offset in (1, 2, 3):
+        await layer.send(channel, {"type": "reply.delta", "offset": offset})
+
+    received = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(3)]
+
+    assert [m.get("offset", m["type"]) for m in received] == ["reply.finished", 2, 3]
