@@ -495,7 +495,6 @@ class Bench:
         from django.db.backends.signals import connection_created
 
         from conversations.chat.routing import websocket_urlpatterns
-        from conversations.realtime import generation
 
         counter = {"queries": 0, "connections": 0}
 
@@ -521,7 +520,6 @@ class Bench:
         ]
 
         async def turn(conversation_id: str, message: str) -> dict[str, Any]:
-            generation._client = None
             communicator = WebsocketCommunicator(
                 URLRouter(websocket_urlpatterns), f"/ws/c/{conversation_id}/"
             )

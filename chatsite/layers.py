@@ -1,4 +1,7 @@
-"""The in-memory channel layer, without its per-call O(channels) costs.
+"""Channel layers: the in-memory one without its per-call O(channels) costs, and the Redis one
+serving this process's own sockets directly.
+
+In memory:
 
 Channels' `InMemoryChannelLayer` scans every channel and group for expired entries on every
 `receive` and `group_send`, and `group_send` spawns one task per member. With hundreds of open
@@ -10,16 +13,29 @@ message of scalars with dict.copy rather than deepcopy.
 """
 
 import asyncio
+import collections
 import contextlib
+import functools
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from copy import deepcopy
 from typing import Any
 
+import redis.exceptions
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
+from channels_redis.core import RedisChannelLayer
+
+logger = logging.getLogger(__name__)
 
 CLEAN_EVERY = 1.0
 _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+# What a Redis outage raises (a refused or reset connection, a read that timed out).
+REDIS_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+RECEIVE_RETRY_FIRST = 0.1
+RECEIVE_RETRY_MAX = 2.0
+PUMP_IDLE_SECONDS = 5.0
 
 
 def _copy(message: dict[str, Any]) -> dict[str, Any]:
@@ -62,3 +78,216 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
         for channel in list(members):
             with contextlib.suppress(ChannelFull):
                 await self.send(channel, message)
+
+
+class FrameBuffer(asyncio.Queue):
+    """One socket's buffer of messages: when full it drops the oldest frame that a later one
+    makes up for (a delta or render: the next delta shows the gap and brings a snapshot; a
+    sidebar update: the next one redraws it all), never the end of a reply or a turn."""
+
+    def put_nowait(self, item: Any) -> None:
+        if self.full():
+            held = [self.get_nowait() for _ in range(self.qsize())]
+            drop = next((index for index, message in enumerate(held) if _replaceable(message)), 0)
+            for index, message in enumerate(held):
+                if index != drop:
+                    super().put_nowait(message)
+        super().put_nowait(item)
+
+
+REPLACEABLE = frozenset({"reply.delta", "reply.render", "reply.notice", "sidebar.changed"})
+
+
+def _replaceable(message: Any) -> bool:
+    return isinstance(message, dict) and message.get("type") in REPLACEABLE
+
+
+class LocalFirstRedisChannelLayer(RedisChannelLayer):
+    """channels_redis's layer, with this process's own sockets served without Redis.
+
+    Every process-local channel of a process shares one Redis queue and its capacity, so
+    under a burst that queue fills and sends to the process fail (`ChannelFull`), and every
+    frame to a socket in the generating process made a round trip through Redis for nothing.
+    Here a message for a channel of this process goes straight into the layer's own receive
+    buffer (in order, per channel; a buffer that is full drops its oldest message, which the
+    offset-stamped deltas turn into a snapshot request), and only other processes' channels
+    cross Redis. This process's group members are mirrored in memory for that.
+
+    One pump task per process reads the process's Redis queue into the same buffers. While
+    Redis is unreachable it waits and tries again instead of failing (a failed receive would
+    end the socket's consumer): sockets stay open, local deliveries go on, and messages from
+    other processes resume when Redis is back.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.receive_buffer = collections.defaultdict(functools.partial(FrameBuffer, self.capacity))
+        self._local_groups: dict[str, set[str]] = {}
+        self._home_loop: asyncio.AbstractEventLoop | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+        self._pump_idle: asyncio.TimerHandle | None = None
+        self._waiting: dict[str, int] = {}
+        # The Redis queue every channel of this process shares (`new_channel`'s default).
+        self._own_queue = f"specific.{self.client_prefix}!"
+
+    def _is_local(self, channel: str) -> bool:
+        return channel.startswith(self._own_queue)
+
+    def _deliver_locally(self, channel: str, message: dict[str, Any]) -> None:
+        copy = _copy(message)
+        home = self._home_loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if home is not None and running is not home and not home.is_closed():
+            # A send from another thread's loop (async_to_sync in a sync view): the buffers
+            # belong to the receiving loop.
+            home.call_soon_threadsafe(self._buffer_put, channel, copy)
+        else:
+            self._buffer_put(channel, copy)
+
+    def _buffer_put(self, channel: str, message: dict[str, Any]) -> None:
+        self.receive_buffer[channel].put_nowait(message)
+
+    async def send(self, channel: str, message: dict) -> None:
+        if self._is_local(channel):
+            assert isinstance(message, dict), "message is not a dict"
+            self._deliver_locally(channel, message)
+            return
+        await _once_more_if_stale(
+            lambda: super(LocalFirstRedisChannelLayer, self).send(channel, message)
+        )
+
+    async def receive(self, channel: str) -> dict:
+        if not self._is_local(channel):
+            return await super().receive(channel)
+        loop = asyncio.get_running_loop()
+        if self._home_loop is not loop:
+            self._home_loop, self._pump_task = loop, None
+        if self._pump_task is None or self._pump_task.done():
+            self._pump_task = loop.create_task(self._pump(), name="channel-layer-pump")
+        if self._pump_idle is not None:
+            self._pump_idle.cancel()
+            self._pump_idle = None
+        queue = self.receive_buffer[channel]
+        self._waiting[channel] = self._waiting.get(channel, 0) + 1
+        try:
+            return await queue.get()
+        finally:
+            self._waiting[channel] -= 1
+            if not self._waiting[channel]:
+                del self._waiting[channel]
+                if queue.empty() and self.receive_buffer.get(channel) is queue:
+                    del self.receive_buffer[channel]
+            if not self._waiting:
+                # Stop reading Redis once nothing has listened for a while (not between two
+                # messages of the same socket).
+                self._pump_idle = loop.call_later(PUMP_IDLE_SECONDS, self._pump_stop)
+
+    def _pump_stop(self) -> None:
+        self._pump_idle = None
+        if not self._waiting and self._pump_task is not None:
+            # Safe: channels_redis keeps a message it popped in a backup queue until handled.
+            self._pump_task.cancel()
+            self._pump_task = None
+
+    async def _pump(self) -> None:
+        """Move the messages other processes sent to this one into the receive buffers."""
+        pause = RECEIVE_RETRY_FIRST
+        failing = False
+        while True:
+            try:
+                target, message = await self.receive_single(self._own_queue)
+            except REDIS_UNREACHABLE as exc:
+                if not failing:
+                    logger.warning("channel layer unreachable (%s); receiving again", exc)
+                    failing = True
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RECEIVE_RETRY_MAX)
+                continue
+            if failing:
+                logger.warning("channel layer reachable again")
+                failing, pause = False, RECEIVE_RETRY_FIRST
+            for channel in target if isinstance(target, list) else [target]:
+                self._buffer_put(channel, _copy(message))
+
+    async def group_add(self, group: str, channel: str) -> None:
+        if self._is_local(channel):
+            self._local_groups.setdefault(group, set()).add(channel)
+        await _once_more_if_stale(
+            lambda: super(LocalFirstRedisChannelLayer, self).group_add(group, channel)
+        )
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        members = self._local_groups.get(group)
+        if members is not None:
+            members.discard(channel)
+            if not members:
+                del self._local_groups[group]
+        await _once_more_if_stale(
+            lambda: super(LocalFirstRedisChannelLayer, self).group_discard(group, channel)
+        )
+
+    async def group_send(self, group: str, message: dict) -> None:
+        """This process's members first and directly, then the others through Redis (whose
+        failure, raised, costs only the other processes' viewers their frames)."""
+        assert self.require_valid_group_name(group), "Group name not valid"
+        for channel in list(self._local_groups.get(group, ())):
+            self._deliver_locally(channel, message)
+        await _once_more_if_stale(lambda: self._group_send_remote(group, message))
+
+    async def _group_send_remote(self, group: str, message: dict) -> None:
+        key = self._group_key(group)
+        connection = self.connection(self.consistent_hash(group))
+        await connection.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
+        remote = [
+            name
+            for name in (member.decode("utf8") for member in await connection.zrange(key, 0, -1))
+            if not self._is_local(name)
+        ]
+        if remote:
+            await self._send_through_redis(group, remote, message)
+
+    async def _send_through_redis(self, group: str, channels: list[str], message: dict) -> None:
+        """channels_redis's group send, for the given members only."""
+        by_connection, messages, capacities = self._map_channel_keys_to_connection(
+            channels, message
+        )
+        for index, keys in by_connection.items():
+            connection = self.connection(index)
+            pipe = connection.pipeline()
+            for key in keys:
+                pipe.zremrangebyscore(key, min=0, max=int(time.time()) - int(self.expiry))
+            await pipe.execute()
+            args = [messages[key] for key in keys] + [capacities[key] for key in keys]
+            args += [time.time(), self.expiry]
+            over = await connection.eval(_GROUP_SEND_LUA, len(keys), *keys, *args)
+            if over:
+                logger.info("%s of %s channels over capacity in group %s", over, len(keys), group)
+
+
+async def _once_more_if_stale(command: Callable[[], Awaitable[None]]) -> None:
+    """Run a Redis command, and once more if the connection failed: after an outage the pool
+    still holds connections the server closed, and only the next attempt gets a fresh one."""
+    try:
+        await command()
+    except REDIS_UNREACHABLE:
+        await command()
+
+
+# channels_redis's script: add the message to each channel's queue that has room.
+_GROUP_SEND_LUA = """
+    local over_capacity = 0
+    local current_time = ARGV[#ARGV - 1]
+    local expiry = ARGV[#ARGV]
+    for i=1,#KEYS do
+        if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + #KEYS]) then
+            redis.call('ZADD', KEYS[i], current_time, ARGV[i])
+            redis.call('EXPIRE', KEYS[i], expiry)
+        else
+            over_capacity = over_capacity + 1
+        end
+    end
+    return over_capacity
+"""

@@ -133,13 +133,14 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "chatsite.layers.LocalFirstRedisChannelLayer",
             "CONFIG": {
                 # redis-py 8 times socket reads out after 5 s by default, exactly as long as
                 # channels_redis blocks in BZPOPMIN: without more room, receives fail at random.
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
                 "prefix": os.environ.get("CHANNELS_REDIS_PREFIX", "chatsite"),
-                "capacity": 1000,
+                # Per process, not per socket: every socket of a process shares one Redis queue.
+                "capacity": env_int("CHANNELS_REDIS_CAPACITY", 1000),
                 "expiry": 60,
             },
         }
@@ -225,6 +226,12 @@ CHAT_FLUSH_INTERVAL = env_float("CHAT_FLUSH_INTERVAL", 0.05)
 CHAT_FRAMES_PER_SECOND = env_float("CHAT_FRAMES_PER_SECOND", 2000.0)
 CHAT_FLUSH_INTERVAL_MAX = env_float("CHAT_FLUSH_INTERVAL_MAX", 0.15)
 CHAT_CHECKPOINT_INTERVAL = env_float("CHAT_CHECKPOINT_INTERVAL", 1.0)
+# While the database is away, checkpoints and the final save of a reply are retried this long
+# (the text stays in memory); a finished reply still unsaved then goes to the local spool.
+CHAT_SAVE_RETRY_SECONDS = env_float("CHAT_SAVE_RETRY_SECONDS", 60.0)
+CHAT_SPOOL_DIR = os.environ.get("CHAT_SPOOL_DIR") or str(BASE_DIR / "var" / "spool")
+# A reply still streaming after this long ends with an error (its text kept).
+CHAT_REPLY_MAX_SECONDS = env_float("CHAT_REPLY_MAX_SECONDS", 600.0)
 # How often a streaming reply is re-rendered as Markdown for the page (seconds, at least).
 CHAT_RENDER_INTERVAL = env_float("CHAT_RENDER_INTERVAL", 0.3)
 # Markdown renders of streaming replies per second, across all replies of one process: with

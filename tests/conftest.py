@@ -16,9 +16,12 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.test import Client
 
-from conversations.chat import titles
-from conversations.realtime import generation
-from conversations.realtime import live as workspace_live
+from conversations.realtime import runtime
+from tests.support.fixtures import (  # noqa: F401 (fixtures)
+    layer_through_redis_proxy,
+    postgres_proxy,
+    redis_proxy,
+)
 from tests.upstream_server import FakeUpstream
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -44,22 +47,23 @@ def upstream(upstream_server: FakeUpstream, settings: pytest.FixtureRequest) -> 
     """The loopback gateway, reset, with the in-process app pointed at it."""
     # A title task left over from the previous test must not take this test's scripted replies
     # (nor a late sidebar update reach its sockets).
-    for task in [*titles.pending, *workspace_live.pending]:
-        task.cancel()
+    for live in runtime.all_runtimes():
+        live.cancel_background()
     upstream_server.reset()
     settings.AIMLAPI_BASE_URL = upstream_server.base_url
     settings.AIMLAPI_API_KEY = TEST_API_KEY
     settings.CHAT_UPSTREAM_BACKOFF_BASE = 0.01
-    generation._client = None
+    runtime.forget_all()
     return upstream_server
 
 
 @pytest.fixture(autouse=True)
-def _fresh_upstream_client() -> Iterator[None]:
-    # The shared client belongs to one event loop; each async test has its own.
-    generation._client = None
+def _fresh_runtime() -> Iterator[None]:
+    # Each test starts with a new runtime (upstream client built from its settings, no live
+    # replies registered); a reply still finishing from the previous test keeps its own.
+    runtime.forget_all()
     yield
-    generation._client = None
+    runtime.forget_all()
 
 
 @pytest.fixture(autouse=True)

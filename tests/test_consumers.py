@@ -13,7 +13,7 @@ from chatsite.asgi import application
 from conversations.chat.routing import websocket_urlpatterns
 from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
-from conversations.realtime import generation, live
+from conversations.realtime import live, runtime
 from tests.factories import exchange
 from tests.upstream_server import Event, FakeUpstream, Gate, Hold, Stream, gateway_chunks
 
@@ -59,7 +59,7 @@ async def reply_of(conversation: Conversation) -> Message:
 
 async def finished(conversation: Conversation) -> Message:
     """Wait until the reply task has saved its final state."""
-    for task in [g.task for g in generation.active_generations.values() if g.task]:
+    for task in [g.task for g in runtime.current().generations.values() if g.task]:
         await task
     return await reply_of(conversation)
 

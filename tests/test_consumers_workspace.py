@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 
-from conversations.chat import titles
 from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
+from conversations.realtime import runtime
 from tests.factories import exchange
 from tests.test_consumers import RECEIVE_TIMEOUT, SEND, communicator_for, receive_until
 from tests.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chunks
@@ -22,12 +22,11 @@ CONTROLS = {k: v for k, v in SEND.items() if k not in ("action", "message")}
 
 
 async def _settled() -> None:
-    from conversations.realtime import generation
-
-    for task in [g.task for g in generation.active_generations.values() if g.task]:
+    for task in [g.task for g in runtime.current().generations.values() if g.task]:
         await task
-    if titles.pending:
-        await asyncio.gather(*titles.pending)
+    background = runtime.current().background_tasks()
+    if background:
+        await asyncio.gather(*background)
 
 
 async def _connected(user: Any, conversation: Conversation):

@@ -17,7 +17,7 @@ from playwright.sync_api import Page, expect
 
 from conversations.chat.services import conversation_create
 from conversations.models import Message
-from conversations.realtime import generation, recovery
+from conversations.realtime import recovery, runtime
 from tests.conftest import DaphneServer, sign_in
 from tests.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chunks
 
@@ -117,15 +117,15 @@ def test_sweep_spares_a_reply_that_started_here_while_it_waited(
     # a reply that registered meanwhile is alive, and interrupting it would cut its saved text.
     settings.CHAT_HEARTBEAT_STALE_AFTER = 15
     mine = streaming_reply(user, worker=recovery.worker_id(), heartbeat_age=60)
-    generating: dict[uuid.UUID, object] = {}
-    monkeypatch.setattr(generation, "active_generations", generating)
+    live = runtime.Runtime()
+    generating: dict[uuid.UUID, object] = live.generations  # type: ignore[assignment]
 
     def registered_meanwhile(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
         generating[mine.id] = object()
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(registered_meanwhile):
-        interrupted = async_to_sync(recovery.sweep_once)()
+        interrupted = async_to_sync(recovery.sweep_once)(live=live)
 
     mine.refresh_from_db()
     assert interrupted == 0

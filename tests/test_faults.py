@@ -21,7 +21,7 @@ from channels.testing import WebsocketCommunicator
 
 from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
-from conversations.realtime import generation
+from conversations.realtime import runtime
 from tests.conftest import TEST_API_KEY
 from tests.test_consumers import SEND, communicator_for
 from tests.upstream_server import (
@@ -74,7 +74,7 @@ async def drain_final_state(comm: WebsocketCommunicator) -> str:
 
 
 async def wait_generations() -> None:
-    for task in [g.task for g in generation.active_generations.values() if g.task]:
+    for task in [g.task for g in runtime.current().generations.values() if g.task]:
         await task
 
 
@@ -275,7 +275,6 @@ async def test_unreachable_gateway_fails_clearly_and_quickly(
     upstream: FakeUpstream, user: Any, settings: Any, base_url: Any, expected: str
 ) -> None:
     settings.AIMLAPI_BASE_URL = base_url(upstream)
-    generation._client = None
 
     turn = await run_turn(upstream, user)
 
@@ -520,3 +519,26 @@ async def test_text_arriving_during_the_last_flush_is_kept(
     assert turn.reply.status == Message.Status.COMPLETE
     assert turn.reply.content == "First last."
     assert "First last." in turn.frames
+
+
+# The reply's own time limit: a stream that keeps sending, but for too long.
+
+
+async def test_a_reply_still_streaming_after_the_time_limit_ends_with_an_error_and_its_text(
+    upstream: FakeUpstream, user: Any, settings: Any
+) -> None:
+    settings.CHAT_REPLY_MAX_SECONDS = 2
+    # Text keeps arriving (no upstream timeout applies), but the stream would never end.
+    words = [f"word{index} " for index in range(200)]
+    steps: list[Any] = []
+    for chunk in gateway_chunks(words)[: len(words)]:
+        steps += [chunk, Pause(0.05)]
+    turn = await run_turn(upstream, user, Stream([*steps, Hold(Gate())]))
+
+    assert turn.reply.status == Message.Status.ERROR
+    assert "after 2 seconds" in turn.reply.error
+    assert "text so far is kept" in turn.reply.error
+    assert turn.reply.content
+    assert "".join(words).startswith(turn.reply.content)
+    assert turn.reply.content in turn.frames
+    assert 2 <= turn.elapsed < 10

@@ -9,62 +9,29 @@ from channels.db import database_sync_to_async
 
 from conversations.chat import services
 from conversations.models import Message
-from conversations.realtime import generation
+from conversations.realtime import pacing, saving
 from tests.factories import MODEL, turn_settings
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 
-def _generation() -> generation.Generation:
-    return generation.Generation(
-        reply_id=uuid.uuid4(),
-        conversation_id=uuid.uuid4(),
-        payload={},
-        client=None,  # type: ignore[arg-type]
-        layer=None,  # type: ignore[arg-type]
-    )
-
-
-@pytest.fixture
-def streaming(monkeypatch: pytest.MonkeyPatch):
-    """Pretend `count` replies are streaming in this process."""
-
-    def set_count(count: int) -> None:
-        monkeypatch.setattr(
-            generation, "active_generations", {uuid.uuid4(): None for _ in range(count)}
-        )
-
-    return set_count
-
-
-async def test_the_flush_interval_stretches_with_load_up_to_its_cap(
-    settings: Any, streaming: Any
-) -> None:
+async def test_the_flush_interval_stretches_with_load_up_to_its_cap(settings: Any) -> None:
     settings.CHAT_FLUSH_INTERVAL = 0.05
     settings.CHAT_FRAMES_PER_SECOND = 100
     settings.CHAT_FLUSH_INTERVAL_MAX = 0.15
-    reply = _generation()
-    pauses = {}
 
-    for count in (1, 5, 10, 1000):
-        streaming(count)
-        pauses[count] = reply._flush_pause()
+    pauses = {count: pacing.flush_pause(streaming=count) for count in (1, 5, 10, 1000)}
 
     assert pauses == {1: 0.05, 5: 0.05, 10: 0.1, 1000: 0.15}
 
 
-async def test_markdown_renders_share_a_budget_across_the_process(
-    settings: Any, streaming: Any
-) -> None:
+async def test_markdown_renders_share_a_budget_across_the_process(settings: Any) -> None:
     settings.CHAT_RENDER_INTERVAL = 0.3
     settings.CHAT_RENDERS_PER_SECOND = 20
-    reply = _generation()
 
-    streaming(1)
-    alone = reply._render_pause(0.0)
-    slow = reply._render_pause(0.4)
-    streaming(200)
-    crowded = reply._render_pause(0.0)
+    alone = pacing.render_pause(last_render=0.0, streaming=1)
+    slow = pacing.render_pause(last_render=0.4, streaming=1)
+    crowded = pacing.render_pause(last_render=0.0, streaming=200)
 
     assert (alone, slow, crowded) == (0.3, 0.8, 10.0)
 
@@ -92,7 +59,7 @@ async def test_checkpoints_due_together_are_written_in_one_batch(
         write(replies=replies)
 
     monkeypatch.setattr(services, "replies_checkpoint", recorded)
-    writer = generation.Checkpointer()
+    writer = saving.Checkpointer()
 
     done = [writer.submit(r.id, f"text {i}", "") for i, r in enumerate(replies)]
     await done[0]
@@ -107,7 +74,7 @@ async def test_a_discarded_checkpoint_is_never_written(
     user: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kept, dropped = [await database_sync_to_async(_streaming_reply)(user) for _ in range(2)]
-    writer = generation.Checkpointer()
+    writer = saving.Checkpointer()
 
     done = writer.submit(kept.id, "kept", "")
     writer.submit(dropped.id, "dropped", "")

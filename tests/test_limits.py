@@ -22,7 +22,7 @@ from conversations.chat import services
 from conversations.chat.consumers import FRAME_OVERHEAD_CHARS
 from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message, UsageRecord, UserQuota
-from conversations.realtime import generation
+from conversations.realtime import runtime
 from tests.conftest import DaphneServer, sign_in
 from tests.test_consumers import SEND, communicator_for, receive_until
 from tests.test_faults import SOCKET_TIMEOUT
@@ -51,7 +51,7 @@ def start_turn(user: Any, conversation: Conversation | None = None) -> Message:
 
 
 async def wait_generations() -> None:
-    for task in [g.task for g in generation.active_generations.values() if g.task]:
+    for task in [g.task for g in runtime.current().generations.values() if g.task]:
         await task
 
 
@@ -176,7 +176,6 @@ def test_random_frames_never_break_the_socket_or_the_database(
         assert all(r.status != Message.Status.STREAMING for r in replies)
         assert all(r.parent_id in {u.id for u in users} for r in replies)
 
-    generation._client = None
     async_to_sync(exchange)()
 
 

@@ -11,6 +11,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import InterfaceError, OperationalError
 from django.db.models import F
 
 from conversations.accounts import limits, sessions
@@ -18,7 +19,7 @@ from conversations.accounts.sessions import CLOSE_SESSION_ENDED, SESSION_ENDED_T
 from conversations.chat import frames, selectors, services, titles
 from conversations.chat.forms import TurnForm, TurnSettingsForm, form_error_text, turn_settings_from
 from conversations.models import Conversation, Message
-from conversations.realtime import generation, live
+from conversations.realtime import events, generation, live
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +59,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         await self.channel_layer.group_add(live.user_group(user.pk), self.channel_name)
         await self.accept()
-        await generation.reply_snapshot_request(
-            conversation_id=self.conversation_id, reply_channel=self.channel_name
-        )
+        await self._snapshot_request()
         # A reply that ended between the page render and this socket joining the group has no
         # generation left to answer the snapshot request: send its final state instead.
         finished = await database_sync_to_async(_finished_leaf)(self.conversation_id)
@@ -78,7 +77,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
+        if message["type"].startswith("websocket."):
+            await handler(message)
+            return
+        try:
+            await handler(message)
+        except (OperationalError, InterfaceError) as exc:
+            # The database is away: this socket misses one sidebar or transcript update (the
+            # reply's own frames need no database), rather than closing.
+            logger.warning("%s not relayed: %r", message["type"], exc)
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "conversation_id"):
@@ -135,15 +142,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         client_token = str(frame.get("client_token", ""))[:64]
         await self.send(text_data=frames.composer_accepted(client_token=client_token))
         # Before the reply starts: viewers must know of the turn to take its first text.
-        await self.channel_layer.group_send(
-            generation.viewers_group(self.conversation_id),
-            {
-                "type": "turn.started",
-                "message_ids": [str(user_message.id), str(reply.id)],
-                # Rendered once for every viewer; the reply streams from offset 0.
-                "frame": turn.frame,
-                "streaming_ids": [str(reply.id)],
-            },
+        await events.turn_started_send(
+            self.channel_layer,
+            conversation_id=self.conversation_id,
+            message_ids=[str(user_message.id), str(reply.id)],
+            # Rendered once for every viewer; the reply streams from offset 0.
+            frame=turn.frame,
+            streaming_ids=[str(reply.id)],
         )
         running = await generation.reply_generate(reply_id=reply.id, prepared=turn.prepared)
         if turn.started.sidebar_moves:
@@ -214,9 +219,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         except services.TurnRefused as exc:
             raise FrameError(str(exc)) from exc
-        await self.channel_layer.group_send(
-            generation.viewers_group(self.conversation_id),
-            {"type": "turn.retried", "replaced_id": str(failed.id), "message_id": str(reply.id)},
+        await events.turn_retried_send(
+            self.channel_layer,
+            conversation_id=self.conversation_id,
+            replaced_id=str(failed.id),
+            message_id=str(reply.id),
         )
         await generation.reply_generate(reply_id=reply.id)
 
@@ -234,20 +241,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             + frames.quota_status(usage=quota)
         )
 
-    async def turn_started(self, event: dict[str, Any]) -> None:
-        if "frame" in event:
-            for message_id in event["streaming_ids"]:
-                self.shown[message_id] = (0, 0)
-            await self.send(text_data=event["frame"])
-            return
-        messages = await database_sync_to_async(_messages_in_order)(event["message_ids"])
-        for message in messages:
-            if message.is_streaming:
-                self.shown[str(message.id)] = (0, 0)
-        quota = await database_sync_to_async(limits.quota_usage_for_user)(user=self.scope["user"])
-        await self.send(
-            text_data=frames.turn_started(messages=messages) + frames.quota_status(usage=quota)
-        )
+    async def turn_started(self, event: events.TurnStarted) -> None:
+        for message_id in event["streaming_ids"]:
+            self.shown[message_id] = (0, 0)
+        await self.send(text_data=event["frame"])
 
     async def reply_delta(self, event: dict[str, Any]) -> None:
         message_id = event["message_id"]
@@ -259,10 +256,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         reasoning = _unseen(event["reasoning"], event["reasoning_offset"], shown[1])
         if text is None or reasoning is None:
             # A gap (a frame was lost): start over from a fresh snapshot rather than guess.
-            self.shown.pop(message_id, None)
-            await generation.reply_snapshot_request(
-                conversation_id=self.conversation_id, reply_channel=self.channel_name
-            )
+            if await self._snapshot_request():
+                self.shown.pop(message_id, None)
+            # Else the layer is still failing: the next delta shows the gap and asks again.
             return
         if text or reasoning:
             self.shown[message_id] = (shown[0] + len(text), shown[1] + len(reasoning))
@@ -271,6 +267,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     message_id=message_id, text=text, reasoning=reasoning
                 )
             )
+
+    async def _snapshot_request(self) -> bool:
+        """Ask whoever generates this conversation's reply for the text so far; False when the
+        channel layer failed (the socket stays open and catches up later)."""
+        try:
+            await generation.reply_snapshot_request(
+                conversation_id=self.conversation_id, reply_channel=self.channel_name
+            )
+        except Exception as exc:
+            logger.warning("snapshot request failed (%r); asking again later", exc)
+            return False
+        return True
 
     async def reply_snapshot(self, event: dict[str, Any]) -> None:
         message_id, text, reasoning = event["message_id"], event["text"], event["reasoning"]
@@ -313,9 +321,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def reply_notice(self, event: dict[str, Any]) -> None:
         await self.send(text_data=frames.notice(message_id=event["message_id"], text=event["text"]))
 
-    async def reply_finished(self, event: dict[str, Any]) -> None:
+    async def reply_finished(self, event: events.ReplyFinished) -> None:
         self.shown.pop(event["message_id"], None)
-        if "frame" in event:
+        if event["frame"]:
             await self.send(text_data=event["frame"])
             return
         message, quota = await database_sync_to_async(_message_and_quota)(
@@ -401,13 +409,6 @@ def _turn_start(
         # Every viewer of a conversation is its owner, so one quota line fits them all.
         frame=frames.turn_started(messages=selectors.messages_with_versions(messages=messages))
         + frames.quota_status(usage=started.quota),
-    )
-
-
-def _messages_in_order(message_ids: list[str]) -> list[Message]:
-    by_id = Message.objects.in_bulk(message_ids, field_name="id")
-    return selectors.messages_with_versions(
-        messages=[by_id[uuid.UUID(message_id)] for message_id in message_ids]
     )
 
 

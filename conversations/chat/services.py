@@ -196,9 +196,13 @@ def replies_checkpoint(*, replies: dict[uuid.UUID, tuple[str, str]]) -> None:
 
 
 def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
+    """Save the end of a reply, once. A reply the recovery sweep marked `interrupted` while its
+    process could not reach the database is still saved: its text is the whole truth."""
     content_html = markdown_to_html(outcome.content)
     with transaction.atomic():
-        updated = Message.objects.filter(id=message_id, status=Message.Status.STREAMING).update(
+        updated = Message.objects.filter(
+            id=message_id, status__in=[Message.Status.STREAMING, Message.Status.INTERRUPTED]
+        ).update(
             status=outcome.status,
             content=outcome.content,
             content_html=content_html,

@@ -15,8 +15,7 @@ from conversations.gateway.content import RequestStyle
 from conversations.gateway.dialect import Dialect
 from conversations.gateway.errors import GatewayError
 from conversations.gateway.payload import TurnOptions, TurnRequest, profile_for
-from conversations.realtime import live
-from conversations.realtime.generation import upstream_client
+from conversations.realtime import live, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +27,6 @@ TITLE_INSTRUCTION = (
     "wrote, a line with ---, then the assistant's reply. Answer with a short title for it (at "
     "most six words) and nothing else: no quotes, no punctuation at the end."
 )
-
-# Title tasks in flight: kept referenced so they are not collected, awaited by tests.
-pending: set[asyncio.Task[None]] = set()
 
 
 def title_clean(text: str) -> str:
@@ -64,7 +60,7 @@ async def title_generate(*, conversation_id: uuid.UUID, owner_id: int) -> bool:
         dialect=Dialect.of(RequestStyle(settings.CHAT_REQUEST_STYLE)),
     )
     try:
-        title = title_clean(await upstream_client().complete(turn))
+        title = title_clean(await runtime.current().client.complete(turn))
     except GatewayError as exc:
         logger.info("no title for conversation %s: %s", conversation_id, exc.message)
         return False
@@ -93,6 +89,4 @@ def title_schedule(
         except Exception:
             logger.exception("title generation failed for conversation %s", conversation_id)
 
-    task = asyncio.create_task(run(), name=f"title-{conversation_id}")
-    pending.add(task)
-    task.add_done_callback(pending.discard)
+    runtime.current().spawn(run(), name=f"title-{conversation_id}")

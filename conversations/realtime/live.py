@@ -10,19 +10,15 @@ import uuid
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from conversations.realtime.generation import reply_stop, viewers_group
+from conversations.realtime import events, runtime
+from conversations.realtime.events import user_group
+from conversations.realtime.generation import reply_stop
 
-
-def user_group(user_id: int | str) -> str:
-    return f"chat-user.{user_id}"
+__all__ = ["user_group"]
 
 
 async def sidebar_changed(*, user_id: int | str) -> None:
-    await get_channel_layer().group_send(user_group(user_id), {"type": "sidebar.changed"})
-
-
-# Scheduled sidebar updates, kept referenced until done.
-pending: set[asyncio.Task[None]] = set()
+    await events.sidebar_changed_send(get_channel_layer(), user_id=user_id)
 
 
 def sidebar_changed_after(*, user_id: int | str, event: asyncio.Event) -> None:
@@ -33,9 +29,7 @@ def sidebar_changed_after(*, user_id: int | str, event: asyncio.Event) -> None:
         await event.wait()
         await sidebar_changed(user_id=user_id)
 
-    task = asyncio.create_task(announce(), name=f"sidebar-{user_id}")
-    pending.add(task)
-    task.add_done_callback(pending.discard)
+    runtime.current().spawn(announce(), name=f"sidebar-{user_id}")
 
 
 def sidebar_changed_sync(*, user_id: int | str) -> None:
@@ -44,7 +38,7 @@ def sidebar_changed_sync(*, user_id: int | str) -> None:
 
 async def thread_changed(*, conversation_id: uuid.UUID) -> None:
     """Every tab of the conversation re-renders its transcript: the branch on screen moved."""
-    await get_channel_layer().group_send(viewers_group(conversation_id), {"type": "thread.changed"})
+    await events.thread_changed_send(get_channel_layer(), conversation_id=conversation_id)
 
 
 def reply_stop_sync(*, conversation_id: uuid.UUID) -> None:

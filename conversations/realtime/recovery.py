@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from conversations.chat.rendering import markdown_to_html
 from conversations.models import Message
+from conversations.realtime import events, runtime, spool
 
 logger = logging.getLogger(__name__)
 
@@ -127,42 +128,36 @@ def replies_orphaned_interrupt(
 # The process's own housekeeping.
 
 
-async def sweep_once() -> int:
-    from conversations.realtime import generation
-
-    interrupted = await database_sync_to_async(replies_orphaned_interrupt)(
-        spare=generation.active_generations
-    )
+async def sweep_once(*, live: runtime.Runtime | None = None) -> int:
+    """Save the spooled replies, then mark dead processes' replies `interrupted` and tell
+    their viewers; returns how many were interrupted."""
+    live = live or runtime.current()
+    await database_sync_to_async(spool.spool_replay)(worker=worker_id())
+    interrupted = await database_sync_to_async(replies_orphaned_interrupt)(spare=live.generations)
     layer = get_channel_layer()
     for conversation_id, message_id in interrupted:
-        await layer.group_send(
-            generation.viewers_group(conversation_id),
-            {"type": "reply.finished", "message_id": str(message_id)},
+        await events.reply_finished_send(
+            layer, conversation_id=conversation_id, message_id=str(message_id)
         )
     return len(interrupted)
 
 
-async def housekeeping_forever() -> None:
+async def housekeeping_forever(*, live: runtime.Runtime | None = None) -> None:
     """Heartbeat this process's replies and sweep up dead processes' ones, until cancelled."""
-    from conversations.realtime import generation
-
+    live = live or runtime.current()
     while True:
         try:
-            await database_sync_to_async(replies_heartbeat)(
-                message_ids=list(generation.active_generations)
-            )
-            await sweep_once()
+            await database_sync_to_async(replies_heartbeat)(message_ids=list(live.generations))
+            await sweep_once(live=live)
         except Exception:
             # A database blip must not end housekeeping for the life of the process.
             logger.exception("reply housekeeping failed; trying again")
         await asyncio.sleep(settings.CHAT_HEARTBEAT_INTERVAL)
 
 
-async def generations_shutdown(*, grace: float) -> None:
+async def generations_shutdown(*, grace: float, live: runtime.Runtime | None = None) -> None:
     """Let in-flight replies finish for `grace` seconds, then save the rest as interrupted."""
-    from conversations.realtime import generation
-
-    tasks = [g.task for g in list(generation.active_generations.values()) if g.task]
+    tasks = (live or runtime.current()).generation_tasks()
     if not tasks:
         return
     logger.info("shutting down: waiting up to %.1f s for %d replies", grace, len(tasks))

@@ -1,0 +1,1 @@
+"""Test support shared by the suite: fault injection and its fixtures."""
