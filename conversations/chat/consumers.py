@@ -1,6 +1,5 @@
 """The chat socket: authorise, parse, hand off, relay. No business logic lives here."""
 
-import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -11,11 +10,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import OperationalError
 from django.db.models import F
 
 from conversations.accounts import limits
-from conversations.chat import frames, selectors, services, titles
+from conversations.chat import frames, frames_in, selectors, services, titles
 from conversations.chat.forms import TurnForm, TurnSettingsForm, form_error_text, turn_settings_from
+from conversations.chat.frames_in import FrameError
 from conversations.models import Conversation, Message
 from conversations.realtime import generation, live
 
@@ -23,15 +24,10 @@ logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
-# Frames that change which branch of the tree is on screen.
-# Retry is not among them: it re-sends a failed reply with the parameters it was sent with.
-BRANCH_ACTIONS = frozenset({"regenerate", "continue", "edit", "switch"})
-# Room for the message itself plus the controls and htmx's headers.
-FRAME_OVERHEAD_CHARS = 16_384
-
-
-class FrameError(Exception):
-    """A frame the socket cannot act on; the message is shown to the user."""
+DATABASE_BUSY = (
+    "The server is too busy to save this right now. Nothing was sent; your message is still "
+    "here, so try again in a moment."
+)
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -90,20 +86,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
-            frame = parse_frame(text_data)
-            action = frame.get("action", "send")
-            if not isinstance(action, str):
-                raise FrameError("The action must be text.")
-            if action == "send":
+            frame = frames_in.frame_parse(text_data)
+            if isinstance(frame, frames_in.SendFrame):
                 await self.turn_send(frame)
-            elif action == "stop":
+            elif isinstance(frame, frames_in.StopFrame):
                 await generation.reply_stop(conversation_id=self.conversation_id)
-            elif action == "retry":
+            elif isinstance(frame, frames_in.RetryFrame):
                 await self.reply_retry(frame)
-            elif action in BRANCH_ACTIONS:
-                await self.branch(action, frame)
             else:
-                raise FrameError(f"Unknown action {str(action)[:40]!r}.")
+                await self.branch(frame)
         except FrameError as exc:
             await self.send(text_data=frames.composer_error(text=str(exc)))
         except Conversation.DoesNotExist:
@@ -111,11 +102,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send(
                 text_data=frames.composer_error(text="This conversation has been deleted.")
             )
+        except OperationalError:
+            # The database stayed locked or away past its wait: nothing of this frame was
+            # saved, and the composer keeps the text for another try.
+            logger.warning("A chat action could not reach the database", exc_info=True)
+            await self.send(text_data=frames.composer_error(text=DATABASE_BUSY))
 
-    async def turn_send(self, frame: dict[str, Any]) -> None:
-        if not isinstance(frame.get("message"), str):
-            raise FrameError("The message must be text.")
-        form = TurnForm(data=frame)
+    async def turn_send(self, frame: frames_in.SendFrame) -> None:
+        form = TurnForm(data={**frame.controls, "message": frame.message})
         if not form.is_valid():
             raise FrameError(form_error_text(form))
         data = form.cleaned_data
@@ -125,14 +119,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 conversation_id=self.conversation_id,
                 owner=owner,
                 content=data["message"],
-                turn_settings=turn_settings_from(form=form, frame=frame),
+                turn_settings=turn_settings_from(form=form, frame=frame.controls),
                 model=settings.CHAT_MODEL,
             )
         except services.TurnRefused as exc:
             raise FrameError(str(exc)) from exc
         user_message, reply = turn.started.user_message, turn.started.reply
-        client_token = str(frame.get("client_token", ""))[:64]
-        await self.send(text_data=frames.composer_accepted(client_token=client_token))
+        await self.send(text_data=frames.composer_accepted(client_token=frame.client_token))
         # Before the reply starts: viewers must know of the turn to take its first text.
         await self.channel_layer.group_send(
             generation.viewers_group(self.conversation_id),
@@ -154,41 +147,43 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 after=running.task,
             )
 
-    async def branch(self, action: str, frame: dict[str, Any]) -> None:
+    async def branch(self, frame: frames_in.BranchFrame) -> None:
         """Regenerate / retry / continue a reply, edit a user message, or page to a version:
         the branch on screen changes, so every tab of the conversation re-renders it."""
-        owner, message_id = self.scope["user"], str(frame.get("message_id", ""))[:64]
+        owner, message_id = self.scope["user"], frame.message_id
         reply_id = None
         try:
-            if action == "switch":
+            if frame.action == "switch":
                 await database_sync_to_async(services.branch_switch)(
                     conversation_id=self.conversation_id, owner=owner, message_id=message_id
                 )
-            elif action == "edit":
-                form: TurnSettingsForm = TurnForm(data=frame)
-                if not isinstance(frame.get("message"), str) or not form.is_valid():
-                    raise FrameError(form_error_text(form) or "The message must be text.")
+            elif frame.action == "edit":
+                form: TurnSettingsForm = TurnForm(data={**frame.controls, "message": frame.message})
+                if not form.is_valid():
+                    raise FrameError(form_error_text(form))
                 _, reply = await database_sync_to_async(services.turn_edit)(
                     conversation_id=self.conversation_id,
                     owner=owner,
                     message_id=message_id,
                     content=form.cleaned_data["message"],
-                    settings=turn_settings_from(form=form, frame=frame),
+                    settings=turn_settings_from(form=form, frame=frame.controls),
                     model=settings.CHAT_MODEL,
                 )
                 reply_id = reply.id
             else:
-                form = TurnSettingsForm(data=frame)
+                form = TurnSettingsForm(data=frame.controls)
                 if not form.is_valid():
                     raise FrameError(form_error_text(form))
                 write = (
-                    services.reply_continue if action == "continue" else services.reply_regenerate
+                    services.reply_continue
+                    if frame.action == "continue"
+                    else services.reply_regenerate
                 )
                 reply = await database_sync_to_async(write)(
                     conversation_id=self.conversation_id,
                     owner=owner,
                     reply_id=message_id,
-                    settings=turn_settings_from(form=form, frame=frame),
+                    settings=turn_settings_from(form=form, frame=frame.controls),
                     model=settings.CHAT_MODEL,
                 )
                 reply_id = reply.id
@@ -199,15 +194,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await generation.reply_generate(reply_id=reply_id)
             await live.sidebar_changed(user_id=owner.pk)
 
-    async def reply_retry(self, frame: dict[str, Any]) -> None:
-        try:
-            message_id = uuid.UUID(str(frame.get("message_id"))[:64])
-        except ValueError as exc:
-            raise FrameError("That reply is not part of this conversation.") from exc
+    async def reply_retry(self, frame: frames_in.RetryFrame) -> None:
         try:
             failed, reply = await database_sync_to_async(services.reply_retry)(
                 conversation_id=self.conversation_id,
-                message_id=message_id,
+                message_id=frame.message_id,
                 owner=self.scope["user"],
                 model=settings.CHAT_MODEL,
             )
@@ -318,23 +309,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 text_data=frames.message_replaced(message=message)
                 + frames.quota_status(usage=quota)
             )
-
-
-def parse_frame(text_data: str | None) -> dict[str, Any]:
-    if text_data is None:
-        raise FrameError("Frames must be text (JSON).")
-    if len(text_data) > settings.CHAT_MAX_MESSAGE_CHARS + FRAME_OVERHEAD_CHARS:
-        raise FrameError(
-            f"That message is too long: the limit is {settings.CHAT_MAX_MESSAGE_CHARS:,} "
-            "characters. Nothing was sent."
-        )
-    try:
-        frame = json.loads(text_data)
-    except ValueError as exc:
-        raise FrameError("The frame is not valid JSON.") from exc
-    if not isinstance(frame, dict):
-        raise FrameError("The frame must be a JSON object.")
-    return frame
 
 
 def _unseen(piece: str, offset: int, shown: int) -> str | None:
