@@ -110,7 +110,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # an in-memory SQLite database would be private to the test process.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            # Seconds a writer waits for the lock before giving up (SQLite's busy timeout).
+            "timeout": env_int("SQLITE_BUSY_TIMEOUT", 20),
+            # A transaction that reads, then writes, cannot wait for the lock once it has read
+            # (SQLite fails it at once): taking the write lock at BEGIN makes writers queue.
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
     )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
