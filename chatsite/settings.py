@@ -215,6 +215,9 @@ CHAT_RENDER_INTERVAL = env_float("CHAT_RENDER_INTERVAL", 0.3)
 # more replies streaming, each is re-rendered less often (bench/REPORT.md).
 CHAT_RENDERS_PER_SECOND = env_float("CHAT_RENDERS_PER_SECOND", 20.0)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 100_000)
+# The largest websocket message the server sends. Daphne refuses (and closes the socket on) any
+# message over its --websocket-max-message-size, 1 MiB unless changed: keep this at or below it.
+CHAT_WS_FRAME_MAX_BYTES = env_int("CHAT_WS_FRAME_MAX_BYTES", 1024 * 1024)
 CHAT_DEFAULT_MAX_TOKENS = env_int("CHAT_DEFAULT_MAX_TOKENS", 4096)
 
 # Admin review: staff must type why they open a transcript; it goes into the access log.

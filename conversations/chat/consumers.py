@@ -62,6 +62,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if finished is not None:
             await self.send(text_data=frames.message_replaced(message=finished))
 
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        """Every frame goes out here: one too large for the socket (a huge reply, a long
+        thread) would close it, so the page is told to load the transcript over HTTP instead."""
+        if text_data is not None and not frames.frame_fits(text_data):
+            logger.info("A %d-character frame was replaced by a transcript fetch", len(text_data))
+            text_data = frames.transcript_fetch(conversation_id=self.conversation_id)
+        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch, without its hop to the ORM thread before every handler.
 
@@ -256,37 +266,39 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if text or reasoning:
             self.shown[message_id] = (shown[0] + len(text), shown[1] + len(reasoning))
-            await self.send(
-                text_data=frames.text_appended(
-                    message_id=message_id, text=text, reasoning=reasoning
-                )
-            )
+            for piece in frames.text_appended_pieces(
+                message_id=message_id, text=text, reasoning=reasoning
+            ):
+                await self.send(text_data=piece)
 
     async def reply_snapshot(self, event: dict[str, Any]) -> None:
         message_id, text, reasoning = event["message_id"], event["text"], event["reasoning"]
         self.shown[message_id] = (len(text), len(reasoning))
-        await self.send(
-            text_data=frames.text_replaced(message_id=message_id, text=text, reasoning=reasoning)
-        )
+        for piece in frames.text_replaced_pieces(
+            message_id=message_id, text=text, reasoning=reasoning
+        ):
+            await self.send(text_data=piece)
 
     async def reply_render(self, event: dict[str, Any]) -> None:
         shown = self.shown.get(event["message_id"])
         # Only Markdown of exactly the text on screen: anything else would drop or repeat text.
         if shown is not None and shown[0] == event["length"]:
-            await self.send(
-                text_data=frames.text_rendered(
-                    message_id=event["message_id"], html=event["html"], tail=event["tail"]
-                )
+            frame = frames.text_rendered(
+                message_id=event["message_id"], html=event["html"], tail=event["tail"]
             )
+            # Too large for the socket: the plain text stays on screen until the reply ends.
+            if frames.frame_fits(frame):
+                await self.send(text_data=frame)
 
     async def thread_changed(self, event: dict[str, Any]) -> None:
-        window = await database_sync_to_async(_thread_window)(self.conversation_id)
+        window, pieces = await database_sync_to_async(_thread_window_pieces)(self.conversation_id)
         if window is None:
             return
         for message in window.messages:
             if message.is_streaming:
                 self.shown[str(message.id)] = (len(message.content), len(message.reasoning))
-        await self.send(text_data=frames.transcript(window=window))
+        for piece in pieces or [frames.transcript_fetch(conversation_id=self.conversation_id)]:
+            await self.send(text_data=piece)
 
     async def sidebar_changed(self, event: dict[str, Any]) -> None:
         user = self.scope["user"]
@@ -383,9 +395,15 @@ def _message_with_version(message_id: str) -> Message | None:
     return selectors.messages_with_versions(messages=[message])[0] if message else None
 
 
-def _thread_window(conversation_id: uuid.UUID) -> selectors.ThreadWindow | None:
+def _thread_window_pieces(
+    conversation_id: uuid.UUID,
+) -> tuple[selectors.ThreadWindow | None, list[str] | None]:
+    """The window on screen and its frames, rendered on the database thread as before."""
     conversation = Conversation.objects.filter(id=conversation_id).first()
-    return selectors.thread_window(conversation=conversation) if conversation else None
+    if conversation is None:
+        return None, None
+    window = selectors.thread_window(conversation=conversation)
+    return window, frames.transcript_pieces(window=window)
 
 
 def _sidebar(user: Any, conversation_id: uuid.UUID) -> tuple[list[Conversation], Any]:

@@ -75,7 +75,8 @@ def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpRespo
 @require_GET
 @login_required
 def conversation_older(request: HttpRequest, conversation_id: str) -> HttpResponse:
-    """Earlier messages of the branch on screen, loaded as the reader scrolls up."""
+    """Earlier messages of the branch on screen, loaded as the reader scrolls up; without
+    `before`, the latest window, which the page loads when it was too large for a socket frame."""
     conversation = _owned(request, conversation_id)
     before = request.GET.get("before", "")
     try:
