@@ -3,6 +3,7 @@ large replies keep every socket open, on a real Daphne (whose limit is 1 MiB) wi
 websocket client that enforces the same limit."""
 
 import asyncio
+import html
 import json
 import re
 from typing import Any
@@ -13,6 +14,7 @@ import websockets
 from django.conf import settings as django_settings
 from playwright.sync_api import Page, expect
 
+from conversations.chat import frames
 from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
 from tests.conftest import DaphneServer, sign_in
@@ -20,8 +22,6 @@ from tests.factories import exchange
 from tests.test_consumers import SEND
 from tests.test_sqlite_concurrency import _session_cookie
 from tests.upstream_server import FakeUpstream, Stream, gateway_chunks
-
-pytestmark = [pytest.mark.browser]
 
 # Daphne's default --websocket-max-message-size, which the app's own limit must not exceed.
 DAPHNE_LIMIT = 1024 * 1024
@@ -67,6 +67,7 @@ class Socket:
         await self.until(f"probe-{tag}")
 
 
+@pytest.mark.browser
 def test_a_5_mb_reply_streams_and_keeps_every_socket_open(
     live: DaphneServer, upstream: FakeUpstream, user: Any
 ) -> None:
@@ -106,6 +107,7 @@ def test_a_5_mb_reply_streams_and_keeps_every_socket_open(
     assert len(transcript.text) > 5_000_000
 
 
+@pytest.mark.browser
 def test_a_3_mb_regenerate_arrives_in_pieces_and_keeps_the_socket_open(
     live: DaphneServer, upstream: FakeUpstream, user: Any
 ) -> None:
@@ -140,6 +142,7 @@ def test_a_3_mb_regenerate_arrives_in_pieces_and_keeps_the_socket_open(
     assert newest.content == "A short new version."
 
 
+@pytest.mark.browser
 def test_the_page_streams_a_huge_reply_and_loads_its_end_over_http(
     browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user: Any
 ) -> None:
@@ -165,3 +168,17 @@ def test_the_page_streams_a_huge_reply_and_loads_its_end_over_http(
     page.get_by_role("button", name="Send").click()
     expect(replies.nth(1)).to_have_attribute("data-status", "complete", timeout=60_000)
     expect(replies.nth(1)).to_contain_text("Still talking.")
+
+
+@pytest.mark.parametrize("reasoning", ["", 'Thinking "aloud" & <at> length. ' * 20_000])
+def test_slices_of_a_huge_delta_or_snapshot_each_fit_and_add_up(reasoning: str) -> None:
+    # Escaping multiplies characters like these by up to six.
+    text = '<b>"Quoted" & escaped</b> ünïcödé 😀 ' * 60_000
+    for build in (frames.text_appended_pieces, frames.text_replaced_pieces):
+        pieces = build(message_id="m", text=text, reasoning=reasoning)
+        assert len(pieces) > 1
+        assert all(len(piece.encode()) <= DAPHNE_LIMIT for piece in pieces)
+        shown = "".join(re.findall(r"-content\">([^<]*)<", "".join(pieces)))
+        assert html.unescape(shown) == text
+        thought = "".join(re.findall(r"-reasoning\">([^<]*)<", "".join(pieces)))
+        assert html.unescape(thought) == reasoning

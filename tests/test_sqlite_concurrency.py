@@ -15,7 +15,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -49,14 +48,9 @@ def _session_cookie(user: Any) -> str:
     return client.cookies[django_settings.SESSION_COOKIE_NAME].value
 
 
-@dataclass
-class LoopOutcome:
-    failed_sends: list[str] = field(default_factory=list)
-
-
-async def _chat_loop(server: DaphneServer, cookie: str, conversation: Conversation) -> LoopOutcome:
-    """SENDS_EACH turns one after the other in one conversation."""
-    outcome = LoopOutcome()
+async def _chat_loop(server: DaphneServer, cookie: str, conversation: Conversation) -> list[str]:
+    """SENDS_EACH turns one after the other in one conversation; the sends that failed."""
+    failed: list[str] = []
     url = f"ws://127.0.0.1:{server.port}/ws/c/{conversation.id}/"
     headers = {"Cookie": f"{django_settings.SESSION_COOKIE_NAME}={cookie}", "Origin": server.url}
     async with websockets.connect(url, additional_headers=headers, max_size=None) as socket:
@@ -70,16 +64,14 @@ async def _chat_loop(server: DaphneServer, cookie: str, conversation: Conversati
                         seen.append(frame[:300])
                         error = re.search(r'id="composer-error"[^>]*>([^<]+)<', frame)
                         if error:
-                            outcome.failed_sends.append(f"turn {turn}: {error.group(1)}")
+                            failed.append(f"turn {turn}: {error.group(1)}")
                             break
                         if COMPLETE in frame:
                             break
             except TimeoutError:
-                outcome.failed_sends.append(
-                    f"turn {turn}: no reply in {TURN_TIMEOUT} s {seen[-3:]}"
-                )
-                return outcome
-    return outcome
+                failed.append(f"turn {turn}: no reply in {TURN_TIMEOUT} s {seen[-3:]}")
+                return failed
+    return failed
 
 
 def _rename_until(user: Any, conversations: list[Conversation], done: threading.Event) -> int:
@@ -148,7 +140,7 @@ def test_ten_senders_and_fast_renames_lose_no_send(server: DaphneServer, user: A
     cookie = _session_cookie(user)
     done = threading.Event()
 
-    async def run() -> tuple[list[LoopOutcome], int, list[int]]:
+    async def run() -> tuple[list[list[str]], int, list[int]]:
         renames = asyncio.create_task(asyncio.to_thread(_rename_until, user, conversations, done))
         shares = asyncio.create_task(
             asyncio.to_thread(_share_until, server, cookie, conversations, done)
@@ -165,7 +157,7 @@ def test_ten_senders_and_fast_renames_lose_no_send(server: DaphneServer, user: A
     loops, renamed, statuses = asyncio.run(run())
     elapsed = time.monotonic() - started
 
-    failed = [problem for loop in loops for problem in loop.failed_sends]
+    failed = [problem for loop in loops for problem in loop]
     assert failed == [], (failed, _states(conversations))
     assert renamed > 100, "the renames did not run alongside the sends"
     assert statuses, "no share request ran alongside the sends"
