@@ -1,10 +1,7 @@
-"""The default embedded database under ordinary concurrency: ten people chatting at once while
-conversations are renamed and shared as fast as the server answers. Every send must be saved
-and answered; no request may fail because another one was writing.
-
-Runs against a real Daphne process with real websocket and HTTP clients, so that writes come
-from several threads and connections as they do in production.
-"""
+"""The default embedded database under ordinary concurrency: ten people chatting at once on a
+real Daphne while a second process renames conversations as fast as SQLite lets it write and
+share links are published over HTTP. Every send must be saved and answered; no request may
+fail because another one was writing."""
 
 import asyncio
 import html
