@@ -124,7 +124,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # an in-memory SQLite database would be private to the test process.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            # Seconds a writer waits for the lock before giving up (SQLite's busy timeout).
+            "timeout": env_int("SQLITE_BUSY_TIMEOUT", 20),
+            # A transaction that reads, then writes, cannot wait for the lock once it has read
+            # (SQLite fails it at once): taking the write lock at BEGIN makes writers queue.
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
     )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -238,6 +245,9 @@ CHAT_RENDER_INTERVAL = env_float("CHAT_RENDER_INTERVAL", 0.3)
 # more replies streaming, each is re-rendered less often (bench/REPORT.md).
 CHAT_RENDERS_PER_SECOND = env_float("CHAT_RENDERS_PER_SECOND", 20.0)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 100_000)
+# The largest websocket message the server sends. Daphne refuses (and closes the socket on) any
+# message over its --websocket-max-message-size, 1 MiB unless changed: keep this at or below it.
+CHAT_WS_FRAME_MAX_BYTES = env_int("CHAT_WS_FRAME_MAX_BYTES", 1024 * 1024)
 CHAT_DEFAULT_MAX_TOKENS = env_int("CHAT_DEFAULT_MAX_TOKENS", 4096)
 
 # Admin review: staff must type why they open a transcript; it goes into the access log.

@@ -19,7 +19,7 @@ from playwright.sync_api import Page, expect
 
 from conversations.accounts import limits
 from conversations.chat import services
-from conversations.chat.consumers import FRAME_OVERHEAD_CHARS
+from conversations.chat.frames_in import FRAME_OVERHEAD_CHARS
 from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message, UsageRecord, UserQuota
 from conversations.realtime import runtime

@@ -1,6 +1,5 @@
 """The chat socket: authorise, parse, hand off, relay. No business logic lives here."""
 
-import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -16,8 +15,9 @@ from django.db.models import F
 
 from conversations.accounts import limits, sessions
 from conversations.accounts.sessions import CLOSE_SESSION_ENDED, SESSION_ENDED_TEXT
-from conversations.chat import frames, selectors, services, titles
+from conversations.chat import frames, frames_in, selectors, services, titles
 from conversations.chat.forms import TurnForm, TurnSettingsForm, form_error_text, turn_settings_from
+from conversations.chat.frames_in import FrameError
 from conversations.models import Conversation, Message
 from conversations.realtime import events, generation, live
 
@@ -25,15 +25,10 @@ logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
-# Frames that change which branch of the tree is on screen.
-# Retry is not among them: it re-sends a failed reply with the parameters it was sent with.
-BRANCH_ACTIONS = frozenset({"regenerate", "continue", "edit", "switch"})
-# Room for the message itself plus the controls and htmx's headers.
-FRAME_OVERHEAD_CHARS = 16_384
-
-
-class FrameError(Exception):
-    """A frame the socket cannot act on; the message is shown to the user."""
+DATABASE_BUSY = (
+    "The server is too busy to save this right now. Nothing was sent; your message is still "
+    "here, so try again in a moment."
+)
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -65,6 +60,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         finished = await database_sync_to_async(_finished_leaf)(self.conversation_id)
         if finished is not None:
             await self.send(text_data=frames.message_replaced(message=finished))
+
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        """Every frame goes out here: one too large for the socket (a huge reply, a long
+        thread) would close it, so the page is told to load the transcript over HTTP instead."""
+        if text_data is not None and not frames.frame_fits(text_data):
+            logger.info("A %d-character frame was replaced by a transcript fetch", len(text_data))
+            text_data = frames.transcript_fetch(conversation_id=self.conversation_id)
+        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels' dispatch, without its hop to the ORM thread before every handler.
@@ -98,20 +103,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
-            frame = parse_frame(text_data)
-            action = frame.get("action", "send")
-            if not isinstance(action, str):
-                raise FrameError("The action must be text.")
-            if action == "send":
+            frame = frames_in.frame_parse(text_data)
+            if isinstance(frame, frames_in.SendFrame):
                 await self.turn_send(frame)
-            elif action == "stop":
+            elif isinstance(frame, frames_in.StopFrame):
                 await generation.reply_stop(conversation_id=self.conversation_id)
-            elif action == "retry":
+            elif isinstance(frame, frames_in.RetryFrame):
                 await self.reply_retry(frame)
-            elif action in BRANCH_ACTIONS:
-                await self.branch(action, frame)
             else:
-                raise FrameError(f"Unknown action {str(action)[:40]!r}.")
+                await self.branch(frame)
         except FrameError as exc:
             await self.send(text_data=frames.composer_error(text=str(exc)))
         except Conversation.DoesNotExist:
@@ -119,11 +119,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send(
                 text_data=frames.composer_error(text="This conversation has been deleted.")
             )
+        except OperationalError:
+            # The database stayed locked or away past its wait: nothing of this frame was
+            # saved, and the composer keeps the text for another try.
+            logger.warning("A chat action could not reach the database", exc_info=True)
+            await self.send(text_data=frames.composer_error(text=DATABASE_BUSY))
 
-    async def turn_send(self, frame: dict[str, Any]) -> None:
-        if not isinstance(frame.get("message"), str):
-            raise FrameError("The message must be text.")
-        form = TurnForm(data=frame)
+    async def turn_send(self, frame: frames_in.SendFrame) -> None:
+        form = TurnForm(data={**frame.controls, "message": frame.message})
         if not form.is_valid():
             raise FrameError(form_error_text(form))
         data = form.cleaned_data
@@ -133,14 +136,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 conversation_id=self.conversation_id,
                 owner=owner,
                 content=data["message"],
-                turn_settings=turn_settings_from(form=form, frame=frame),
+                turn_settings=turn_settings_from(form=form, frame=frame.controls),
                 model=settings.CHAT_MODEL,
             )
         except services.TurnRefused as exc:
             raise FrameError(str(exc)) from exc
         user_message, reply = turn.started.user_message, turn.started.reply
-        client_token = str(frame.get("client_token", ""))[:64]
-        await self.send(text_data=frames.composer_accepted(client_token=client_token))
+        await self.send(text_data=frames.composer_accepted(client_token=frame.client_token))
         # Before the reply starts: viewers must know of the turn to take its first text.
         await events.turn_started_send(
             self.channel_layer,
@@ -160,41 +162,43 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 after=running.task,
             )
 
-    async def branch(self, action: str, frame: dict[str, Any]) -> None:
+    async def branch(self, frame: frames_in.BranchFrame) -> None:
         """Regenerate / retry / continue a reply, edit a user message, or page to a version:
         the branch on screen changes, so every tab of the conversation re-renders it."""
-        owner, message_id = self.scope["user"], str(frame.get("message_id", ""))[:64]
+        owner, message_id = self.scope["user"], frame.message_id
         reply_id = None
         try:
-            if action == "switch":
+            if frame.action == "switch":
                 await database_sync_to_async(services.branch_switch)(
                     conversation_id=self.conversation_id, owner=owner, message_id=message_id
                 )
-            elif action == "edit":
-                form: TurnSettingsForm = TurnForm(data=frame)
-                if not isinstance(frame.get("message"), str) or not form.is_valid():
-                    raise FrameError(form_error_text(form) or "The message must be text.")
+            elif frame.action == "edit":
+                form: TurnSettingsForm = TurnForm(data={**frame.controls, "message": frame.message})
+                if not form.is_valid():
+                    raise FrameError(form_error_text(form))
                 _, reply = await database_sync_to_async(services.turn_edit)(
                     conversation_id=self.conversation_id,
                     owner=owner,
                     message_id=message_id,
                     content=form.cleaned_data["message"],
-                    settings=turn_settings_from(form=form, frame=frame),
+                    settings=turn_settings_from(form=form, frame=frame.controls),
                     model=settings.CHAT_MODEL,
                 )
                 reply_id = reply.id
             else:
-                form = TurnSettingsForm(data=frame)
+                form = TurnSettingsForm(data=frame.controls)
                 if not form.is_valid():
                     raise FrameError(form_error_text(form))
                 write = (
-                    services.reply_continue if action == "continue" else services.reply_regenerate
+                    services.reply_continue
+                    if frame.action == "continue"
+                    else services.reply_regenerate
                 )
                 reply = await database_sync_to_async(write)(
                     conversation_id=self.conversation_id,
                     owner=owner,
                     reply_id=message_id,
-                    settings=turn_settings_from(form=form, frame=frame),
+                    settings=turn_settings_from(form=form, frame=frame.controls),
                     model=settings.CHAT_MODEL,
                 )
                 reply_id = reply.id
@@ -205,15 +209,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await generation.reply_generate(reply_id=reply_id)
             await live.sidebar_changed(user_id=owner.pk)
 
-    async def reply_retry(self, frame: dict[str, Any]) -> None:
-        try:
-            message_id = uuid.UUID(str(frame.get("message_id"))[:64])
-        except ValueError as exc:
-            raise FrameError("That reply is not part of this conversation.") from exc
+    async def reply_retry(self, frame: frames_in.RetryFrame) -> None:
         try:
             failed, reply = await database_sync_to_async(services.reply_retry)(
                 conversation_id=self.conversation_id,
-                message_id=message_id,
+                message_id=frame.message_id,
                 owner=self.scope["user"],
                 model=settings.CHAT_MODEL,
             )
@@ -262,11 +262,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if text or reasoning:
             self.shown[message_id] = (shown[0] + len(text), shown[1] + len(reasoning))
-            await self.send(
-                text_data=frames.text_appended(
-                    message_id=message_id, text=text, reasoning=reasoning
-                )
-            )
+            for piece in frames.text_appended_pieces(
+                message_id=message_id, text=text, reasoning=reasoning
+            ):
+                await self.send(text_data=piece)
 
     async def _snapshot_request(self) -> bool:
         """Ask whoever generates this conversation's reply for the text so far; False when the
@@ -283,28 +282,31 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def reply_snapshot(self, event: dict[str, Any]) -> None:
         message_id, text, reasoning = event["message_id"], event["text"], event["reasoning"]
         self.shown[message_id] = (len(text), len(reasoning))
-        await self.send(
-            text_data=frames.text_replaced(message_id=message_id, text=text, reasoning=reasoning)
-        )
+        for piece in frames.text_replaced_pieces(
+            message_id=message_id, text=text, reasoning=reasoning
+        ):
+            await self.send(text_data=piece)
 
     async def reply_render(self, event: dict[str, Any]) -> None:
         shown = self.shown.get(event["message_id"])
         # Only Markdown of exactly the text on screen: anything else would drop or repeat text.
         if shown is not None and shown[0] == event["length"]:
-            await self.send(
-                text_data=frames.text_rendered(
-                    message_id=event["message_id"], html=event["html"], tail=event["tail"]
-                )
+            frame = frames.text_rendered(
+                message_id=event["message_id"], html=event["html"], tail=event["tail"]
             )
+            # Too large for the socket: the plain text stays on screen until the reply ends.
+            if frames.frame_fits(frame):
+                await self.send(text_data=frame)
 
     async def thread_changed(self, event: dict[str, Any]) -> None:
-        window = await database_sync_to_async(_thread_window)(self.conversation_id)
+        window, pieces = await database_sync_to_async(_thread_window_pieces)(self.conversation_id)
         if window is None:
             return
         for message in window.messages:
             if message.is_streaming:
                 self.shown[str(message.id)] = (len(message.content), len(message.reasoning))
-        await self.send(text_data=frames.transcript(window=window))
+        for piece in pieces or [frames.transcript_fetch(conversation_id=self.conversation_id)]:
+            await self.send(text_data=piece)
 
     async def sidebar_changed(self, event: dict[str, Any]) -> None:
         user = self.scope["user"]
@@ -334,23 +336,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 text_data=frames.message_replaced(message=message)
                 + frames.quota_status(usage=quota)
             )
-
-
-def parse_frame(text_data: str | None) -> dict[str, Any]:
-    if text_data is None:
-        raise FrameError("Frames must be text (JSON).")
-    if len(text_data) > settings.CHAT_MAX_MESSAGE_CHARS + FRAME_OVERHEAD_CHARS:
-        raise FrameError(
-            f"That message is too long: the limit is {settings.CHAT_MAX_MESSAGE_CHARS:,} "
-            "characters. Nothing was sent."
-        )
-    try:
-        frame = json.loads(text_data)
-    except ValueError as exc:
-        raise FrameError("The frame is not valid JSON.") from exc
-    if not isinstance(frame, dict):
-        raise FrameError("The frame must be a JSON object.")
-    return frame
 
 
 def _unseen(piece: str, offset: int, shown: int) -> str | None:
@@ -418,9 +403,15 @@ def _message_with_version(message_id: str) -> Message | None:
     return selectors.messages_with_versions(messages=[message])[0] if message else None
 
 
-def _thread_window(conversation_id: uuid.UUID) -> selectors.ThreadWindow | None:
+def _thread_window_pieces(
+    conversation_id: uuid.UUID,
+) -> tuple[selectors.ThreadWindow | None, list[str] | None]:
+    """The window on screen and its frames, rendered on the database thread as before."""
     conversation = Conversation.objects.filter(id=conversation_id).first()
-    return selectors.thread_window(conversation=conversation) if conversation else None
+    if conversation is None:
+        return None, None
+    window = selectors.thread_window(conversation=conversation)
+    return window, frames.transcript_pieces(window=window)
 
 
 def _sidebar(user: Any, conversation_id: uuid.UUID) -> tuple[list[Conversation], Any]:

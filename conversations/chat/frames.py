@@ -6,7 +6,9 @@ Deltas are the hot path, so they are built with plain escaping rather than a tem
 from html import escape
 from typing import Any
 
+from django.conf import settings
 from django.template.loader import render_to_string
+from django.urls import reverse
 
 from conversations.chat import selectors
 from conversations.models import Conversation, Message
@@ -62,6 +64,43 @@ def text_replaced(*, message_id: str, text: str, reasoning: str) -> str:
     )
 
 
+# Escaping turns a character into at most 6 (`&quot;`), each at most 4 bytes of UTF-8: a
+# slice of frame limit / 32 characters always fits, with room for the markup around it.
+SLICE_BYTES_PER_CHAR = 32
+
+
+def _slice_chars() -> int:
+    return max(1, settings.CHAT_WS_FRAME_MAX_BYTES // SLICE_BYTES_PER_CHAR)
+
+
+def _slices(text: str) -> list[str]:
+    step = _slice_chars()
+    return [text[start : start + step] for start in range(0, len(text), step)]
+
+
+def text_appended_pieces(*, message_id: str, text: str, reasoning: str) -> list[str]:
+    """A delta as frames that each fit in a websocket message, in order (a fast gateway can
+    bring megabytes within one flush interval)."""
+    whole = text_appended(message_id=message_id, text=text, reasoning=reasoning)
+    if frame_fits(whole):
+        return [whole]
+    return [
+        text_appended(message_id=message_id, text="", reasoning=piece)
+        for piece in _slices(reasoning)
+    ] + [text_appended(message_id=message_id, text=piece, reasoning="") for piece in _slices(text)]
+
+
+def text_replaced_pieces(*, message_id: str, text: str, reasoning: str) -> list[str]:
+    """A snapshot as frames that each fit: the first replaces, the rest append."""
+    whole = text_replaced(message_id=message_id, text=text, reasoning=reasoning)
+    if frame_fits(whole):
+        return [whole]
+    step = _slice_chars()
+    first = text_replaced(message_id=message_id, text=text[:step], reasoning=reasoning[:step])
+    rest = text_appended_pieces(message_id=message_id, text=text[step:], reasoning=reasoning[step:])
+    return [first, *rest]
+
+
 def notice(*, message_id: str, text: str) -> str:
     return f'<p hx-swap-oob="innerHTML:#msg-{message_id}-notice">{escape(text)}</p>'
 
@@ -97,6 +136,54 @@ def text_rendered(*, message_id: str, html: str, tail: str) -> str:
 def transcript(*, window: selectors.ThreadWindow) -> str:
     inner = render_to_string("chat/_thread.html", {"window": window})
     return f'<div hx-swap-oob="innerHTML:#transcript">{inner}</div>'
+
+
+def frame_fits(text: str) -> bool:
+    """Whether `text` fits in one websocket message (a larger one would close the socket)."""
+    limit = settings.CHAT_WS_FRAME_MAX_BYTES
+    # UTF-8 takes at most 4 bytes a character: most frames are decided without encoding them.
+    return len(text) * 4 <= limit or len(text.encode()) <= limit
+
+
+# Room for the wrapping div of a piece.
+PIECE_OVERHEAD_BYTES = 128
+
+
+def transcript_pieces(*, window: selectors.ThreadWindow) -> list[str] | None:
+    """The transcript as frames that each fit in a websocket message: the first replaces the
+    transcript, the others append to it, in order (deltas sent after them land on the
+    messages they bring). None when a single message is too large for one frame."""
+    whole = transcript(window=window)
+    if frame_fits(whole):
+        return [whole]
+    limit = settings.CHAT_WS_FRAME_MAX_BYTES - PIECE_OVERHEAD_BYTES
+    parts = [render_to_string("chat/_older.html", {"window": window})]
+    parts += [message_article(message=message) for message in window.messages]
+    pieces: list[list[str]] = [[]]
+    size = 0
+    for part in parts:
+        part_size = len(part.encode())
+        if part_size > limit:
+            return None
+        if size + part_size > limit:
+            pieces.append([])
+            size = 0
+        pieces[-1].append(part)
+        size += part_size
+    first, *rest = ("".join(piece) for piece in pieces)
+    return [f'<div hx-swap-oob="innerHTML:#transcript">{first}</div>'] + [
+        f'<div hx-swap-oob="beforeend:#transcript">{piece}</div>' for piece in rest
+    ]
+
+
+def transcript_fetch(*, conversation_id: object) -> str:
+    """Makes the page load the transcript window over HTTP, which has no message size limit:
+    sent instead of a frame too large for the socket."""
+    url = reverse("conversation_older", args=[conversation_id])
+    return (
+        f'<div id="transcript-fetch" hidden hx-swap-oob="true" hx-get="{escape(url)}" '
+        'hx-trigger="load" hx-target="#transcript" hx-swap="innerHTML"></div>'
+    )
 
 
 def sidebar(*, conversations: list[Conversation], current: Conversation | None) -> str:

@@ -1,7 +1,9 @@
+import uuid
+
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -76,11 +78,17 @@ def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpRespo
 @require_GET
 @login_required
 def conversation_older(request: HttpRequest, conversation_id: str) -> HttpResponse:
-    """Earlier messages of the branch on screen, loaded as the reader scrolls up."""
+    """Earlier messages of the branch on screen, loaded as the reader scrolls up; without
+    `before`, the latest window, which the page loads when it was too large for a socket frame."""
     conversation = _owned(request, conversation_id)
-    window = selectors.thread_window(
-        conversation=conversation, before=request.GET.get("before", "")[:64] or None
-    )
+    before = request.GET.get("before", "")
+    try:
+        before_id = uuid.UUID(before) if before and len(before) <= 64 else None
+    except ValueError:
+        before_id = None
+    if before and before_id is None:
+        return HttpResponseBadRequest("`before` must be the id of a message.")
+    window = selectors.thread_window(conversation=conversation, before=before_id)
     return render(request, "chat/_thread.html", {"window": window})
 
 
@@ -130,7 +138,8 @@ def conversation_delete(request: HttpRequest, conversation_id: str) -> HttpRespo
 @require_GET
 @login_required
 def conversation_search(request: HttpRequest) -> HttpResponse:
-    query = request.GET.get("q", "")
+    # PostgreSQL text cannot hold NUL: a query with one would fail rather than find nothing.
+    query = request.GET.get("q", "").replace("\x00", "")
     hits = selectors.conversation_search_for_user(user=request.user, query=query)
     return render(
         request,

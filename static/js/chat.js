@@ -206,6 +206,15 @@
       }
     });
 
+    // A transcript too large for one socket message is loaded over HTTP instead: the streaming
+    // state and scroll position follow it as they follow socket frames.
+    document.body.addEventListener("htmx:afterSwap", function (event) {
+      if (event.detail.target && event.detail.target.id === "transcript") {
+        updateStreamingState();
+        if (followStream) scrollToLatest();
+      }
+    });
+
     document.body.addEventListener("htmx:wsClose", function () {
       document.body.classList.add("socket-closed");
     });
