@@ -45,10 +45,6 @@ def upstream_server() -> Iterator[FakeUpstream]:
 @pytest.fixture
 def upstream(upstream_server: FakeUpstream, settings: pytest.FixtureRequest) -> FakeUpstream:
     """The loopback gateway, reset, with the in-process app pointed at it."""
-    # A title task left over from the previous test must not take this test's scripted replies
-    # (nor a late sidebar update reach its sockets).
-    for live in runtime.all_runtimes():
-        live.cancel_background()
     upstream_server.reset()
     settings.AIMLAPI_BASE_URL = upstream_server.base_url
     settings.AIMLAPI_API_KEY = TEST_API_KEY
@@ -60,9 +56,16 @@ def upstream(upstream_server: FakeUpstream, settings: pytest.FixtureRequest) -> 
 @pytest.fixture(autouse=True)
 def _fresh_runtime() -> Iterator[None]:
     # Each test starts with a new runtime (upstream client built from its settings, no live
-    # replies registered); a reply still finishing from the previous test keeps its own.
-    runtime.forget_all()
+    # replies registered); a reply still finishing from the previous test keeps its own, but
+    # its background work (titles, sidebar updates) must not reach the next test's gateway.
+    _forget_runtimes()
     yield
+    _forget_runtimes()
+
+
+def _forget_runtimes() -> None:
+    for live in runtime.all_runtimes():
+        live.cancel_background()
     runtime.forget_all()
 
 
