@@ -142,7 +142,9 @@ class Bench:
         django.setup()
         self.start_upstream()
         self.start_server()
-        self.create_users(max([*self.args.steps, *self.args.burst, self.args.warmup]))
+        self.create_users(
+            max([*self.args.steps, *self.args.burst, self.args.warmup, self.args.browser_runs])
+        )
 
     def clear_redis(self) -> None:
         """Empty only the bench's own Redis database (never FLUSHALL: others share the server)."""
@@ -199,12 +201,12 @@ class Bench:
             self.cookies.append(session.session_key)
         log(f"{count} users with sessions")
 
-    def conversations(self, count: int) -> list[str]:
+    def conversations(self, count: int, *, owner: int | None = None) -> list[str]:
+        """`count` new conversations, one per user, or all of user `owner`."""
         from conversations.models import Conversation
 
-        made = Conversation.objects.bulk_create(
-            [Conversation(owner=user) for user in self.users[:count]]
-        )
+        owners = self.users[:count] if owner is None else [self.users[owner]] * count
+        made = Conversation.objects.bulk_create([Conversation(owner=user) for user in owners])
         return [str(c.id) for c in made]
 
     def stop(self) -> None:
@@ -486,6 +488,12 @@ class Bench:
         )
         log("warm-up")
         self.results["warmup"] = self.pair("warmup", a.warmup, tokens=20, interval=0.01, ramp=0.5)
+        if a.scenario == "browser":
+            self.run_browser()
+            self.results["elapsed_s"] = round(time.monotonic() - started, 1)
+            self.results["machine"]["loadavg_at_end"] = os.getloadavg()
+            self.results["bars"] = browser_bars(self.results)
+            return
         if a.scenario == "burst":
             self.run_burst()
             self.results["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -549,6 +557,40 @@ class Bench:
                 )
             )
         self.results["burst"] = rows
+
+    def run_browser(self) -> None:
+        """Chromium: Enter → first text and → the complete reply (500 tokens at 2 ms), the
+        median of `--browser-runs`, beside the direct client reading the same replies."""
+        from bench import browser
+
+        a = self.args
+        runs = a.browser_runs
+        ids = self.conversations(runs, owner=0)
+        clients = self.clients(ids, self.cookies, tokens=500, interval=0.002, ramp=0, seed=424242)
+        messages = [c["message"] for c in clients]
+        direct = self.load("direct", clients, sequential=True, timeout=60)
+        trace = RESULTS / f"{a.name}-trace.json" if a.trace else None
+        page_runs = browser.measure_page(
+            base_url=f"http://127.0.0.1:{self.port}",
+            cookie=self.cookies[0],
+            conversation_ids=ids,
+            messages=messages,
+            timeout=60,
+            trace_path=trace,
+        )
+        direct_runs = direct["clients"]
+        self.results["browser"] = {
+            "runs": page_runs,
+            "page": {
+                "ttft": summary([r["ttft"] / 1000 for r in page_runs if r["ttft"] is not None]),
+                "total": summary([r["total"] / 1000 for r in page_runs if r["total"] is not None]),
+            },
+            "direct": {
+                "ttft": summary([c["ttft"] for c in direct_runs if c.get("ttft") is not None]),
+                "total": summary([c["total"] for c in direct_runs if c.get("total") is not None]),
+            },
+            "trace": browser.trace_summary(trace) if trace else None,
+        }
 
     def count_queries(self) -> dict[str, Any]:
         """One turn through the real consumer in this process, every SQL statement counted."""
@@ -883,6 +925,26 @@ def burst_bars(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def browser_bars(results: dict[str, Any]) -> list[dict[str, Any]]:
+    page, direct = results["browser"]["page"], results["browser"]["direct"]
+    added = (page["ttft"]["p50"] - direct["ttft"]["p50"]) * 1000
+    ratio = page["total"]["p50"] / direct["total"]["p50"]
+    return [
+        {
+            "measure": "Chromium: Enter → first text, median, added to the direct read",
+            "value": f"+{added:.1f} ms ({ms(page['ttft']['p50'])} vs {ms(direct['ttft']['p50'])})",
+            "bar": "<= +25 ms",
+            "pass": added <= 25,
+        },
+        {
+            "measure": "Chromium: 500-token reply, Enter → complete, median, against direct",
+            "value": f"{ratio:.3f}x ({ms(page['total']['p50'])} vs {ms(direct['total']['p50'])})",
+            "bar": "<= 1.05x",
+            "pass": ratio <= 1.05,
+        },
+    ]
+
+
 def burst_table(results: dict[str, Any]) -> str:
     """A Markdown table of a burst run, for REPORT.md."""
     settings = results["settings"]
@@ -965,7 +1027,9 @@ def main() -> None:
     parser.add_argument("--conn-max-age", type=int, default=60)
     parser.add_argument("--profile", type=int, default=0, help="py-spy the server at this step")
     parser.add_argument("--no-report", action="store_true")
-    parser.add_argument("--scenario", choices=["steady", "burst"], default="steady")
+    parser.add_argument("--scenario", choices=["steady", "burst", "browser"], default="steady")
+    parser.add_argument("--browser-runs", type=int, default=8)
+    parser.add_argument("--trace", action="store_true", help="Chromium trace of the last run")
     parser.add_argument("--burst", default="1,50,100,200", help="clients at once, per step")
     parser.add_argument("--layer", choices=["memory", "redis", "redis-pubsub"], default="memory")
     parser.add_argument("--layer-class", default="", help="a channel layer class, dotted path")
@@ -976,7 +1040,7 @@ def main() -> None:
     args = parser.parse_args()
     args.steps = [int(s) for s in args.steps.split(",") if s]
     args.burst = [int(s) for s in args.burst.split(",") if s] if args.scenario == "burst" else []
-    if args.scenario == "burst":
+    if args.scenario in ("burst", "browser"):
         args.steps = []
     # A sweep step: clients start over one reply's duration, then each sends two turns.
     args.duration = 3 * args.tokens / args.rate
@@ -996,7 +1060,11 @@ def main() -> None:
     for bar in bench.results["bars"]:
         mark = {True: "PASS", False: "MISS", None: "----"}[bar["pass"]]
         log(f"{mark} {bar['measure']}: {bar['value']} (bar {bar['bar']})")
-    if args.scenario == "burst":
+    if args.scenario == "browser":
+        print(json.dumps(bench.results["browser"]["trace"], indent=1))
+        for bar in bench.results["bars"]:
+            print(f"- {bar['measure']}: {bar['value']} (bar {bar['bar']})")
+    elif args.scenario == "burst":
         table = burst_table(bench.results)
         path.with_suffix(".md").write_text(table)
         print(table)
