@@ -109,6 +109,24 @@ def test_renders_at_arbitrary_chunk_boundaries_match_and_the_last_is_exact(
     assert streaming.render(text) == markdown_to_html(text)
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_lines, st.lists(st.integers(min_value=1, max_value=30), max_size=40))
+def test_updates_applied_to_a_page_give_the_full_render(text: str, chunk_sizes: list[int]) -> None:
+    # A page that appends `finished` and replaces the unfinished rest shows, after every
+    # update, exactly the full render of the text so far.
+    streaming = StreamingMarkdown()
+    shown_finished = ""
+    end = 0
+    for size in [*chunk_sizes, len(text)]:
+        end = min(len(text), end + size)
+        update = streaming.update(text[:end])
+        if update.restart:
+            shown_finished = ""
+        shown_finished += update.finished
+
+        assert shown_finished + update.unfinished == markdown_to_html(text[:end])
+
+
 def test_finished_blocks_are_kept_so_only_the_last_block_is_rendered_again() -> None:
     paragraphs = [f"Paragraph {n} with **bold** and `code`." for n in range(200)]
     text = "\n\n".join(paragraphs) + "\n\nThe last one is still being wri"

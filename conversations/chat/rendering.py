@@ -33,6 +33,7 @@ import itertools
 import re
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from pygments.token import STANDARD_TYPES
 from pygments.util import ClassNotFound
 
 __all__ = [
+    "MarkdownUpdate",
     "StreamingMarkdown",
     "markdown_to_html",
     "plain_text_to_html",
@@ -343,9 +345,20 @@ class StreamingMarkdown:
         return len(self._final_text)
 
     def render(self, text: str) -> str:
+        """The whole HTML of `text`, as :func:`markdown_to_html` would give it."""
+        update = self.update(text)
         if self._whole_every_time:
-            return markdown_to_html(text)
-        if not text.startswith(self._final_text):
+            return update.unfinished
+        return "".join(self._final_html) + update.unfinished
+
+    def update(self, text: str) -> MarkdownUpdate:
+        """What changed since the previous call, so a page can keep the finished blocks it
+        already shows and replace only the rest: append `finished`, then replace what follows
+        it with `unfinished` (after clearing everything first when `restart` is set)."""
+        if self._whole_every_time:
+            return MarkdownUpdate(finished="", unfinished=markdown_to_html(text), restart=True)
+        restart = not text.startswith(self._final_text)
+        if restart:
             self._start_over()
         start = len(self._final_text)
         rest = text[start:]
@@ -353,15 +366,28 @@ class StreamingMarkdown:
         tokens = _MD.parse(rest, env)
         if env.get("references"):
             self._whole_every_time = True
-            return markdown_to_html(text)
+            return MarkdownUpdate(finished="", unfinished=markdown_to_html(text), restart=True)
+        finished = ""
         split = _last_final_boundary(rest, tokens)
         if split is not None:
             token_index, offset = split
-            self._final_html.append(_tokens_to_html(tokens[:token_index], env))
+            finished = _tokens_to_html(tokens[:token_index], env)
+            self._final_html.append(finished)
             self._final_text = text[: start + offset]
             self._budget_left = env["highlight_budget"]
             tokens = tokens[token_index:]
-        return "".join(self._final_html) + _tokens_to_html(tokens, env)
+        return MarkdownUpdate(
+            finished=finished, unfinished=_tokens_to_html(tokens, env), restart=restart
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MarkdownUpdate:
+    """One step of a streaming reply's HTML: see :meth:`StreamingMarkdown.update`."""
+
+    finished: str
+    unfinished: str
+    restart: bool
 
 
 def _last_final_boundary(text: str, tokens: Sequence[Token]) -> tuple[int, int] | None:
