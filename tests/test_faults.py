@@ -19,9 +19,10 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
+from conversations.chat import titles
 from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
-from conversations.realtime import generation
+from conversations.realtime import generation, live
 from tests.conftest import TEST_API_KEY
 from tests.test_consumers import SEND, communicator_for
 from tests.upstream_server import (
@@ -88,6 +89,9 @@ async def run_turn(upstream: FakeUpstream, user: Any, *replies: Any) -> Turn:
     frames = await collect_until_final(comm)
     elapsed = time.monotonic() - started
     await wait_generations()
+    # A first turn names the conversation in the background after its reply; a socket opened
+    # later must not take that announcement for the answer to what it sends.
+    await asyncio.gather(*titles.pending, *live.pending)
     await comm.disconnect()
     reply = await Message.objects.aget(conversation=conversation, role=Message.Role.ASSISTANT)
     return Turn(
