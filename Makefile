@@ -60,7 +60,22 @@ clean:
 	rm -rf $(VENV) staticfiles test-artifacts .pytest_cache
 
 # The benchmark (bench/REPORT.md): BENCH_ARGS='--db postgres --name NAME' to change the run.
+#   make bench BENCH_ARGS='--db postgres --scenario burst'        N at once, beside direct reads
+#   make bench BENCH_ARGS='--db postgres --scenario burst --burst 100 --layer redis --servers 2'
+#   make bench BEFORE=060c630 BENCH_ARGS='--db postgres --scenario burst --name before'
+#   make bench BENCH=render                                      Markdown CPU per flush
+# BEFORE=<commit> runs the same harness against that commit's app, exported to BENCH_BEFORE_DIR.
 BENCH_ARGS ?= --db postgres
+BENCH ?= run
+BEFORE ?=
+BENCH_BEFORE_DIR ?= /tmp/chatsite-bench-before
 bench: $(VENV)/.installed
 	$(VENV)/bin/pip install --quiet -r bench/requirements.txt
-	env -u REDIS_URL $(PY) -m bench.run $(BENCH_ARGS)
+ifneq ($(BEFORE),)
+	rm -rf $(BENCH_BEFORE_DIR) && mkdir -p $(BENCH_BEFORE_DIR)
+	git archive $(BEFORE) | tar -x -C $(BENCH_BEFORE_DIR)
+	echo $(BEFORE) > $(BENCH_BEFORE_DIR)/.bench-commit
+	env -u REDIS_URL $(PY) -m bench.$(BENCH) $(BENCH_ARGS) --app-dir $(BENCH_BEFORE_DIR)
+else
+	env -u REDIS_URL $(PY) -m bench.$(BENCH) $(BENCH_ARGS)
+endif

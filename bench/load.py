@@ -236,14 +236,16 @@ async def run_ws(spec: dict[str, Any]) -> dict[str, Any]:
     port, clients = spec["port"], spec["clients"]
     gate = asyncio.Semaphore(64)
 
-    async def connect(client: dict[str, Any]) -> WebSocket | Exception:
+    ports = spec.get("ports") or [port]
+
+    async def connect(index: int, client: dict[str, Any]) -> WebSocket | Exception:
         async with gate:
             try:
-                return await _ws_connect(port, client)
+                return await _ws_connect(ports[index % len(ports)], client)
             except Exception as exc:
                 return exc
 
-    sockets = await asyncio.gather(*(connect(c) for c in clients))
+    sockets = await asyncio.gather(*(connect(i, c) for i, c in enumerate(clients)))
     connected = sum(1 for s in sockets if isinstance(s, WebSocket))
     if spec.get("wait_go"):
         print(f"connected {connected}", flush=True)

@@ -6,6 +6,13 @@ figure next to its reference in the same run (see REPORT.md for the list), write
 bench/results/<name>.json and regenerates bench/REPORT.md and its chart.
 
 Run: python -m bench.run [--db sqlite|postgres] [--name NAME] [--steps 500,300,200,100,50,1]
+
+Scenarios (`--scenario`): `steady` (the above), `burst` (N clients press Enter at the same
+instant, `--burst 1,50,100,200`, each beside the direct reference in the same run). For either,
+`--layer memory|redis|redis-pubsub` or `--layer-class dotted.Path` picks the channel layer
+(Redis at `--redis-url`), `--servers 2` runs two Daphne processes with the clients split between
+them, and `--app-dir DIR` benchmarks another checkout of the app (e.g. `main`, for a before/after
+table) with this harness.
 """
 
 import argparse
@@ -39,7 +46,6 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 RESULTS = BASE_DIR / "bench" / "results"
 PY = sys.executable
 PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
-PG_BENCH_DB = "chatsite_bench"
 ASGI_APP = "chatsite.asgi:application"
 
 
@@ -52,9 +58,11 @@ class Bench:
         self.args = args
         self.work = Path(tempfile.mkdtemp(prefix="chatsite-bench-"))
         self.upstream_port = free_port()
-        self.port = free_port()
+        self.ports = [free_port() for _ in range(args.servers)]
+        self.port = self.ports[0]
         self.procs: list[subprocess.Popen[Any]] = []
-        self.server: subprocess.Popen[Any] | None = None
+        self.servers: list[subprocess.Popen[Any]] = []
+        self.app_dir = Path(args.app_dir).resolve() if args.app_dir else BASE_DIR
         self.results: dict[str, Any] = {}
         self.users: list[Any] = []
         self.cookies: list[str] = []
@@ -64,7 +72,7 @@ class Bench:
 
     def database_url(self) -> str:
         if self.args.db == "postgres":
-            return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + PG_BENCH_DB
+            return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.args.pg_db
         return f"sqlite:///{self.work / 'bench.sqlite3'}"
 
     def create_database(self) -> None:
@@ -73,8 +81,8 @@ class Bench:
         import psycopg
 
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {PG_BENCH_DB}")
+            conn.execute(f"DROP DATABASE IF EXISTS {self.args.pg_db} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {self.args.pg_db}")
 
     def drop_database(self) -> None:
         if self.args.db != "postgres":
@@ -82,7 +90,7 @@ class Bench:
         import psycopg
 
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
+            conn.execute(f"DROP DATABASE IF EXISTS {self.args.pg_db} WITH (FORCE)")
 
     def env(self) -> dict[str, str]:
         env = {
@@ -98,57 +106,75 @@ class Bench:
             "AIMLAPI_API_KEY": "bench-key",
             "CHAT_FLUSH_INTERVAL": str(self.args.flush_interval),
             "LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(BASE_DIR),
+            # The app under test first; the work directory holds the layer-override settings.
+            "PYTHONPATH": f"{self.app_dir}{os.pathsep}{self.work}",
         }
-        env.pop("REDIS_URL", None)  # one process: the in-memory channel layer
+        env.pop("REDIS_URL", None)
+        env.pop("BENCH_CHANNEL_LAYER_BACKEND", None)
+        layer = self.args.layer
+        if layer != "memory":
+            env["REDIS_URL"] = self.args.redis_url
+        backend = self.args.layer_class or LAYER_BACKENDS.get(layer)
+        if backend:
+            env["BENCH_CHANNEL_LAYER_BACKEND"] = backend
+            env["DJANGO_SETTINGS_MODULE"] = "bench_layer_settings"
         return env
 
+    def harness_env(self) -> dict[str, str]:
+        """For the upstream and load generator, which are this harness's own code."""
+        return {**self.env(), "PYTHONPATH": str(BASE_DIR)}
+
     def setup(self) -> None:
+        (self.work / "bench_layer_settings.py").write_text(LAYER_SETTINGS)
         env = self.env()
-        os.environ.update(env)
+        os.environ.update({k: v for k, v in env.items() if k != "DJANGO_SETTINGS_MODULE"})
+        os.environ["DJANGO_SETTINGS_MODULE"] = "chatsite.settings"
         os.environ.pop("REDIS_URL", None)
         self.create_database()
+        if self.args.layer != "memory":
+            self.clear_redis()
         for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"]):
             subprocess.run(
-                [PY, "manage.py", *command, "-v", "0"], cwd=BASE_DIR, env=env, check=True
+                [PY, "manage.py", *command, "-v", "0"], cwd=self.app_dir, env=env, check=True
             )
         import django
 
         django.setup()
         self.start_upstream()
         self.start_server()
-        self.create_users(max([*self.args.steps, self.args.warmup]))
+        self.create_users(
+            max([*self.args.steps, *self.args.burst, self.args.warmup, self.args.browser_runs])
+        )
+
+    def clear_redis(self) -> None:
+        """Empty only the bench's own Redis database (never FLUSHALL: others share the server)."""
+        import redis
+
+        redis.Redis.from_url(self.args.redis_url).flushdb()
 
     def start_upstream(self) -> None:
         proc = subprocess.Popen(
             [PY, "-m", "bench.upstream", "--port", str(self.upstream_port)],
             cwd=BASE_DIR,
-            env=self.env(),
+            env=self.harness_env(),
         )
         self.procs.append(proc)
         wait_for_port(self.upstream_port)
 
     def start_server(self) -> None:
         server_log = (self.work / "daphne.log").open("ab")
-        self.server = subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "chatsite.asgi:application",
-            ],
-            cwd=BASE_DIR,
-            env=self.env(),
-            stdout=server_log,
-            stderr=subprocess.STDOUT,
-        )
-        self.procs.append(self.server)
-        wait_for_port(self.port)
-        log(f"daphne pid {self.server.pid} on :{self.port}, upstream on :{self.upstream_port}")
+        for port in self.ports:
+            server = subprocess.Popen(
+                [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), ASGI_APP],
+                cwd=self.app_dir,
+                env=self.env(),
+                stdout=server_log,
+                stderr=subprocess.STDOUT,
+            )
+            self.procs.append(server)
+            self.servers.append(server)
+            wait_for_port(port)
+            log(f"daphne pid {server.pid} on :{port}, upstream on :{self.upstream_port}")
 
     def create_users(self, count: int) -> None:
         from django.contrib.auth import (
@@ -175,12 +201,12 @@ class Bench:
             self.cookies.append(session.session_key)
         log(f"{count} users with sessions")
 
-    def conversations(self, count: int) -> list[str]:
+    def conversations(self, count: int, *, owner: int | None = None) -> list[str]:
+        """`count` new conversations, one per user, or all of user `owner`."""
         from conversations.models import Conversation
 
-        made = Conversation.objects.bulk_create(
-            [Conversation(owner=user) for user in self.users[:count]]
-        )
+        owners = self.users[:count] if owner is None else [self.users[owner]] * count
+        made = Conversation.objects.bulk_create([Conversation(owner=user) for user in owners])
         return [str(c.id) for c in made]
 
     def stop(self) -> None:
@@ -220,6 +246,8 @@ class Bench:
         spec = {
             "mode": mode,
             "port": self.port if mode == "ws" else self.upstream_port,
+            # Clients split between the server processes, by turns.
+            "ports": self.ports if mode == "ws" else [self.upstream_port],
             "clients": clients,
             "sequential": sequential,
             "timeout": timeout,
@@ -229,13 +257,14 @@ class Bench:
         proc = subprocess.Popen(
             [PY, "-m", "bench.load", str(spec_path), str(result_path)],
             cwd=BASE_DIR,
-            env=self.env(),
+            env=self.harness_env(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         extra: dict[str, Any] = {}
-        pid = self.server.pid  # type: ignore[union-attr]
+        pids = [server.pid for server in self.servers]
+        pid = pids[0]
         if measure:
             extra["rss_before"] = proc_rss_bytes(pid)  # sockets still connecting: read again
             line = proc.stdout.readline()  # type: ignore[union-attr]
@@ -276,7 +305,7 @@ class Bench:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-            cpu0 = proc_cpu_seconds(pid)
+            cpu0 = sum(proc_cpu_seconds(p) for p in pids)
             proc.stdin.write("go\n")  # type: ignore[union-attr]
             proc.stdin.flush()  # type: ignore[union-attr]
         try:
@@ -286,7 +315,8 @@ class Bench:
             proc.wait()
             raise
         if measure:
-            extra["server_cpu"] = proc_cpu_seconds(pid) - cpu0
+            # Every server process's CPU: with two, the whole cost of the turns.
+            extra["server_cpu"] = sum(proc_cpu_seconds(p) for p in pids) - cpu0
             done.set()
             sampler.join()
             extra["rss_peak"] = peak[0]
@@ -446,8 +476,30 @@ class Bench:
                 "arrivals": "steady",
             },
         }
+        self.results["settings"].update(
+            {
+                "scenario": a.scenario,
+                "channel_layer": a.layer_class or a.layer,
+                "servers": a.servers,
+                "app_dir": str(self.app_dir),
+                "app_commit": git_commit(self.app_dir),
+                "pool": os.environ.get("DATABASE_POOL_MAX", "default"),
+            }
+        )
         log("warm-up")
         self.results["warmup"] = self.pair("warmup", a.warmup, tokens=20, interval=0.01, ramp=0.5)
+        if a.scenario == "browser":
+            self.run_browser()
+            self.results["elapsed_s"] = round(time.monotonic() - started, 1)
+            self.results["machine"]["loadavg_at_end"] = os.getloadavg()
+            self.results["bars"] = browser_bars(self.results)
+            return
+        if a.scenario == "burst":
+            self.run_burst()
+            self.results["elapsed_s"] = round(time.monotonic() - started, 1)
+            self.results["machine"]["loadavg_at_end"] = os.getloadavg()
+            self.results["bars"] = burst_bars(self.results)
+            return
         log("time to first token, 1 stream, sequential turns")
         self.results["ttft1"] = self.pair(
             "ttft1", a.ttft_turns, tokens=10, interval=0.002, ramp=0, sequential=True
@@ -485,6 +537,60 @@ class Bench:
         self.results["elapsed_s"] = round(time.monotonic() - started, 1)
         self.results["machine"]["loadavg_at_end"] = os.getloadavg()
         self.results["bars"] = bars(self.results)
+
+    def run_burst(self) -> None:
+        """N clients press Enter at the same instant (each with a socket already open), one
+        turn each, 200 tokens at 20 tokens/s by default; the direct client reads the same
+        replies, also all at once, in the same run."""
+        a = self.args
+        rows = []
+        for count in a.burst:
+            log(f"burst: {count} turns at the same instant")
+            rows.append(
+                self.pair(
+                    f"burst{count}",
+                    count,
+                    tokens=a.tokens,
+                    interval=1 / a.rate,
+                    ramp=0,
+                    measure=True,
+                )
+            )
+        self.results["burst"] = rows
+
+    def run_browser(self) -> None:
+        """Chromium: Enter → first text and → the complete reply (500 tokens at 2 ms), the
+        median of `--browser-runs`, beside the direct client reading the same replies."""
+        from bench import browser
+
+        a = self.args
+        runs = a.browser_runs
+        ids = self.conversations(runs, owner=0)
+        clients = self.clients(ids, self.cookies, tokens=500, interval=0.002, ramp=0, seed=424242)
+        messages = [c["message"] for c in clients]
+        direct = self.load("direct", clients, sequential=True, timeout=60)
+        trace = RESULTS / f"{a.name}-trace.json" if a.trace else None
+        page_runs = browser.measure_page(
+            base_url=f"http://127.0.0.1:{self.port}",
+            cookie=self.cookies[0],
+            conversation_ids=ids,
+            messages=messages,
+            timeout=60,
+            trace_path=trace,
+        )
+        direct_runs = direct["clients"]
+        self.results["browser"] = {
+            "runs": page_runs,
+            "page": {
+                "ttft": summary([r["ttft"] / 1000 for r in page_runs if r["ttft"] is not None]),
+                "total": summary([r["total"] / 1000 for r in page_runs if r["total"] is not None]),
+            },
+            "direct": {
+                "ttft": summary([c["ttft"] for c in direct_runs if c.get("ttft") is not None]),
+                "total": summary([c["total"] for c in direct_runs if c.get("total") is not None]),
+            },
+            "trace": browser.trace_summary(trace) if trace else None,
+        }
 
     def count_queries(self) -> dict[str, Any]:
         """One turn through the real consumer in this process, every SQL statement counted."""
@@ -766,11 +872,136 @@ def bars(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def git_commit() -> str:
+def burst_bars(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The bars of a burst run, each against the direct reference of the same run."""
+    rows = {row["streams"]: row for row in results.get("burst", [])}
+    out: list[dict[str, Any]] = []
+    for count, allowance in ((50, 150.0), (100, 1000.0), (200, 1000.0)):
+        row = rows.get(count)
+        if row is None:
+            continue
+        app, direct = row["app"], row["direct"]
+        added = (app["ttft"]["p99"] - direct["ttft"]["p99"]) * 1000
+        out.append(
+            {
+                "measure": f"burst {count}: TTFT p99 added",
+                "value": f"+{added:.1f} ms ({ms(app['ttft']['p99'])} vs direct "
+                f"{ms(direct['ttft']['p99'])})",
+                "bar": f"<= +{allowance:g} ms",
+                "pass": added <= allowance,
+            }
+        )
+    for count, row in sorted(rows.items()):
+        app = row["app"]
+        out.append(
+            {
+                "measure": f"burst {count}: gap p99, delivered and saved whole",
+                "value": f"gap p99 {ms(app['gap']['p99'])}, delivered {app['ok']}/{count}, "
+                f"saved {app['saved_ok']}/{app['replies']}",
+                "bar": "<= 250 ms, all",
+                "pass": (app["gap"]["p99"] or 0) <= 0.250
+                and app["ok"] == count
+                and app["saved_ok"] == app["replies"],
+            }
+        )
+    top = rows.get(max(rows)) if rows else None
+    if (
+        top is not None
+        and top["app"].get("cpu_per_1k_tokens")
+        and top["direct"].get("cpu_per_1k_tokens")
+    ):
+        ratio = top["app"]["cpu_per_1k_tokens"] / top["direct"]["cpu_per_1k_tokens"]
+        out.append(
+            {
+                "measure": f"server CPU per 1k tokens, burst {top['streams']}",
+                "value": f"{ratio:.2f}x ({ms(top['app']['cpu_per_1k_tokens'])} vs direct "
+                f"{ms(top['direct']['cpu_per_1k_tokens'])})",
+                "bar": "<= 2x direct",
+                "pass": ratio <= 2.0,
+            }
+        )
+    return out
+
+
+def browser_bars(results: dict[str, Any]) -> list[dict[str, Any]]:
+    page, direct = results["browser"]["page"], results["browser"]["direct"]
+    added = (page["ttft"]["p50"] - direct["ttft"]["p50"]) * 1000
+    ratio = page["total"]["p50"] / direct["total"]["p50"]
+    return [
+        {
+            "measure": "Chromium: Enter → first text, median, added to the direct read",
+            "value": f"+{added:.1f} ms ({ms(page['ttft']['p50'])} vs {ms(direct['ttft']['p50'])})",
+            "bar": "<= +25 ms",
+            "pass": added <= 25,
+        },
+        {
+            "measure": "Chromium: 500-token reply, Enter → complete, median, against direct",
+            "value": f"{ratio:.3f}x ({ms(page['total']['p50'])} vs {ms(direct['total']['p50'])})",
+            "bar": "<= 1.05x",
+            "pass": ratio <= 1.05,
+        },
+    ]
+
+
+def burst_table(results: dict[str, Any]) -> str:
+    """A Markdown table of a burst run, for REPORT.md."""
+    settings = results["settings"]
+    lines = [
+        f"Run **{results['name']}** at {results['date']}, app `{settings['app_commit']}`, "
+        f"{results['db']}, layer {settings['channel_layer']}, {settings['servers']} Daphne "
+        f"process(es), load average {results['machine']['loadavg_at_start'][0]:.1f} at the "
+        "start (machine shared).",
+        "",
+        "| N at once | TTFT p50 / p99 direct | TTFT p50 / p99 app | gap p99 / max | "
+        "delivered, saved | CPU per 1k tok app / direct |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in results.get("burst", []):
+        app, direct = row["app"], row["direct"]
+        lines.append(
+            f"| {row['streams']} | {ms(direct['ttft']['p50'])} / {ms(direct['ttft']['p99'])} "
+            f"| {ms(app['ttft']['p50'])} / {ms(app['ttft']['p99'])} "
+            f"| {ms(app['gap']['p99'])} / {ms(app['gap']['max'])} "
+            f"| {app['ok']}/{row['streams']}, {app['saved_ok']}/{app['replies']} "
+            f"| {ms(app.get('cpu_per_1k_tokens'))} / {ms(direct.get('cpu_per_1k_tokens'))} |"
+        )
+    lines.append("")
+    for bar in results.get("bars", []):
+        mark = {True: "pass", False: "**miss**", None: ""}[bar["pass"]]
+        lines.append(f"- {bar['measure']}: {bar['value']} (bar {bar['bar']}): {mark}")
+    return "\n".join(lines) + "\n"
+
+
+LAYER_BACKENDS = {
+    "redis-pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+}
+
+# The Daphne processes import these settings when the bench picks a channel layer class: the
+# app's settings, with only the layer's backend replaced (its CONFIG kept, except for the
+# pub/sub layer, which takes hosts alone).
+LAYER_SETTINGS = """\
+import os
+
+from chatsite.settings import *  # noqa: F403
+from chatsite.settings import CHANNEL_LAYERS, REDIS_URL
+
+_backend = os.environ["BENCH_CHANNEL_LAYER_BACKEND"]
+_config = dict(CHANNEL_LAYERS["default"].get("CONFIG", {}))
+if _backend.startswith("channels_redis.pubsub."):
+    _config = {"hosts": [REDIS_URL]}
+CHANNEL_LAYERS = {"default": {"BACKEND": _backend, "CONFIG": _config}}
+"""
+
+
+def git_commit(directory: Path = BASE_DIR) -> str:
+    # An exported tree (git archive) has no .git: `make bench-before` leaves its commit here.
+    marker = directory / ".bench-commit"
+    if marker.exists():
+        return marker.read_text().strip()
     try:
         return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
-            cwd=BASE_DIR,
+            cwd=directory,
             capture_output=True,
             text=True,
             check=True,
@@ -794,8 +1025,21 @@ def main() -> None:
     parser.add_argument("--conn-max-age", type=int, default=60)
     parser.add_argument("--profile", type=int, default=0, help="py-spy the server at this step")
     parser.add_argument("--no-report", action="store_true")
+    parser.add_argument("--scenario", choices=["steady", "burst", "browser"], default="steady")
+    parser.add_argument("--browser-runs", type=int, default=8)
+    parser.add_argument("--trace", action="store_true", help="Chromium trace of the last run")
+    parser.add_argument("--burst", default="1,50,100,200", help="clients at once, per step")
+    parser.add_argument("--layer", choices=["memory", "redis", "redis-pubsub"], default="memory")
+    parser.add_argument("--layer-class", default="", help="a channel layer class, dotted path")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/7")
+    parser.add_argument("--pg-db", default="chatsite_bench", help="created and dropped by the run")
+    parser.add_argument("--servers", type=int, default=1, choices=[1, 2])
+    parser.add_argument("--app-dir", default="", help="the app checkout to run (default: this)")
     args = parser.parse_args()
     args.steps = [int(s) for s in args.steps.split(",") if s]
+    args.burst = [int(s) for s in args.burst.split(",") if s] if args.scenario == "burst" else []
+    if args.scenario in ("burst", "browser"):
+        args.steps = []
     # A sweep step: clients start over one reply's duration, then each sends two turns.
     args.duration = 3 * args.tokens / args.rate
     args.name = args.name or f"{datetime.date.today().isoformat()}-{args.db}"
@@ -814,7 +1058,15 @@ def main() -> None:
     for bar in bench.results["bars"]:
         mark = {True: "PASS", False: "MISS", None: "----"}[bar["pass"]]
         log(f"{mark} {bar['measure']}: {bar['value']} (bar {bar['bar']})")
-    if not args.no_report:
+    if args.scenario == "browser":
+        print(json.dumps(bench.results["browser"]["trace"], indent=1))
+        for bar in bench.results["bars"]:
+            print(f"- {bar['measure']}: {bar['value']} (bar {bar['bar']})")
+    elif args.scenario == "burst":
+        table = burst_table(bench.results)
+        path.with_suffix(".md").write_text(table)
+        print(table)
+    elif not args.no_report:
         from bench import report
 
         report.write(path)

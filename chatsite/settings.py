@@ -119,6 +119,20 @@ DATABASES = {
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
     )
 }
+# PostgreSQL: a pool of connections (psycopg-pool) for the threads that run ORM work, so turn
+# starts and saves from many sockets can run side by side (CHAT_ORM_THREADS threads; see
+# conversations/chat/orm.py). A pooled connection goes back to the pool after each call, so
+# CONN_MAX_AGE does not apply to it. 0 = no pool, a connection per thread as before.
+DATABASE_POOL_MAX = env_int("DATABASE_POOL_MAX", 20)
+CHAT_ORM_THREADS = env_int("CHAT_ORM_THREADS", 8)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_MAX > 0:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(2, DATABASE_POOL_MAX),
+        "max_size": DATABASE_POOL_MAX,
+        # Longer than any turn start should wait for a connection; then it fails visibly.
+        "timeout": 20,
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Browser tests run the app in a separate Daphne process, which must see the test database:
     # an in-memory SQLite database would be private to the test process.

@@ -88,6 +88,9 @@ async def run_turn(upstream: FakeUpstream, user: Any, *replies: Any) -> Turn:
     frames = await collect_until_final(comm)
     elapsed = time.monotonic() - started
     await wait_generations()
+    # A first turn names the conversation in the background after its reply; a socket opened
+    # later must not take that announcement for the answer to what it sends.
+    await asyncio.gather(*runtime.current().background_tasks())
     await comm.disconnect()
     reply = await Message.objects.aget(conversation=conversation, role=Message.Role.ASSISTANT)
     return Turn(

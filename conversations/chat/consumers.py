@@ -18,6 +18,7 @@ from conversations.accounts.sessions import CLOSE_SESSION_ENDED, SESSION_ENDED_T
 from conversations.chat import frames, frames_in, selectors, services, titles
 from conversations.chat.forms import TurnForm, TurnSettingsForm, form_error_text, turn_settings_from
 from conversations.chat.frames_in import FrameError
+from conversations.chat.orm import orm_concurrent
 from conversations.models import Conversation, Message
 from conversations.realtime import events, generation, live
 
@@ -132,7 +133,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         data = form.cleaned_data
         owner = self.scope["user"]
         try:
-            turn = await database_sync_to_async(_turn_start)(
+            # On PostgreSQL beside other turn starts: a burst of Enters is not a queue.
+            turn = await orm_concurrent(_turn_start)(
                 conversation_id=self.conversation_id,
                 owner=owner,
                 content=data["message"],
@@ -392,7 +394,11 @@ def _turn_start(
         started=started,
         prepared=generation.reply_prepare(reply=started.reply),
         # Every viewer of a conversation is its owner, so one quota line fits them all.
-        frame=frames.turn_started(messages=selectors.messages_with_versions(messages=messages))
+        frame=frames.turn_started(
+            messages=selectors.messages_as_only_versions(messages=messages)
+            if started.without_siblings
+            else selectors.messages_with_versions(messages=messages)
+        )
         + frames.quota_status(usage=started.quota),
     )
 

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import functools
 import html
+import itertools
 import re
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +51,14 @@ from pygments.styles import get_style_by_name
 from pygments.token import STANDARD_TYPES
 from pygments.util import ClassNotFound
 
-__all__ = ["markdown_to_html", "plain_text_to_html", "pygments_css", "write_pygments_css"]
+__all__ = [
+    "MarkdownUpdate",
+    "StreamingMarkdown",
+    "markdown_to_html",
+    "plain_text_to_html",
+    "pygments_css",
+    "write_pygments_css",
+]
 
 HIGHLIGHT_CSS_CLASS = "hl"
 LIGHT_STYLE = "default"
@@ -248,6 +257,38 @@ def _build_markdown() -> MarkdownIt:
 _MD = _build_markdown()
 
 
+def _new_env(nonce: str, highlight_budget: int) -> dict[str, Any]:
+    return {
+        "codeblocks": [],
+        "nonce": nonce,
+        "link_depth": 0,
+        "highlight_budget": highlight_budget,
+    }
+
+
+def _tokens_to_html(tokens: Sequence[Token], env: EnvType) -> str:
+    """Render, sanitise and put the trusted code-block wrappers in place. The placeholders of
+    one call are consumed by it, so env can carry on to the next slice of the same document
+    (only the highlighting budget is shared, in document order)."""
+    rendered = _MD.renderer.render(tokens, _MD.options, env)
+    cleaned = _DOC_CLEANER.clean(rendered)
+    blocks: list[str] = env["codeblocks"]
+    env["codeblocks"] = []
+    if not blocks:
+        return cleaned
+    nonce = env["nonce"]
+
+    def substitute(match: re.Match[str]) -> str:
+        index = int(match.group(1))
+        return blocks[index] if index < len(blocks) else ""
+
+    return re.sub(rf"{nonce}x(\d+)x", substitute, cleaned)
+
+
+def _fresh_nonce() -> str:
+    return "cb" + secrets.token_hex(12)
+
+
 def markdown_to_html(text: str) -> str:
     """Model/user Markdown → sanitised HTML safe to insert into the page.
 
@@ -260,24 +301,123 @@ def markdown_to_html(text: str) -> str:
     (without the line breaks). Math such as ``$x^2$`` is not interpreted and passes through as
     whatever CommonMark makes of it.
     """
-    nonce = "cb" + secrets.token_hex(12)
-    env: dict[str, Any] = {
-        "codeblocks": [],
-        "nonce": nonce,
-        "link_depth": 0,
-        "highlight_budget": HIGHLIGHT_BUDGET_CHARS,
-    }
-    rendered = _MD.render(text, env)
-    cleaned = _DOC_CLEANER.clean(rendered)
-    blocks: list[str] = env["codeblocks"]
-    if not blocks:
-        return cleaned
+    env = _new_env(_fresh_nonce(), HIGHLIGHT_BUDGET_CHARS)
+    return _tokens_to_html(_MD.parse(text, env), env)
 
-    def substitute(match: re.Match[str]) -> str:
-        index = int(match.group(1))
-        return blocks[index] if index < len(blocks) else ""
 
-    return re.sub(rf"{nonce}x(\d+)x", substitute, cleaned)
+# markdown-it's own line splitting (its "normalize" core rule), so line numbers in token maps
+# can be turned back into offsets in the text as written.
+_LINE_BREAK = re.compile(r"\r\n?|\n")
+
+
+class StreamingMarkdown:
+    """The Markdown of one reply while it streams, re-rendering only what may still change.
+
+    ``render(text)`` is called with the reply so far, each call with a longer text. Top-level
+    blocks that no later text can change are rendered once and kept as sanitised HTML; each
+    call parses and renders only the rest (in practice the last, unfinished block), so the cost
+    of a call does not grow with the reply. Every call returns exactly what
+    :func:`markdown_to_html` returns for the same text, byte for byte.
+
+    A block is final once a later top-level block starts on a complete line at column 0 after
+    a blank line: CommonMark closes every open container there, except a list when that line
+    continues it, and then the parser does not show a new block at that line. Link reference
+    definitions are the one thing that reaches backwards (a definition lower down changes a
+    link higher up), so a reply that has any is rendered whole every time. A text that does not
+    continue the previous one starts over.
+
+    One object per reply; calls must not overlap (they may run in a worker thread).
+    """
+
+    def __init__(self) -> None:
+        self._start_over()
+
+    def _start_over(self) -> None:
+        self._nonce = _fresh_nonce()
+        self._final_text = ""
+        self._final_html: list[str] = []
+        self._budget_left = HIGHLIGHT_BUDGET_CHARS
+        self._whole_every_time = False
+
+    @property
+    def final_length(self) -> int:
+        """How much of the text is rendered for good (for tests and the benchmark)."""
+        return len(self._final_text)
+
+    def render(self, text: str) -> str:
+        """The whole HTML of `text`, as :func:`markdown_to_html` would give it."""
+        update = self.update(text)
+        if self._whole_every_time:
+            return update.unfinished
+        return "".join(self._final_html) + update.unfinished
+
+    def update(self, text: str) -> MarkdownUpdate:
+        """What changed since the previous call, so a page can keep the finished blocks it
+        already shows and replace only the rest: append `finished`, then replace what follows
+        it with `unfinished` (after clearing everything first when `restart` is set)."""
+        if self._whole_every_time:
+            return MarkdownUpdate(finished="", unfinished=markdown_to_html(text), restart=True)
+        restart = not text.startswith(self._final_text)
+        if restart:
+            self._start_over()
+        start = len(self._final_text)
+        rest = text[start:]
+        env = _new_env(self._nonce, self._budget_left)
+        tokens = _MD.parse(rest, env)
+        if env.get("references"):
+            self._whole_every_time = True
+            return MarkdownUpdate(finished="", unfinished=markdown_to_html(text), restart=True)
+        finished = ""
+        split = _last_final_boundary(rest, tokens)
+        if split is not None:
+            token_index, offset = split
+            finished = _tokens_to_html(tokens[:token_index], env)
+            self._final_html.append(finished)
+            self._final_text = text[: start + offset]
+            self._budget_left = env["highlight_budget"]
+            tokens = tokens[token_index:]
+        return MarkdownUpdate(
+            finished=finished, unfinished=_tokens_to_html(tokens, env), restart=restart
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MarkdownUpdate:
+    """One step of a streaming reply's HTML: see :meth:`StreamingMarkdown.update`."""
+
+    finished: str
+    unfinished: str
+    restart: bool
+
+
+def _last_final_boundary(text: str, tokens: Sequence[Token]) -> tuple[int, int] | None:
+    """The last top-level block start in ``text`` before which nothing can change any more,
+    as (index of its first token, offset of its line), or None."""
+    starts = [
+        (index, token.map[0])
+        for index, token in enumerate(tokens)
+        if token.level == 0 and token.nesting >= 0 and token.map is not None
+    ]
+    if len(starts) < 2:
+        return None
+    line_starts = [0] + [match.end() for match in _LINE_BREAK.finditer(text)]
+    line_starts.append(len(text))
+    # The last line may still be being written.
+    complete_lines = len(line_starts) - 2
+    for (previous_index, _), (index, line) in reversed(list(itertools.pairwise(starts))):
+        line_text = text[line_starts[line] : line_starts[line + 1]]
+        before = text[line_starts[line - 1] : line_starts[line]]
+        if line_text[:1] in ("", " ", "\t", "\r", "\n") or before.strip(" \t\r\n"):
+            continue
+        # Only a list reaches past a blank line to a line at column 0, when that line is one of
+        # its items; once the line is complete the parser has decided, and it says a new block.
+        if line >= complete_lines and tokens[previous_index].type in _LIST_OPENINGS:
+            continue
+        return index, line_starts[line]
+    return None
+
+
+_LIST_OPENINGS = frozenset({"bullet_list_open", "ordered_list_open"})
 
 
 def plain_text_to_html(text: str) -> str:

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from django.conf import settings as django_settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from conversations.accounts import limits
@@ -105,6 +106,8 @@ class StartedTurn:
     quota: limits.QuotaUsage
     # Whether the sidebar changed: the conversation joined it, or moved to the top.
     sidebar_moves: bool
+    # Both messages are their parent's only child (the usual case), so each is version 1 of 1.
+    without_siblings: bool = False
 
 
 def turn_start(
@@ -121,9 +124,11 @@ def turn_start(
     conversation: one generation at a time, never run twice.
     """
     with transaction.atomic():
-        conversation = _conversation_lock_idle(conversation_id=conversation_id, owner=owner)
+        conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
+        state = _turn_start_state(conversation=conversation)
+        if state.reply_streaming:
+            raise TurnRefused(REPLY_STREAMING_REFUSAL)
         quota = _allowance_check(user=owner, max_tokens=settings.max_tokens)
-        sidebar_moves = _sidebar_moves(conversation=conversation)
         user_message = Message.objects.create(
             conversation=conversation,
             parent_id=conversation.active_leaf_id,
@@ -145,23 +150,49 @@ def turn_start(
             conversation.title = _title_from_message(content)
         conversation.save()
     return StartedTurn(
-        user_message=user_message, reply=reply, quota=quota, sidebar_moves=sidebar_moves
+        user_message=user_message,
+        reply=reply,
+        quota=quota,
+        sidebar_moves=state.sidebar_moves,
+        without_siblings=not state.leaf_has_children,
     )
 
 
-def _sidebar_moves(*, conversation: Conversation) -> bool:
-    """Whether a turn in `conversation` changes its owner's sidebar (newest activity first):
-    a first turn adds it; a later one moves it unless it is on top already, as it is for most
-    turns, and then no tab need re-render its sidebar."""
-    if conversation.active_leaf_id is None:
-        return True
-    top = (
-        Conversation.objects.filter(owner_id=conversation.owner_id, active_leaf__isnull=False)
-        .order_by("-updated_at")
-        .values_list("id", flat=True)
-        .first()
+@dataclass(frozen=True, slots=True)
+class _TurnStartState:
+    reply_streaming: bool
+    sidebar_moves: bool
+    leaf_has_children: bool
+
+
+def _turn_start_state(*, conversation: Conversation) -> _TurnStartState:
+    """What a turn start needs to know besides the locked row, in one statement. It runs after
+    the lock is held: on PostgreSQL a statement sees what committed before it started, so the
+    streaming check must not ride in the locking statement, or two tabs could both pass it."""
+    streaming = Message.objects.filter(
+        conversation_id=OuterRef("pk"), status=Message.Status.STREAMING
     )
-    return top != conversation.id
+    # The sidebar lists conversations by latest activity: a first turn adds this one, a later
+    # one moves it unless it is on top already (most turns), and then no tab need re-render it.
+    newer = Conversation.objects.filter(
+        owner_id=OuterRef("owner_id"),
+        active_leaf__isnull=False,
+        updated_at__gt=OuterRef("updated_at"),
+    )
+    leaf = conversation.active_leaf_id
+    children = Message.objects.filter(conversation_id=OuterRef("pk"))
+    children = children.filter(parent_id=leaf) if leaf else children.filter(parent__isnull=True)
+    reply_streaming, newer_exists, leaf_has_children = (
+        Conversation.objects.filter(pk=conversation.pk)
+        .annotate(s=Exists(streaming), n=Exists(newer), c=Exists(children))
+        .values_list("s", "n", "c")
+        .get()
+    )
+    return _TurnStartState(
+        reply_streaming=reply_streaming,
+        sidebar_moves=leaf is None or newer_exists,
+        leaf_has_children=leaf_has_children,
+    )
 
 
 def _title_from_message(content: str) -> str:
@@ -259,11 +290,14 @@ def _conversation_lock_idle(*, conversation_id: uuid.UUID, owner: AbstractBaseUs
     because the branch on screen must not move under a reply being written."""
     conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
     if Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING).exists():
-        raise TurnRefused(
-            "A reply is still being written in this conversation. Wait for it or press Stop, "
-            "then try again."
-        )
+        raise TurnRefused(REPLY_STREAMING_REFUSAL)
     return conversation
+
+
+REPLY_STREAMING_REFUSAL = (
+    "A reply is still being written in this conversation. Wait for it or press Stop, "
+    "then try again."
+)
 
 
 def _conversation_apply_settings(*, conversation: Conversation, settings: TurnSettings) -> None:
