@@ -31,7 +31,9 @@ def _turn_start(conversation: Conversation, user: Any, content: str) -> consumer
 
 
 def _statements(queries: CaptureQueriesContext) -> list[str]:
-    return [q["sql"] for q in queries.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
+    return [
+        q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("BEGIN", "COMMIT"))
+    ]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -77,9 +77,12 @@ class QuotaUsage:
         return " · ".join(parts)
 
 
-def limits_for_user(*, user: AbstractBaseUser, quota: UserQuota | None = None) -> Limits:
-    """The user's limits: the staff's overrides (`quota`, read when not given), else defaults."""
-    if quota is None:
+def limits_for_user(
+    *, user: AbstractBaseUser, quota: UserQuota | None = None, quota_read: bool = False
+) -> Limits:
+    """The user's limits: the staff's overrides, else defaults. `quota` is read here unless the
+    caller has read it already (`quota_read`: then None means the user has no overrides)."""
+    if quota is None and not quota_read:
         quota = UserQuota.objects.filter(user=user).first()
 
     def pick(override: int | None, default: int) -> int:
@@ -103,6 +106,7 @@ def quota_usage_for_user(
     user: AbstractBaseUser,
     now: datetime.datetime | None = None,
     quota: UserQuota | None = None,
+    quota_read: bool = False,
 ) -> QuotaUsage:
     now = now or timezone.now()
     day_start, day_end = _day_bounds(now)
@@ -133,7 +137,7 @@ def quota_usage_for_user(
         reserved=Coalesce(Sum("reserved_tokens", filter=today & pending), 0),
     )
     return QuotaUsage(
-        limits=limits_for_user(user=user, quota=quota),
+        limits=limits_for_user(user=user, quota=quota, quota_read=quota_read),
         messages_last_minute=counts["last_minute"],
         messages_today=counts["today"],
         tokens_today=counts["tokens"],
@@ -181,10 +185,20 @@ def turn_allowance_check(*, user: AbstractBaseUser, max_tokens: int = 0) -> Quot
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("turn_allowance_check must run inside the reply's transaction")
-    list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
-    quota = UserQuota.objects.filter(user=user).first()
+    # One statement: lock the user's row and read their overrides beside it.
+    locked = (
+        get_user_model()
+        .objects.select_for_update(of=("self",))
+        .select_related("chat_quota")
+        .only("pk", "chat_quota")
+        .get(pk=user.pk)
+    )
+    try:
+        quota: UserQuota | None = locked.chat_quota
+    except UserQuota.DoesNotExist:
+        quota = None
     now = timezone.now()
-    usage = quota_usage_for_user(user=user, now=now, quota=quota)
+    usage = quota_usage_for_user(user=user, now=now, quota=quota, quota_read=True)
     limits = usage.limits
     if limits.per_minute and usage.messages_last_minute >= limits.per_minute:
         oldest = (
