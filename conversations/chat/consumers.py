@@ -14,8 +14,15 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import F
 
 from conversations.accounts import limits
+from conversations.catalogue.selectors import model_choice_for_user
 from conversations.chat import frames, selectors, services, titles
-from conversations.chat.forms import TurnForm, TurnSettingsForm, form_error_text, turn_settings_from
+from conversations.chat.forms import (
+    TurnForm,
+    TurnSettingsForm,
+    form_error_text,
+    turn_form_checked,
+    turn_settings_from,
+)
 from conversations.models import Conversation, Message
 from conversations.realtime import generation, live
 
@@ -115,18 +122,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def turn_send(self, frame: dict[str, Any]) -> None:
         if not isinstance(frame.get("message"), str):
             raise FrameError("The message must be text.")
-        form = TurnForm(data=frame)
-        if not form.is_valid():
+        form = await self._checked_form(TurnForm, frame)
+        if form.errors:
             raise FrameError(form_error_text(form))
         data = form.cleaned_data
         owner = self.scope["user"]
+        turn_settings = turn_settings_from(form=form, frame=frame)
         try:
             turn = await database_sync_to_async(_turn_start)(
                 conversation_id=self.conversation_id,
                 owner=owner,
                 content=data["message"],
-                turn_settings=turn_settings_from(form=form, frame=frame),
-                model=settings.CHAT_MODEL,
+                turn_settings=turn_settings,
+                model=turn_settings.model,
             )
         except services.TurnRefused as exc:
             raise FrameError(str(exc)) from exc
@@ -165,31 +173,33 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     conversation_id=self.conversation_id, owner=owner, message_id=message_id
                 )
             elif action == "edit":
-                form: TurnSettingsForm = TurnForm(data=frame)
-                if not isinstance(frame.get("message"), str) or not form.is_valid():
+                form = await self._checked_form(TurnForm, frame)
+                if not isinstance(frame.get("message"), str) or form.errors:
                     raise FrameError(form_error_text(form) or "The message must be text.")
+                turn_settings = turn_settings_from(form=form, frame=frame)
                 _, reply = await database_sync_to_async(services.turn_edit)(
                     conversation_id=self.conversation_id,
                     owner=owner,
                     message_id=message_id,
                     content=form.cleaned_data["message"],
-                    settings=turn_settings_from(form=form, frame=frame),
-                    model=settings.CHAT_MODEL,
+                    settings=turn_settings,
+                    model=turn_settings.model,
                 )
                 reply_id = reply.id
             else:
-                form = TurnSettingsForm(data=frame)
-                if not form.is_valid():
+                form = await self._checked_form(TurnSettingsForm, frame)
+                if form.errors:
                     raise FrameError(form_error_text(form))
                 write = (
                     services.reply_continue if action == "continue" else services.reply_regenerate
                 )
+                turn_settings = turn_settings_from(form=form, frame=frame)
                 reply = await database_sync_to_async(write)(
                     conversation_id=self.conversation_id,
                     owner=owner,
                     reply_id=message_id,
-                    settings=turn_settings_from(form=form, frame=frame),
-                    model=settings.CHAT_MODEL,
+                    settings=turn_settings,
+                    model=turn_settings.model,
                 )
                 reply_id = reply.id
         except services.TurnRefused as exc:
@@ -198,6 +208,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if reply_id is not None:
             await generation.reply_generate(reply_id=reply_id)
             await live.sidebar_changed(user_id=owner.pk)
+
+    async def _checked_form(
+        self, form_class: type[TurnSettingsForm], frame: dict[str, Any]
+    ) -> TurnSettingsForm:
+        """The frame's controls checked against the profile of the model they name."""
+        return await database_sync_to_async(_checked_form)(
+            form_class, frame, self.scope["user"], self.conversation_id
+        )
 
     async def reply_retry(self, frame: dict[str, Any]) -> None:
         try:
@@ -401,6 +419,16 @@ def _messages_in_order(message_ids: list[str]) -> list[Message]:
     return selectors.messages_with_versions(
         messages=[by_id[uuid.UUID(message_id)] for message_id in message_ids]
     )
+
+
+def _checked_form(
+    form_class: type[TurnSettingsForm], frame: dict[str, Any], user: Any, conversation_id: uuid.UUID
+) -> TurnSettingsForm:
+    current = (
+        Conversation.objects.filter(id=conversation_id).values_list("model", flat=True).first()
+    )
+    choice = model_choice_for_user(user=user, current=current or "")
+    return turn_form_checked(form_class=form_class, frame=frame, choice=choice)
 
 
 def _message_with_version(message_id: str) -> Message | None:

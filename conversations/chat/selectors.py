@@ -15,7 +15,8 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from conversations.gateway.client import RequestStyle, TurnOptions, build_payload
+from conversations.catalogue.payload import request_payload
+from conversations.catalogue.selectors import replies_mark_model_changes
 from conversations.models import (
     Conversation,
     Message,
@@ -147,23 +148,14 @@ def reply_request(*, reply: Message) -> tuple[dict[str, Any], uuid.UUID]:
     exactly what was sent.
     """
     conversation = reply.conversation
-    params = reply.request_params
-    options = TurnOptions(
-        model=reply.model or settings.CHAT_MODEL,
-        max_tokens=params["max_tokens"],
-        temperature=params.get("temperature"),
-        top_p=params.get("top_p"),
-        reasoning_effort=params.get("reasoning_effort"),
-        stop=tuple(params.get("stop", ())),
-    )
     context = context_with_continuations(
         messages=upstream_context(thread=message_path(message=reply)[:-1])
     )
-    payload = build_payload(
-        options=options,
+    payload = request_payload(
+        model_id=reply.model or settings.CHAT_MODEL,
+        params=reply.request_params,
         messages=context,
         system_prompt=conversation.system_prompt,
-        style=RequestStyle(settings.CHAT_REQUEST_STYLE),
     )
     return payload, conversation.id
 
@@ -515,6 +507,7 @@ def thread_window(
         path.pop()
     has_older = len(path) > size
     messages = messages_with_versions(messages=path[max(0, len(path) - size) :])
+    replies_mark_model_changes(messages=messages)
     return ThreadWindow(
         messages=messages, older_than=messages[0].id if has_older and messages else None
     )

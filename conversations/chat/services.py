@@ -5,7 +5,6 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
@@ -15,58 +14,30 @@ from django.db.models import F
 from django.utils import timezone
 
 from conversations.accounts import limits
+from conversations.catalogue import selectors as catalogue
 from conversations.chat.rendering import markdown_to_html
 from conversations.chat.selectors import (
     share_link_live_for_conversation,
     share_snapshot_build,
     share_token_digest,
 )
+from conversations.gateway.profiles import TurnSettings, settings_from_params
 from conversations.models import (
     Conversation,
     ConversationReview,
     Message,
-    ReasoningEffort,
-    Sampling,
     ShareLink,
     TranscriptAccess,
     UserPreferences,
 )
+
+__all__ = ["TurnSettings"]
 
 TITLE_FROM_MESSAGE_CHARS = 60
 
 
 class TurnRefused(Exception):
     """The turn cannot start; the message says why, in words for the user."""
-
-
-@dataclass(frozen=True, slots=True)
-class TurnSettings:
-    sampling: str
-    temperature: float
-    top_p: float
-    reasoning_effort: str
-    max_tokens: int
-    stop: tuple[str, ...] = ()
-    # None leaves the conversation's system prompt as it is.
-    system_prompt: str | None = None
-
-    @property
-    def reasoning_on(self) -> bool:
-        return self.reasoning_effort != ReasoningEffort.OFF
-
-    def request_params(self) -> dict[str, Any]:
-        """Exactly the parameters the user chose to send: temperature and top_p are either/or,
-        and temperature is never sent with reasoning (thinking only allows 1)."""
-        params: dict[str, Any] = {"max_tokens": self.max_tokens}
-        if self.sampling == Sampling.TEMPERATURE and not self.reasoning_on:
-            params["temperature"] = self.temperature
-        elif self.sampling == Sampling.TOP_P:
-            params["top_p"] = self.top_p
-        if self.reasoning_on:
-            params["reasoning_effort"] = self.reasoning_effort
-        if self.stop:
-            params["stop"] = list(self.stop)
-        return params
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,14 +59,18 @@ class ReplyOutcome:
 
 
 def conversation_create(*, owner: AbstractBaseUser) -> Conversation:
-    """A new conversation starts from the owner's default system prompt and parameters."""
+    """A new conversation starts from the owner's default model, system prompt and parameters."""
+    model = catalogue.model_for_new_conversation(
+        user=owner, catalogue=catalogue.catalogue_current()
+    )
     preferences = UserPreferences.objects.filter(user=owner).first()
     if preferences is None:
         return Conversation.objects.create(
-            owner=owner, max_tokens=django_settings.CHAT_DEFAULT_MAX_TOKENS
+            owner=owner, model=model, max_tokens=django_settings.CHAT_DEFAULT_MAX_TOKENS
         )
     return Conversation.objects.create(
         owner=owner,
+        model=model,
         system_prompt=preferences.system_prompt,
         sampling=preferences.sampling,
         temperature=preferences.temperature,
@@ -132,6 +107,7 @@ def turn_start(
         conversation = _conversation_lock_idle(conversation_id=conversation_id, owner=owner)
         quota = _allowance_check(user=owner)
         sidebar_moves = _sidebar_moves(conversation=conversation)
+        plan = _turn_plan(conversation=conversation, settings=settings, model=model)
         user_message = Message.objects.create(
             conversation=conversation,
             parent_id=conversation.active_leaf_id,
@@ -143,11 +119,12 @@ def turn_start(
             parent=user_message,
             role=Message.Role.ASSISTANT,
             status=Message.Status.STREAMING,
-            model=model,
-            request_params=settings.request_params(),
+            model=plan.model,
+            request_params=plan.params,
+            model_note=plan.note,
         )
         conversation.active_leaf = reply
-        _conversation_apply_settings(conversation=conversation, settings=settings)
+        _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
         if conversation.title == Conversation._meta.get_field("title").default:
             conversation.title = _title_from_message(content)
         conversation.save()
@@ -202,8 +179,29 @@ def replies_checkpoint(*, replies: dict[uuid.UUID, tuple[str, str]]) -> None:
             reply_checkpoint(message_id=message_id, content=content, reasoning=reasoning)
 
 
+def _cost_of(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> tuple[Decimal | None, bool]:
+    """(cost, estimated): the gateway's own figure when it gave one, else the model profile's
+    prices times the token counts."""
+    if outcome.cost_usd is not None:
+        return outcome.cost_usd, False
+    if outcome.prompt_tokens is None or outcome.completion_tokens is None:
+        return None, False
+    model = Message.objects.filter(id=message_id).values_list("model", flat=True).first()
+    if not model:
+        return None, False
+    estimate = (
+        catalogue.catalogue_current()
+        .profile(model)
+        .estimated_cost(
+            prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens
+        )
+    )
+    return estimate, estimate is not None
+
+
 def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
     content_html = markdown_to_html(outcome.content)
+    cost_usd, cost_estimated = _cost_of(message_id=message_id, outcome=outcome)
     with transaction.atomic():
         updated = Message.objects.filter(id=message_id, status=Message.Status.STREAMING).update(
             status=outcome.status,
@@ -218,7 +216,8 @@ def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
             completion_tokens=outcome.completion_tokens,
             reasoning_tokens=outcome.reasoning_tokens,
             cached_tokens=outcome.cached_tokens,
-            cost_usd=outcome.cost_usd,
+            cost_usd=cost_usd,
+            cost_estimated=cost_estimated,
             time_to_first_token_ms=outcome.time_to_first_token_ms,
             duration_ms=outcome.duration_ms,
             updated_at=timezone.now(),
@@ -440,7 +439,22 @@ def _conversation_lock_idle(*, conversation_id: uuid.UUID, owner: AbstractBaseUs
     return conversation
 
 
-def _conversation_apply_settings(*, conversation: Conversation, settings: TurnSettings) -> None:
+def _turn_plan(
+    *, conversation: Conversation, settings: TurnSettings, model: str
+) -> catalogue.TurnPlan:
+    """Where the turn goes and what it sends: the model picked for it (else the conversation's,
+    else the site's), or that model's replacement once it is retired."""
+    current = catalogue.catalogue_current()
+    chosen = model or conversation.model or catalogue.default_model_id(catalogue=current)
+    return catalogue.turn_plan(
+        settings=settings, chosen=chosen, catalogue=current, on=catalogue.today()
+    )
+
+
+def _conversation_apply_settings(
+    *, conversation: Conversation, settings: TurnSettings, model: str
+) -> None:
+    conversation.model = model
     conversation.sampling = settings.sampling
     conversation.temperature = settings.temperature
     conversation.top_p = settings.top_p
@@ -459,7 +473,7 @@ def _message_of(*, conversation: Conversation, message_id: uuid.UUID | str, role
 
 
 def _reply_create(
-    *, conversation: Conversation, parent: Message, params: dict[str, Any], model: str
+    *, conversation: Conversation, parent: Message, plan: catalogue.TurnPlan
 ) -> Message:
     # Regenerate, edit and continue start replies too, so they count against the same limits.
     _allowance_check(user=conversation.owner)
@@ -468,8 +482,9 @@ def _reply_create(
         parent=parent,
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
-        model=model,
-        request_params=params,
+        model=plan.model,
+        request_params=plan.params,
+        model_note=plan.note,
     )
     conversation.active_leaf = reply
     conversation.save()
@@ -491,13 +506,9 @@ def reply_regenerate(
         old = _message_of(
             conversation=conversation, message_id=reply_id, role=Message.Role.ASSISTANT
         )
-        _conversation_apply_settings(conversation=conversation, settings=settings)
-        return _reply_create(
-            conversation=conversation,
-            parent=old.parent,
-            params=settings.request_params(),
-            model=model,
-        )
+        plan = _turn_plan(conversation=conversation, settings=settings, model=model)
+        _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
+        return _reply_create(conversation=conversation, parent=old.parent, plan=plan)
 
 
 def turn_edit(
@@ -521,13 +532,9 @@ def turn_edit(
             role=Message.Role.USER,
             content=content,
         )
-        _conversation_apply_settings(conversation=conversation, settings=settings)
-        reply = _reply_create(
-            conversation=conversation,
-            parent=user_message,
-            params=settings.request_params(),
-            model=model,
-        )
+        plan = _turn_plan(conversation=conversation, settings=settings, model=model)
+        _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
+        reply = _reply_create(conversation=conversation, parent=user_message, plan=plan)
     return user_message, reply
 
 
@@ -552,11 +559,11 @@ def reply_continue(
         )
         if not cut_short or not partial.content:
             raise TurnRefused("Only a reply that was stopped or hit the token limit can continue.")
-        params = settings.request_params()
+        plan = _turn_plan(conversation=conversation, settings=settings, model=model)
         # Claude refuses a prefilled assistant turn while thinking, so a continuation never thinks.
-        params.pop("reasoning_effort", None)
-        _conversation_apply_settings(conversation=conversation, settings=settings)
-        return _reply_create(conversation=conversation, parent=partial, params=params, model=model)
+        plan.params.pop("reasoning_effort", None)
+        _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
+        return _reply_create(conversation=conversation, parent=partial, plan=plan)
 
 
 def branch_switch(
@@ -621,10 +628,12 @@ def preferences_update(
     top_p: float,
     reasoning_effort: str,
     max_tokens: int,
+    model: str = "",
 ) -> UserPreferences:
     preferences, _ = UserPreferences.objects.update_or_create(
         user=user,
         defaults={
+            "model": model,
             "system_prompt": system_prompt,
             "sampling": sampling,
             "temperature": temperature,
@@ -670,13 +679,23 @@ def reply_retry(
         if conversation.active_leaf_id != failed.id:
             raise TurnRefused("Only the last reply of the conversation can be retried.")
         _allowance_check(user=owner)
+        # The same request again, unless its model has been retired since.
+        sent = failed.model or model
+        plan = _turn_plan(
+            conversation=conversation,
+            settings=settings_from_params(failed.request_params, model=sent),
+            model=sent,
+        )
+        if not plan.note:
+            plan = catalogue.TurnPlan(model=sent, params=failed.request_params)
         reply = Message.objects.create(
             conversation=conversation,
             parent_id=failed.parent_id,
             role=Message.Role.ASSISTANT,
             status=Message.Status.STREAMING,
-            model=model,
-            request_params=failed.request_params,
+            model=plan.model,
+            request_params=plan.params,
+            model_note=plan.note,
         )
         conversation.active_leaf = reply
         conversation.save(update_fields=["active_leaf", "updated_at"])

@@ -7,6 +7,8 @@ from django.templatetags.static import static
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from conversations.accounts import limits
+from conversations.catalogue import selectors as catalogue
+from conversations.catalogue.services import catalogue_refresh_soon
 from conversations.chat import selectors, services
 from conversations.chat.forms import (
     STOP_FIELDS,
@@ -42,9 +44,13 @@ def _owned(request: HttpRequest, conversation_id: object) -> Conversation:
 @login_required
 def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpResponse:
     conversation = _owned(request, conversation_id)
+    catalogue_refresh_soon()
+    choice = catalogue.model_choice_for_user(user=request.user, current=conversation.model)
     stops = list(conversation.stop_sequences or [])[: len(STOP_FIELDS)]
     settings_form = TurnSettingsForm(
+        choice=choice,
         initial={
+            "model": choice.current,
             "sampling": conversation.sampling,
             "temperature": conversation.temperature,
             "top_p": conversation.top_p,
@@ -52,7 +58,7 @@ def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpRespo
             "max_tokens": conversation.max_tokens,
             "system_prompt": conversation.system_prompt,
             **dict(zip(STOP_FIELDS, stops, strict=False)),
-        }
+        },
     )
     return render(
         request,
@@ -66,6 +72,11 @@ def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpRespo
             "settings_form": settings_form,
             "stop_fields": [settings_form[name] for name in STOP_FIELDS],
             "quota": limits.quota_usage_for_user(user=request.user),
+            "model_choice": choice,
+            "model_profiles": {p.id: p.controls() for p in choice.picker()},
+            "retirement_notice": catalogue.retirement_notice_for(
+                model_id=choice.current, catalogue=choice.catalogue, on=catalogue.today()
+            ),
         },
     )
 
@@ -142,7 +153,9 @@ def preferences(request: HttpRequest) -> HttpResponse:
     current = selectors.preferences_for_user(user=request.user)
     form = PreferencesForm(
         request.POST or None,
+        choice=catalogue.model_choice_for_user(user=request.user),
         initial={
+            "model": current.model,
             "system_prompt": current.system_prompt,
             "sampling": current.sampling,
             "temperature": current.temperature,
@@ -162,6 +175,7 @@ def preferences(request: HttpRequest) -> HttpResponse:
             top_p=data["top_p"],
             reasoning_effort=data["reasoning_effort"],
             max_tokens=data["max_tokens"],
+            model=data["model"],
         )
         saved = True
     return render(request, "chat/preferences.html", {"form": form, "saved": saved})
