@@ -212,32 +212,44 @@ class RetirementNotice:
     model: ModelProfile
     shutdown_at: datetime.date
     successor: ModelProfile | None
+    retired: bool
 
     @property
     def text(self) -> str:
+        when = f"{self.shutdown_at.day} {self.shutdown_at:%b %Y}"
+        if self.retired:
+            after = (
+                f"; your next reply will come from {self.successor.display_name}"
+                if self.successor
+                else ""
+            )
+            return f"{self.model.display_name} was retired on {when}{after}."
         after = (
             f"; from then on replies come from {self.successor.display_name}"
             if self.successor
             else ""
         )
-        return (
-            f"{self.model.display_name} retires on {self.shutdown_at.day} "
-            f"{self.shutdown_at:%b %Y}{after}."
-        )
+        return f"{self.model.display_name} retires on {when}{after}."
 
 
 def retirement_notice_for(
     *, model_id: str, catalogue: Catalogue, on: datetime.date
 ) -> RetirementNotice | None:
-    """The page's notice, from CHAT_RETIREMENT_NOTICE_DAYS before a model's shutdown date."""
+    """The page's notice: from CHAT_RETIREMENT_NOTICE_DAYS before a model's shutdown date, and
+    after it for a conversation still on the retired model."""
     profile = catalogue.profile(model_id)
     shutdown = profile.lifecycle.shutdown_at
-    if shutdown is None or not profile.retiring_soon(
+    if shutdown is None:
+        return None
+    retired = profile.retired_on(on)
+    if not retired and not profile.retiring_soon(
         on, notice_days=settings.CHAT_RETIREMENT_NOTICE_DAYS
     ):
         return None
-    successor = replacement_for(profile=profile, catalogue=catalogue, on=shutdown)
-    return RetirementNotice(model=profile, shutdown_at=shutdown, successor=successor)
+    successor = replacement_for(profile=profile, catalogue=catalogue, on=max(on, shutdown))
+    return RetirementNotice(
+        model=profile, shutdown_at=shutdown, successor=successor, retired=retired
+    )
 
 
 def retiring_model_ids(*, catalogue: Catalogue, on: datetime.date) -> list[str]:

@@ -18,9 +18,15 @@ from django.db import connections, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from conversations.catalogue import selectors
 from conversations.catalogue.selectors import demo_mode
-from conversations.gateway.profiles import ModelFacts, entries_of, facts_from_entry
-from conversations.models import GatewayModel, ModelDialect
+from conversations.gateway.profiles import (
+    ModelFacts,
+    entries_of,
+    facts_from_entry,
+    settings_from_params,
+)
+from conversations.models import Conversation, GatewayModel, Message, ModelDialect
 
 logger = logging.getLogger(__name__)
 
@@ -164,3 +170,36 @@ class DatabaseDialectMemory:
         ModelDialect.objects.update_or_create(
             model_id=model_id[:100], defaults={"dialect": _as_json(dialect)}
         )
+
+
+def reply_switch_model(*, reply_id: Any, on: datetime.date) -> str | None:
+    """The gateway refused the reply's model as retired or unknown: send the reply to the
+    model's replacement instead (once), with the same note a dated retirement gives. Returns
+    the note, or None when there is nowhere to go (the error then stands)."""
+    with transaction.atomic():
+        reply = Message.objects.select_for_update().filter(id=reply_id).first()
+        if reply is None or reply.model_note:
+            return None
+        current = selectors.catalogue_current()
+        refused = current.profile(reply.model)
+        successor = selectors.replacement_for(profile=refused, catalogue=current, on=on)
+        if successor is None or successor.id == refused.id:
+            return None
+        if refused.retired_on(on):
+            note = selectors.retired_note(retired=refused, successor=successor)
+        else:
+            note = (
+                f"The gateway no longer offers {refused.display_name}; this reply is from "
+                f"{successor.display_name}."
+            )
+        fitted = settings_from_params(reply.request_params, model=reply.model).fitted(successor)
+        params = fitted.request_params(successor)
+        if "reasoning_effort" not in reply.request_params:
+            # A continuation never thinks; neither does its switched request.
+            params.pop("reasoning_effort", None)
+        reply.model, reply.request_params, reply.model_note = successor.id, params, note
+        reply.save(update_fields=["model", "request_params", "model_note", "updated_at"])
+        Conversation.objects.filter(id=reply.conversation_id, model=refused.id).update(
+            model=successor.id
+        )
+    return note

@@ -16,11 +16,14 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 
 from conversations.accounts import limits
+from conversations.catalogue import selectors as catalogue
+from conversations.catalogue.services import reply_switch_model
 from conversations.chat import frames, selectors, services
 from conversations.chat.rendering import markdown_to_html
 from conversations.gateway.client import (
     Citation,
     ContentDelta,
+    ErrorKind,
     Finished,
     ReasoningDelta,
     Refusal,
@@ -160,7 +163,7 @@ class Generation:
         renderer = asyncio.create_task(self._render_loop())
         status, error = Message.Status.COMPLETE, ""
         shutting_down = False
-        self._consume_task = asyncio.create_task(self._consume())
+        self._consume_task = asyncio.create_task(self._consume_or_switch())
         try:
             await self._consume_task
         except asyncio.CancelledError:
@@ -185,6 +188,25 @@ class Generation:
             await asyncio.shield(self._finish(flusher, listener, control_channel, status, error))
         if shutting_down:
             raise asyncio.CancelledError
+
+    async def _consume_or_switch(self) -> None:
+        """A model the gateway refuses as retired or unknown hands the reply to its
+        replacement, once, before any text has reached the user."""
+        try:
+            await self._consume()
+        except UpstreamError as exc:
+            if exc.kind is not ErrorKind.MODEL_UNAVAILABLE or self._first_token_at is not None:
+                raise
+            note = await database_sync_to_async(reply_switch_model)(
+                reply_id=self.reply_id, on=catalogue.today()
+            )
+            if note is None:
+                raise
+            self._payload, _ = await database_sync_to_async(_reply_prepare_by_id)(
+                reply_id=self.reply_id
+            )
+            await self._notice(note)
+            await self._consume()
 
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
