@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from django.contrib.auth.models import Permission
 from django.template.loader import render_to_string
+from django.test import Client
 from django.urls import reverse
 
 from conversations.catalogue import selectors as catalogue
@@ -369,3 +371,26 @@ def test_the_transcript_names_the_model_when_it_changes(settings, user) -> None:
 
     assert [m.model_changed for m in replies] == [False, False, True]
     assert replies[2].model_label == "Claude Opus 4.5"
+
+
+@pytest.mark.django_db
+def test_staff_filter_conversations_on_a_retiring_model(
+    settings, make_user, monkeypatch, fast_password_hashing
+) -> None:
+    settings.AIMLAPI_API_KEY = "sk-test"
+    on_day(monkeypatch, datetime.date(2026, 11, 20))
+    owner = make_user("alice")
+    Conversation.objects.create(owner=owner, title="On Sonnet 4.5", model=SONNET_4_5.id)
+    Conversation.objects.create(owner=owner, title="On its alias", model="claude-sonnet-4-5")
+    Conversation.objects.create(owner=owner, title="On Sonnet 4.6", model=SONNET_4_6.id)
+    staff = make_user("staff", is_staff=True)
+    staff.user_permissions.set(Permission.objects.filter(codename="view_conversation"))
+    client = Client()
+    client.force_login(staff)
+
+    def titles(query: str) -> set[str]:
+        response = client.get(f"/admin/conversations/conversation/?{query}")
+        return {c.title for c in response.context["cl"].result_list}
+
+    assert titles("model_retiring=yes") == {"On Sonnet 4.5", "On its alias"}
+    assert titles("model_retiring=no") == {"On Sonnet 4.6"}
