@@ -56,6 +56,12 @@ class Conversation(TurnSettingsFields):
     active_leaf = models.ForeignKey(
         "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Set when the user chose to leave the oldest turns out: upstream sees the path from this
+    # message on (the transcript says so there), counted from context_trimmed_at.
+    context_from = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    context_trimmed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-updated_at"]

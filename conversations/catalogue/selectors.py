@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from conversations.gateway.profiles import (
     profile_index,
     profile_of_kind,
 )
-from conversations.models import GatewayModel, ModelOffer, UserPreferences
+from conversations.models import Conversation, GatewayModel, Message, ModelOffer, UserPreferences
 
 logger = logging.getLogger(__name__)
 
@@ -310,3 +311,24 @@ def model_choice_for_user(*, user: AbstractBaseUser, current: str = "") -> Model
     if not current:
         current = model_for_new_conversation(user=user, catalogue=catalogue)
     return ModelChoice(catalogue=catalogue, offered=offered, current=current)
+
+
+def thread_in_context(*, conversation: Conversation, thread: Sequence[Message]) -> list[Message]:
+    """The part of a thread upstream sees: from the message the user chose to start from, when
+    they left the oldest turns out and that message is on this branch."""
+    start = conversation.context_from_id
+    if start is None:
+        return list(thread)
+    for index, message in enumerate(thread):
+        if message.id == start:
+            return list(thread[index:])
+    return list(thread)
+
+
+def messages_mark_context_start(*, conversation: Conversation, messages: list[Any]) -> None:
+    """The transcript's note where upstream's view of the conversation starts."""
+    if conversation.context_from_id is None:
+        return
+    for message in messages:
+        if message.id == conversation.context_from_id:
+            message.context_starts_here = True

@@ -14,6 +14,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db.models import F
 
 from conversations.accounts import limits
+from conversations.catalogue import context
 from conversations.catalogue.selectors import model_choice_for_user
 from conversations.chat import frames, selectors, services, titles
 from conversations.chat.forms import (
@@ -128,6 +129,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         data = form.cleaned_data
         owner = self.scope["user"]
         turn_settings = turn_settings_from(form=form, frame=frame)
+        overflow = await database_sync_to_async(context.context_offers_needed)(
+            conversation_id=self.conversation_id,
+            new_text=data["message"],
+            max_tokens=turn_settings.max_tokens,
+            model=turn_settings.model,
+        )
+        if overflow is not None:
+            # Not sent: the user chooses how to go on (the message stays in the composer).
+            await self.send(
+                text_data=context.context_offers_frame(
+                    conversation_id=self.conversation_id, usage=overflow
+                )
+            )
+            return
         try:
             turn = await database_sync_to_async(_turn_start)(
                 conversation_id=self.conversation_id,

@@ -16,7 +16,11 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from conversations.catalogue.payload import request_payload
-from conversations.catalogue.selectors import replies_mark_model_changes
+from conversations.catalogue.selectors import (
+    messages_mark_context_start,
+    replies_mark_model_changes,
+    thread_in_context,
+)
 from conversations.models import (
     Conversation,
     Message,
@@ -148,9 +152,9 @@ def reply_request(*, reply: Message) -> tuple[dict[str, Any], uuid.UUID]:
     exactly what was sent.
     """
     conversation = reply.conversation
-    context = context_with_continuations(
-        messages=upstream_context(thread=message_path(message=reply)[:-1])
-    )
+    # From where the user chose to leave the oldest turns out, if they did.
+    thread = thread_in_context(conversation=conversation, thread=message_path(message=reply)[:-1])
+    context = context_with_continuations(messages=upstream_context(thread=thread))
     payload = request_payload(
         model_id=reply.model or settings.CHAT_MODEL,
         params=reply.request_params,
@@ -508,6 +512,7 @@ def thread_window(
     has_older = len(path) > size
     messages = messages_with_versions(messages=path[max(0, len(path) - size) :])
     replies_mark_model_changes(messages=messages)
+    messages_mark_context_start(conversation=conversation, messages=messages)
     return ThreadWindow(
         messages=messages, older_than=messages[0].id if has_older and messages else None
     )

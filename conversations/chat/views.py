@@ -7,6 +7,7 @@ from django.templatetags.static import static
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from conversations.accounts import limits
+from conversations.catalogue import context
 from conversations.catalogue import selectors as catalogue
 from conversations.catalogue.services import catalogue_refresh_soon
 from conversations.chat import selectors, services
@@ -74,6 +75,9 @@ def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpRespo
             "quota": limits.quota_usage_for_user(user=request.user),
             "model_choice": choice,
             "model_profiles": {p.id: p.controls() for p in choice.picker()},
+            "context_usage": context.context_usage(
+                conversation=conversation, profile=choice.current_profile
+            ),
             "retirement_notice": catalogue.retirement_notice_for(
                 model_id=choice.current, catalogue=choice.catalogue, on=catalogue.today()
             ),

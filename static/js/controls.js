@@ -133,6 +133,57 @@
     applyProfile(currentProfile());
   }
 
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", bind);
-  else bind();
+  // The context meter: the server's count before the next message, plus an estimate of what
+  // is being typed (the same reading of the tokeniser as the server's).
+  var CHARS_PER_TOKEN = 3.5;
+
+  function shortTokens(tokens) {
+    if (tokens >= 1000000) return Number((tokens / 1000000).toPrecision(3)) + "M";
+    if (tokens >= 1000) return Math.round(tokens / 1000) + "k";
+    return String(tokens);
+  }
+
+  function updateMeter() {
+    var meter = $("context-meter");
+    var label = $("context-meter-label");
+    var message = $("message");
+    if (!meter || !label) return;
+    var typed = message ? Math.ceil(message.value.length / CHARS_PER_TOKEN) : 0;
+    var used = Number(meter.getAttribute("data-used")) + typed;
+    label.textContent = shortTokens(used) + " of " + shortTokens(Number(meter.getAttribute("data-window")));
+  }
+
+  // A reply the gateway refused as too long for the context: offer the two ways on.
+  function offerWaysOn() {
+    var articles = document.querySelectorAll("#transcript article");
+    var last = articles[articles.length - 1];
+    var offers = $("context-offers");
+    if (!last || !offers || !offers.hidden || !last.querySelector("[data-context-overflow]")) return;
+    if (window.htmx) window.htmx.ajax("GET", location.pathname + "context/offers/", { target: "#context-offers", swap: "outerHTML" });
+  }
+
+  function bindContext() {
+    var message = $("message");
+    if (message) message.addEventListener("input", updateMeter);
+    var streaming = document.querySelector('#transcript article[data-status="streaming"]') !== null;
+    document.body.addEventListener("htmx:wsAfterMessage", function () {
+      var now = document.querySelector('#transcript article[data-status="streaming"]') !== null;
+      if (streaming && !now) document.body.dispatchEvent(new CustomEvent("chat:turn-done"));
+      streaming = now;
+      offerWaysOn();
+    });
+    // A new meter from the server (after a turn, a model change or leaving turns out).
+    document.body.addEventListener("htmx:afterSettle", updateMeter);
+    document.body.addEventListener("htmx:oobAfterSwap", updateMeter);
+    updateMeter();
+    offerWaysOn();
+  }
+
+  function start() {
+    bind();
+    bindContext();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
 })();
