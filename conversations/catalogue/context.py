@@ -109,30 +109,34 @@ class TrimResult:
 def context_trim(
     *, conversation_id: uuid.UUID, owner: AbstractBaseUser, new_text: str, max_tokens: int
 ) -> TrimResult:
-    """Leave out the oldest whole turns (a user message and its replies) until the next turn
-    fits, keeping at least the newest exchange; the transcript marks where upstream's view
-    starts."""
+    """Leave out the oldest whole turns (a user message and what follows it) until the next
+    turn fits, never the newest one; the transcript marks where upstream's view starts."""
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
-        profile = catalogue.catalogue_current().profile(
-            conversation.model
-            or catalogue.default_model_id(catalogue=catalogue.catalogue_current())
+        current = catalogue.catalogue_current()
+        profile = current.profile(
+            conversation.model or catalogue.default_model_id(catalogue=current)
         )
+        usage = context_usage(conversation=conversation, profile=profile)
         thread = _thread(conversation)
-        budget = profile.context_window - max_tokens - estimate_tokens(new_text)
-        budget -= estimate_tokens(conversation.system_prompt)
+        sizes = [estimate_tokens(m.content) for m in thread]
+        estimated = sum(sizes) + estimate_tokens(conversation.system_prompt)
+        # The gateway's count beats the estimate: scale the estimate up to it.
+        scale = max(1.0, usage.used / estimated) if estimated else 1.0
+        excess = usage.used + estimate_tokens(new_text) + max_tokens - usage.window
         starts = [i for i, m in enumerate(thread) if m.role == Message.Role.USER]
-        keep_from = starts[-1] if starts else 0
-        for start in starts:
-            if sum(estimate_tokens(m.content) for m in thread[start:]) <= budget:
-                keep_from = start
+        keep_from = 0
+        for start in starts[1:]:
+            if excess <= 0:
                 break
+            excess -= round(scale * sum(sizes[keep_from:start]))
+            keep_from = start
         if keep_from == 0:
             return TrimResult(left_out=0, kept_from=None)
-        conversation.context_from = thread[keep_from]
+        kept = thread[keep_from]
+        conversation.context_from = kept
         conversation.context_trimmed_at = timezone.now()
         conversation.save(update_fields=["context_from", "context_trimmed_at"])
-        kept = thread[keep_from]
         full = thread_path(conversation=conversation)
         return TrimResult(left_out=[m.id for m in full].index(kept.id), kept_from=kept)
 
