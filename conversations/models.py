@@ -1,7 +1,10 @@
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
+
+from conversations.gateway.profiles import STORED_FIELDS
 
 
 class Sampling(models.TextChoices):
@@ -37,6 +40,10 @@ class TurnSettingsFields(models.Model):
 
     class Meta:
         abstract = True
+
+    def settings_values(self) -> dict[str, Any]:
+        """The model, system prompt and parameters, by field name (to copy or to show)."""
+        return {name: getattr(self, name) for name in ("model", "system_prompt", *STORED_FIELDS)}
 
 
 class Conversation(TurnSettingsFields):

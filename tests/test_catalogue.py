@@ -226,14 +226,7 @@ def test_a_new_conversation_takes_the_preferred_model_then_the_site_model(
     assert services.conversation_create(owner=user).model == "anthropic/claude-sonnet-4.6"
 
     services.preferences_update(
-        user=user,
-        model="anthropic/claude-opus-4-5",
-        system_prompt="",
-        sampling="default",
-        temperature=1.0,
-        top_p=1.0,
-        reasoning_effort="off",
-        max_tokens=1000,
+        user=user, settings=turn_settings(model="anthropic/claude-opus-4-5")
     )
     assert services.conversation_create(owner=user).model == "anthropic/claude-opus-4-5"
 

@@ -14,13 +14,19 @@ from django.test import Client
 from django.urls import reverse
 
 from conversations.catalogue import selectors as catalogue
-from conversations.chat import selectors, services
+from conversations.chat import selectors, services, titles
 from conversations.gateway.profiles import BUILT_IN, OPUS_4_5, SONNET_4_5, SONNET_4_6
 from conversations.models import Conversation, Message
 from conversations.realtime import generation
-from tests.factories import finish, turn_settings
+from tests.factories import exchange, finish, turn_settings
 from tests.test_consumers import SEND, communicator_for, finished, receive_until
-from tests.upstream_server import ErrorReply, FakeUpstream, Stream, gateway_chunks
+from tests.upstream_server import (
+    ErrorReply,
+    FakeUpstream,
+    Stream,
+    completion_reply,
+    gateway_chunks,
+)
 
 COMPLETE = 'data-role="assistant" data-status="complete"'
 SONNET_5 = "anthropic/claude-sonnet-5"
@@ -394,3 +400,18 @@ def test_staff_filter_conversations_on_a_retiring_model(
 
     assert titles("model_retiring=yes") == {"On Sonnet 4.5", "On its alias"}
     assert titles("model_retiring=no") == {"On Sonnet 4.6"}
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_titles_use_the_replacement_of_a_retired_site_model(
+    upstream: FakeUpstream, user: Any, monkeypatch
+) -> None:
+    on_day(monkeypatch, datetime.date(2026, 12, 1))
+    upstream.enqueue(completion_reply("Capital of France"))
+    conversation = await conversation_on(user, SONNET_4_6.id)
+    await database_sync_to_async(exchange)(conversation, "Capital of France?", "Paris.")
+
+    assert await titles.title_generate(conversation_id=conversation.id, owner_id=user.pk)
+
+    assert upstream.requests[0].json["model"] == SONNET_4_6.id

@@ -332,3 +332,14 @@ def messages_mark_context_start(*, conversation: Conversation, messages: list[An
     for message in messages:
         if message.id == conversation.context_from_id:
             message.context_starts_here = True
+
+
+def model_in_service(*, model_id: str) -> str:
+    """`model_id`, or its replacement once it is retired: for the app's own small requests
+    (titles), which have no reply to carry a note."""
+    current = catalogue_current()
+    profile = current.profile(model_id)
+    if not profile.retired_on(today()):
+        return model_id
+    successor = replacement_for(profile=profile, catalogue=current, on=today())
+    return successor.id if successor is not None else model_id

@@ -21,7 +21,7 @@ from conversations.chat.selectors import (
     share_snapshot_build,
     share_token_digest,
 )
-from conversations.gateway.profiles import TurnSettings, settings_from_params
+from conversations.gateway.profiles import STORED_FIELDS, TurnSettings, settings_from_params
 from conversations.models import (
     Conversation,
     ConversationReview,
@@ -69,14 +69,7 @@ def conversation_create(*, owner: AbstractBaseUser) -> Conversation:
             owner=owner, model=model, max_tokens=django_settings.CHAT_DEFAULT_MAX_TOKENS
         )
     return Conversation.objects.create(
-        owner=owner,
-        model=model,
-        system_prompt=preferences.system_prompt,
-        sampling=preferences.sampling,
-        temperature=preferences.temperature,
-        top_p=preferences.top_p,
-        reasoning_effort=preferences.reasoning_effort,
-        max_tokens=preferences.max_tokens,
+        owner=owner, **{**preferences.settings_values(), "model": model}
     )
 
 
@@ -455,11 +448,8 @@ def _conversation_apply_settings(
     *, conversation: Conversation, settings: TurnSettings, model: str
 ) -> None:
     conversation.model = model
-    conversation.sampling = settings.sampling
-    conversation.temperature = settings.temperature
-    conversation.top_p = settings.top_p
-    conversation.reasoning_effort = settings.reasoning_effort
-    conversation.max_tokens = settings.max_tokens
+    for name in STORED_FIELDS:
+        setattr(conversation, name, getattr(settings, name))
     conversation.stop_sequences = list(settings.stop)
     if settings.system_prompt is not None:
         conversation.system_prompt = settings.system_prompt
@@ -619,29 +609,11 @@ def conversation_title_generated_set(
     )
 
 
-def preferences_update(
-    *,
-    user: AbstractBaseUser,
-    system_prompt: str,
-    sampling: str,
-    temperature: float,
-    top_p: float,
-    reasoning_effort: str,
-    max_tokens: int,
-    model: str = "",
-) -> UserPreferences:
-    preferences, _ = UserPreferences.objects.update_or_create(
-        user=user,
-        defaults={
-            "model": model,
-            "system_prompt": system_prompt,
-            "sampling": sampling,
-            "temperature": temperature,
-            "top_p": top_p,
-            "reasoning_effort": reasoning_effort,
-            "max_tokens": max_tokens,
-        },
-    )
+def preferences_update(*, user: AbstractBaseUser, settings: TurnSettings) -> UserPreferences:
+    """The user's defaults for new conversations: their model, system prompt and parameters."""
+    defaults = {name: getattr(settings, name) for name in STORED_FIELDS}
+    defaults.update(model=settings.model, system_prompt=settings.system_prompt or "")
+    preferences, _ = UserPreferences.objects.update_or_create(user=user, defaults=defaults)
     return preferences
 
 

@@ -17,6 +17,7 @@ from conversations.chat.forms import (
     RenameForm,
     SignupForm,
     TurnSettingsForm,
+    settings_of,
 )
 from conversations.chat.frames import SIDEBAR_SIZE
 from conversations.models import Conversation
@@ -51,13 +52,8 @@ def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpRespo
     settings_form = TurnSettingsForm(
         choice=choice,
         initial={
+            **conversation.settings_values(),
             "model": choice.current,
-            "sampling": conversation.sampling,
-            "temperature": conversation.temperature,
-            "top_p": conversation.top_p,
-            "reasoning_effort": conversation.reasoning_effort,
-            "max_tokens": conversation.max_tokens,
-            "system_prompt": conversation.system_prompt,
             **dict(zip(STOP_FIELDS, stops, strict=False)),
         },
     )
@@ -158,28 +154,13 @@ def preferences(request: HttpRequest) -> HttpResponse:
     form = PreferencesForm(
         request.POST or None,
         choice=catalogue.model_choice_for_user(user=request.user),
-        initial={
-            "model": current.model,
-            "system_prompt": current.system_prompt,
-            "sampling": current.sampling,
-            "temperature": current.temperature,
-            "top_p": current.top_p,
-            "reasoning_effort": current.reasoning_effort,
-            "max_tokens": current.max_tokens,
-        },
+        initial=current.settings_values(),
     )
     saved = False
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         services.preferences_update(
-            user=request.user,
-            system_prompt=data["system_prompt"],
-            sampling=data["sampling"],
-            temperature=data["temperature"],
-            top_p=data["top_p"],
-            reasoning_effort=data["reasoning_effort"],
-            max_tokens=data["max_tokens"],
-            model=data["model"],
+            user=request.user, settings=settings_of(data, system_prompt=data["system_prompt"])
         )
         saved = True
     return render(request, "chat/preferences.html", {"form": form, "saved": saved})

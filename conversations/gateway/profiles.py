@@ -287,6 +287,8 @@ class Sampling(StrEnum):
 
 
 REASONING_OFF: Final = "off"
+# The TurnSettings fields a conversation and a user's preferences keep, column for column.
+STORED_FIELDS: Final = ("sampling", "temperature", "top_p", "reasoning_effort", "max_tokens")
 REASONING_EFFORTS: Final = ("low", "medium", "high")
 
 
