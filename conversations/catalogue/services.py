@@ -96,17 +96,17 @@ def catalogue_refresh(*, base_url: str, timeout: float) -> bool:
                 )
         if deprecations is not None:
             for entry in deprecations:
-                facts = facts_from_entry(entry)
-                if facts is None or not _relevant(facts):
+                lifecycle = facts_from_entry(entry)
+                if lifecycle is None or not _relevant(lifecycle):
                     continue
                 status = entry.get("status")
                 GatewayModel.objects.update_or_create(
-                    model_id=facts.id,
+                    model_id=lifecycle.id,
                     defaults={
                         "status": status[:32] if isinstance(status, str) else "",
-                        "deprecated_at": facts.deprecated_at,
-                        "shutdown_at": facts.shutdown_at,
-                        "replaced_by": facts.replaced_by or "",
+                        "deprecated_at": lifecycle.deprecated_at,
+                        "shutdown_at": lifecycle.shutdown_at,
+                        "replaced_by": lifecycle.replaced_by or "",
                         "refreshed_at": now,
                     },
                 )

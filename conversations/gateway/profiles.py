@@ -539,6 +539,10 @@ def _text(value: Any, limit: int = 100) -> str | None:
     return None
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def facts_from_entry(entry: Mapping[str, Any]) -> ModelFacts | None:
     """One model, written either the operator's way (flat keys, see the README) or the models
     list's way (`info.contextLength`, `info.outputMax` or `outputMax`, `pricing.input/output`
@@ -547,11 +551,9 @@ def facts_from_entry(entry: Mapping[str, Any]) -> ModelFacts | None:
     model_id = _model_id(entry.get("id") or entry.get("model"))
     if model_id is None:
         return None
-    info = entry.get("info") if isinstance(entry.get("info"), Mapping) else {}
-    pricing = entry.get("pricing") if isinstance(entry.get("pricing"), Mapping) else {}
-    capabilities = (
-        entry.get("capabilities") if isinstance(entry.get("capabilities"), Mapping) else {}
-    )
+    info = _mapping(entry.get("info"))
+    pricing = _mapping(entry.get("pricing"))
+    capabilities = _mapping(entry.get("capabilities"))
     kind = entry.get("kind") or entry.get("profile_kind")
     if kind is None and "adaptive" in (capabilities.get("thinking"), capabilities.get("reasoning")):
         kind = KIND_ADAPTIVE
