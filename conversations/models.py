@@ -113,6 +113,8 @@ class Message(models.Model):
     request_params = models.JSONField(default=dict, blank=True)
     # Why the reply comes from another model than the one chosen (a retired model), shown on it.
     model_note = models.CharField(max_length=300, blank=True)
+    # The reply before it on its branch came from another model (the transcript says so).
+    model_changed = models.BooleanField(default=False)
 
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)

@@ -377,6 +377,13 @@ def test_the_transcript_names_the_model_when_it_changes(settings, user) -> None:
 
     assert [m.model_changed for m in replies] == [False, False, True]
     assert replies[2].model_label == "Claude Opus 4.5"
+    page = "".join(render_to_string("chat/_message.html", {"message": m}) for m in replies)
+    assert page.count('class="message-model"') == 1
+    # Rendered alone (the frame that replaces a finished reply), it still says so.
+    alone = render_to_string(
+        "chat/_message.html", {"message": Message.objects.get(id=replies[2].id)}
+    )
+    assert f'<p class="message-model" data-model="{OPUS_4_5.id}">{OPUS_4_5.id}</p>' in alone
 
 
 @pytest.mark.django_db

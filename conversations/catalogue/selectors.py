@@ -265,17 +265,26 @@ def retiring_model_ids(*, catalogue: Catalogue, on: datetime.date) -> list[str]:
 
 
 def replies_mark_model_changes(*, messages: list[Any]) -> list[Any]:
-    """Mark each reply whose model differs from the reply before it (`model_changed`, with the
-    model's name as `model_label`), so the transcript says when the model changed."""
-    current = catalogue_current()
-    previous = ""
-    for message in messages:
-        if message.role != "assistant" or not message.model:
-            continue
-        message.model_changed = bool(previous) and message.model != previous
-        message.model_label = current.profile(message.model).display_name
-        previous = message.model
+    """Give each reply whose model changed the model's name (`model_label`) for the
+    transcript; a reply rendered alone shows the id instead."""
+    changed = [m for m in messages if getattr(m, "model_changed", False)]
+    if changed:
+        current = catalogue_current()
+        for message in changed:
+            message.model_label = current.profile(message.model).display_name
     return messages
+
+
+def previous_model_of(*, parent: Message | None) -> str:
+    """The model of the reply before a new one on its branch ("" when there is none): the
+    parent itself when it is a reply (a continuation), else the reply the user answered."""
+    while parent is not None:
+        if parent.role == Message.Role.ASSISTANT and parent.model:
+            return parent.model
+        if parent.role == Message.Role.ASSISTANT:
+            return ""
+        parent = parent.parent
+    return ""
 
 
 @dataclass(frozen=True, slots=True)

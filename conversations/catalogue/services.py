@@ -198,7 +198,13 @@ def reply_switch_model(*, reply_id: Any, on: datetime.date) -> str | None:
             # A continuation never thinks; neither does its switched request.
             params.pop("reasoning_effort", None)
         reply.model, reply.request_params, reply.model_note = successor.id, params, note
-        reply.save(update_fields=["model", "request_params", "model_note", "updated_at"])
+        reply.model_changed = selectors.previous_model_of(parent=reply.parent) not in (
+            "",
+            successor.id,
+        )
+        reply.save(
+            update_fields=["model", "request_params", "model_note", "model_changed", "updated_at"]
+        )
         Conversation.objects.filter(id=reply.conversation_id, model=refused.id).update(
             model=successor.id
         )

@@ -115,6 +115,7 @@ def turn_start(
             model=plan.model,
             request_params=plan.params,
             model_note=plan.note,
+            model_changed=_model_changes(parent=user_message, model=plan.model),
         )
         conversation.active_leaf = reply
         _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
@@ -475,10 +476,16 @@ def _reply_create(
         model=plan.model,
         request_params=plan.params,
         model_note=plan.note,
+        model_changed=_model_changes(parent=parent, model=plan.model),
     )
     conversation.active_leaf = reply
     conversation.save()
     return reply
+
+
+def _model_changes(*, parent: Message | None, model: str) -> bool:
+    previous = catalogue.previous_model_of(parent=parent)
+    return bool(previous) and previous != model
 
 
 def reply_regenerate(
@@ -668,6 +675,7 @@ def reply_retry(
             model=plan.model,
             request_params=plan.params,
             model_note=plan.note,
+            model_changed=_model_changes(parent=failed.parent, model=plan.model),
         )
         conversation.active_leaf = reply
         conversation.save(update_fields=["active_leaf", "updated_at"])
