@@ -235,6 +235,15 @@ AIMLAPI_API_KEY = os.environ.get("AIMLAPI_API_KEY", "")
 AIMLAPI_BASE_URL = os.environ.get("AIMLAPI_BASE_URL", "https://api.aimlapi.com/v1")
 CHAT_MODEL = os.environ.get("CHAT_MODEL", "anthropic/claude-sonnet-4.5")
 CHAT_REQUEST_STYLE = os.environ.get("CHAT_REQUEST_STYLE", "openai")
+# Models: a retired model's turns go to its replacement, or to this one (blank: none named).
+CHAT_FALLBACK_MODEL = os.environ.get("CHAT_FALLBACK_MODEL", "")
+# The operator's model profiles (JSON, see the README); they win over built-ins and the gateway.
+CHAT_MODELS_FILE = os.environ.get("CHAT_MODELS_FILE", "")
+# How old the gateway's models list may get before a background refresh (0: never fetch).
+CHAT_MODELS_REFRESH_SECONDS = env_float("CHAT_MODELS_REFRESH_SECONDS", 3600.0)
+CHAT_MODELS_FETCH_TIMEOUT = env_float("CHAT_MODELS_FETCH_TIMEOUT", 5.0)
+# The page warns this many days before a model's shutdown date.
+CHAT_RETIREMENT_NOTICE_DAYS = env_int("CHAT_RETIREMENT_NOTICE_DAYS", 14)
 CHAT_ALLOW_SIGNUP = env_bool("CHAT_ALLOW_SIGNUP", True)
 CHAT_UPSTREAM_TIMEOUT = env_float("CHAT_UPSTREAM_TIMEOUT", 60.0)
 CHAT_UPSTREAM_CONNECT_TIMEOUT = env_float("CHAT_UPSTREAM_CONNECT_TIMEOUT", 10.0)

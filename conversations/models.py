@@ -1,7 +1,10 @@
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
+
+from conversations.gateway.profiles import STORED_FIELDS
 
 
 class Sampling(models.TextChoices):
@@ -19,16 +22,13 @@ class ReasoningEffort(models.TextChoices):
     HIGH = "high", "High"
 
 
-class Conversation(models.Model):
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
-    )
-    title = models.CharField(max_length=200, default="New chat")
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+class TurnSettingsFields(models.Model):
+    """The parameters a turn is sent with, as stored by a conversation (for its next turn) and by
+    a user's preferences (for new conversations). Limits come from the model's profile, checked
+    by `TurnSettings`, never from the columns."""
 
-    # The settings the next turn is sent with; each reply also keeps what was actually sent.
+    # Blank: the user's preference, then the site's CHAT_MODEL.
+    model = models.CharField(max_length=100, blank=True)
     system_prompt = models.TextField(blank=True)
     sampling = models.CharField(max_length=16, choices=Sampling, default=Sampling.DEFAULT)
     temperature = models.FloatField(default=1.0)
@@ -37,13 +37,38 @@ class Conversation(models.Model):
         max_length=8, choices=ReasoningEffort, default=ReasoningEffort.OFF
     )
     max_tokens = models.PositiveIntegerField(default=4096)
-    # Up to four stop sequences, sent upstream as `stop`.
+
+    class Meta:
+        abstract = True
+
+    def settings_values(self) -> dict[str, Any]:
+        """The model, system prompt and parameters, by field name (to copy or to show)."""
+        return {name: getattr(self, name) for name in ("model", "system_prompt", *STORED_FIELDS)}
+
+
+class Conversation(TurnSettingsFields):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, default="New chat")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    # The settings the next turn is sent with come from TurnSettingsFields; each reply also
+    # keeps what was actually sent. Up to four stop sequences, sent upstream as `stop`.
     stop_sequences = models.JSONField(default=list, blank=True)
 
     # The leaf of the branch on screen; the context sent upstream is the path from the root to it.
     active_leaf = models.ForeignKey(
         "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Set when the user chose to leave the oldest turns out: upstream sees the path from this
+    # message on (the transcript says so there), counted from context_trimmed_at.
+    context_from = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    context_trimmed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-updated_at"]
@@ -92,6 +117,10 @@ class Message(models.Model):
     citations = models.JSONField(default=list, blank=True)
     model = models.CharField(max_length=100, blank=True)
     request_params = models.JSONField(default=dict, blank=True)
+    # Why the reply comes from another model than the one chosen (a retired model), shown on it.
+    model_note = models.CharField(max_length=300, blank=True)
+    # The reply before it on its branch came from another model (the transcript says so).
+    model_changed = models.BooleanField(default=False)
 
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
@@ -100,6 +129,8 @@ class Message(models.Model):
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     # The token counts are the app's estimate: the stream ended (Stop) before the gateway said.
     usage_estimated = models.BooleanField(default=False)
+    # The gateway did not say what the reply cost: cost_usd comes from the profile's prices.
+    cost_estimated = models.BooleanField(default=False)
     time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
 
@@ -266,20 +297,13 @@ class TranscriptAccess(models.Model):
         return f"{self.staff_username} → {self.get_kind_display()}"
 
 
-class UserPreferences(models.Model):
-    """What a new conversation starts with: the user's default system prompt and parameters."""
+class UserPreferences(TurnSettingsFields):
+    """What a new conversation starts with: the user's default model, system prompt and
+    parameters."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_preferences"
     )
-    system_prompt = models.TextField(blank=True)
-    sampling = models.CharField(max_length=16, choices=Sampling, default=Sampling.DEFAULT)
-    temperature = models.FloatField(default=1.0)
-    top_p = models.FloatField(default=1.0)
-    reasoning_effort = models.CharField(
-        max_length=8, choices=ReasoningEffort, default=ReasoningEffort.OFF
-    )
-    max_tokens = models.PositiveIntegerField(default=4096)
 
     class Meta:
         verbose_name_plural = "user preferences"
@@ -361,3 +385,63 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"usage of {self.username} at {self.started_at:%Y-%m-%d %H:%M}"
+
+
+# Models: what the gateway says about them, which ones staff offer, how each is spoken to.
+
+
+class GatewayModel(models.Model):
+    """What the gateway's models and deprecations endpoints last said about one model id;
+    refreshed in the background, read by the catalogue over the built-in profiles."""
+
+    model_id = models.CharField(max_length=100, unique=True)
+    display_name = models.CharField(max_length=100, blank=True)
+    # Which built-in kind of profile an unknown id follows (see profiles.PROFILE_KINDS).
+    kind = models.CharField(max_length=16, blank=True)
+    context_window = models.PositiveIntegerField(null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    input_price_per_mtok = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True
+    )
+    output_price_per_mtok = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True
+    )
+    status = models.CharField(max_length=32, blank=True)
+    deprecated_at = models.DateField(null=True, blank=True)
+    shutdown_at = models.DateField(null=True, blank=True)
+    replaced_by = models.CharField(max_length=100, blank=True)
+    listed = models.BooleanField(default=False, help_text="Present in the last models list.")
+    refreshed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["model_id"]
+
+    def __str__(self) -> str:
+        return self.model_id
+
+
+class ModelOffer(models.Model):
+    """A model staff offer in the picker. With no offers at all, every model of the catalogue
+    is offered; an offer without groups is for everyone."""
+
+    model_id = models.CharField(max_length=100, unique=True)
+    groups = models.ManyToManyField(
+        "auth.Group", blank=True, help_text="Blank: offered to every user."
+    )
+
+    class Meta:
+        ordering = ["model_id"]
+
+    def __str__(self) -> str:
+        return self.model_id
+
+
+class ModelDialect(models.Model):
+    """The request dialect that worked for a model, shared by every server process."""
+
+    model_id = models.CharField(max_length=100, unique=True)
+    dialect = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.model_id

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from conversations.catalogue import views as views_context
 from conversations.chat import exports as views_export
 from conversations.chat import views
 from conversations.sharing import views as views_sharing
@@ -45,6 +46,32 @@ urlpatterns = [
         "c/<uuid:conversation_id>/export.md",
         views_export.conversation_export_markdown,
         name="conversation_export_markdown",
+    ),
+    # The context meter and the ways on when a conversation outgrows its model's context.
+    path(
+        "c/<uuid:conversation_id>/context/",
+        views_context.context_meter,
+        name="conversation_context",
+    ),
+    path(
+        "c/<uuid:conversation_id>/context/offers/",
+        views_context.context_offers,
+        name="conversation_context_offers",
+    ),
+    path(
+        "c/<uuid:conversation_id>/context/trim/",
+        views_context.context_trim,
+        name="conversation_context_trim",
+    ),
+    path(
+        "c/<uuid:conversation_id>/context/summary/",
+        views_context.context_summary,
+        name="conversation_context_summary",
+    ),
+    path(
+        "c/<uuid:conversation_id>/context/continue/",
+        views_context.context_continue,
+        name="conversation_context_continue",
     ),
     # Browsers ask for /favicon.ico whatever the page says; answer instead of logging a 404.
     path("favicon.ico", views.favicon),

@@ -49,6 +49,8 @@ def upstream(upstream_server: FakeUpstream, settings: pytest.FixtureRequest) -> 
     settings.AIMLAPI_BASE_URL = upstream_server.base_url
     settings.AIMLAPI_API_KEY = TEST_API_KEY
     settings.CHAT_UPSTREAM_BACKOFF_BASE = 0.01
+    # No background models refresh in the test process; tests of the refresh start it themselves.
+    settings.CHAT_MODELS_REFRESH_SECONDS = 0
     runtime.forget_all()
     return upstream_server
 

@@ -2,7 +2,9 @@
 
 from typing import Any
 
+from conversations.catalogue.selectors import Catalogue, ModelChoice
 from conversations.chat import services
+from conversations.gateway.profiles import BUILT_IN, profile_index
 from conversations.models import Conversation, Message
 
 MODEL = "anthropic/claude-sonnet-4.5"
@@ -18,6 +20,12 @@ def turn_settings(**overrides: Any) -> services.TurnSettings:
     }
     values.update(overrides)
     return services.TurnSettings(**values)
+
+
+def builtin_choice(current: str = MODEL) -> ModelChoice:
+    """The picker as it is with the built-in profiles only, every one offered."""
+    catalogue = Catalogue(profiles=BUILT_IN, by_id=profile_index(BUILT_IN))
+    return ModelChoice(catalogue=catalogue, offered=list(BUILT_IN), current=current)
 
 
 def finish(reply: Message, content: str, **outcome: Any) -> Message:

@@ -119,7 +119,9 @@ async def test_out_of_range_value_is_refused_and_nothing_sent(
     frame = await comm.receive_from()
 
     assert 'id="composer-error"' in frame
-    assert "Temperature" in frame and "less than or equal to 1" in frame
+    assert (
+        "Temperature: Claude Sonnet 4.5 takes a temperature from 0 to 1 (you chose 1.5)." in frame
+    )
     assert await Message.objects.filter(conversation=conversation).acount() == 0
     assert upstream.requests == []
     await comm.disconnect()

@@ -1,6 +1,8 @@
 import pytest
 
 from conversations.chat.forms import RenameForm, TurnSettingsForm, turn_settings_from
+from conversations.gateway.profiles import SONNET_4_5
+from tests.factories import builtin_choice
 
 CONTROLS = {
     "sampling": "default",
@@ -13,27 +15,27 @@ CONTROLS = {
 
 def test_stop_sequences_are_kept_verbatim_deduplicated_and_sent_as_stop() -> None:
     frame = {**CONTROLS, "stop_1": "\n\nHuman:", "stop_2": "", "stop_3": " END", "stop_4": " END"}
-    form = TurnSettingsForm(data=frame)
+    form = TurnSettingsForm(data=frame, choice=builtin_choice())
 
     assert form.is_valid(), form.errors
     settings = turn_settings_from(form=form, frame=frame)
 
     assert settings.stop == ("\n\nHuman:", " END")
-    assert settings.request_params()["stop"] == ["\n\nHuman:", " END"]
+    assert settings.request_params(SONNET_4_5)["stop"] == ["\n\nHuman:", " END"]
 
 
 def test_a_blank_stop_sequence_is_refused() -> None:
-    form = TurnSettingsForm(data={**CONTROLS, "stop_2": "   "})
+    form = TurnSettingsForm(data={**CONTROLS, "stop_2": "   "}, choice=builtin_choice())
 
     assert not form.is_valid()
     assert "only spaces" in form.errors["stop_2"][0]
 
 
 def test_no_stop_sequences_sends_no_stop() -> None:
-    form = TurnSettingsForm(data=CONTROLS)
+    form = TurnSettingsForm(data=CONTROLS, choice=builtin_choice())
 
     assert form.is_valid()
-    assert "stop" not in turn_settings_from(form=form, frame=CONTROLS).request_params()
+    assert "stop" not in turn_settings_from(form=form, frame=CONTROLS).request_params(SONNET_4_5)
 
 
 @pytest.mark.parametrize(
@@ -41,7 +43,7 @@ def test_no_stop_sequences_sends_no_stop() -> None:
     [({**CONTROLS, "system_prompt": "Be brief."}, "Be brief."), (CONTROLS, None)],
 )
 def test_system_prompt_is_only_changed_when_the_frame_carries_one(frame, expected) -> None:
-    form = TurnSettingsForm(data=frame)
+    form = TurnSettingsForm(data=frame, choice=builtin_choice())
 
     assert form.is_valid()
     assert turn_settings_from(form=form, frame=frame).system_prompt == expected

@@ -238,12 +238,13 @@ def test_a_turn_without_a_system_prompt_keeps_the_conversations(
 def test_new_conversations_start_from_the_users_preferences(user) -> None:
     accounts_services.preferences_update(
         user=user,
-        system_prompt="Answer in French.",
-        sampling="temperature",
-        temperature=0.2,
-        top_p=1.0,
-        reasoning_effort="low",
-        max_tokens=2048,
+        settings=turn_settings(
+            system_prompt="Answer in French.",
+            sampling="temperature",
+            temperature=0.2,
+            reasoning_effort="low",
+            max_tokens=2048,
+        ),
     )
 
     conversation = services.conversation_create(owner=user)

@@ -307,10 +307,16 @@ def test_preferences_reject_out_of_range_values(client_for) -> None:
 
     response = client.post(
         reverse("preferences"),
-        {"sampling": "temperature", "temperature": "3", "top_p": "1", "max_tokens": "10"},
+        {
+            "sampling": "temperature",
+            "temperature": "3",
+            "top_p": "1",
+            "reasoning_effort": "off",
+            "max_tokens": "10",
+        },
     )
 
-    assert "less than or equal to 1" in response.content.decode()
+    assert "takes a temperature from 0 to 1 (you chose 3)" in response.content.decode()
     assert not UserPreferences.objects.filter(user=user).exists()
 
 

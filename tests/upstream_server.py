@@ -379,6 +379,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         raw = self._read_body()
+        if self.command == "GET" and self.path.startswith("/v1/models"):
+            self._send_models_list()
+            return
         try:
             parsed = json.loads(raw) if raw else None
         except ValueError:
@@ -399,6 +402,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_stream(reply)
         except (_Aborted, OSError):
             self.close_connection = True
+
+    def _send_models_list(self) -> None:
+        """The models and deprecations lists (kept apart from the chat requests)."""
+        reply = self.server.owner._models_reply(self.path)
+        if isinstance(reply, Refuse):
+            self._abort()
+        else:
+            self._send_whole(reply)
 
     def _send_whole(self, reply: ErrorReply) -> None:
         body = reply.body
@@ -487,6 +498,7 @@ class FakeUpstream:
         self._held: set[Gate] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._init_models_lists()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -566,6 +578,7 @@ class FakeUpstream:
             self._queue.clear()
             self.requests.clear()
             self.default_reply = default_reply
+        self._init_models_lists()
 
     # -- used by the handler threads --------------------------------------------------------
 
@@ -604,3 +617,25 @@ class FakeUpstream:
     def _untrack(self, conn: socket.socket) -> None:
         with self._cond:
             self._connections.discard(conn)
+
+    # -- the models and deprecations lists (GET /v1/models, GET /v1/models/deprecations) -------
+
+    def _init_models_lists(self) -> None:
+        """Both lists empty until a test sets `models_list` / `deprecations_list` (a JSON-able
+        body, an ErrorReply or Refuse); `models_gate` holds both answers until released."""
+        self.models_list: Any = {"data": []}
+        self.deprecations_list: Any = {"data": []}
+        self.models_gate: Gate | None = None
+        self.models_requests: list[str] = []
+
+    def _models_reply(self, path: str) -> ErrorReply | Refuse:
+        with self._cond:
+            self.models_requests.append(path)
+            gate = self.models_gate
+            deprecations = path.split("?", 1)[0] == "/v1/models/deprecations"
+            body = self.deprecations_list if deprecations else self.models_list
+        if gate is not None and not self._hold(gate):
+            return Refuse()
+        if isinstance(body, ErrorReply | Refuse):
+            return body
+        return ErrorReply(200, body)

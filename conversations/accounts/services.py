@@ -6,30 +6,15 @@ from decimal import Decimal
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.utils import timezone
 
+from conversations.gateway.profiles import STORED_FIELDS, TurnSettings
 from conversations.models import Message, UsageRecord, UserPreferences
 
 
-def preferences_update(
-    *,
-    user: AbstractBaseUser,
-    system_prompt: str,
-    sampling: str,
-    temperature: float,
-    top_p: float,
-    reasoning_effort: str,
-    max_tokens: int,
-) -> UserPreferences:
-    preferences, _ = UserPreferences.objects.update_or_create(
-        user=user,
-        defaults={
-            "system_prompt": system_prompt,
-            "sampling": sampling,
-            "temperature": temperature,
-            "top_p": top_p,
-            "reasoning_effort": reasoning_effort,
-            "max_tokens": max_tokens,
-        },
-    )
+def preferences_update(*, user: AbstractBaseUser, settings: TurnSettings) -> UserPreferences:
+    """The user's defaults for new conversations: their model, system prompt and parameters."""
+    defaults: dict[str, object] = {name: getattr(settings, name) for name in STORED_FIELDS}
+    defaults.update(model=settings.model, system_prompt=settings.system_prompt or "")
+    preferences, _ = UserPreferences.objects.update_or_create(user=user, defaults=defaults)
     return preferences
 
 

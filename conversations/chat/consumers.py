@@ -15,8 +15,16 @@ from django.db.models import F
 
 from conversations.accounts import limits, sessions
 from conversations.accounts.sessions import CLOSE_SESSION_ENDED, SESSION_ENDED_TEXT
+from conversations.catalogue import context
+from conversations.catalogue.selectors import model_choice_for_user
 from conversations.chat import frames, frames_in, selectors, services, titles
-from conversations.chat.forms import TurnForm, TurnSettingsForm, form_error_text, turn_settings_from
+from conversations.chat.forms import (
+    TurnForm,
+    TurnSettingsForm,
+    form_error_text,
+    turn_form_checked,
+    turn_settings_from,
+)
 from conversations.chat.frames_in import FrameError
 from conversations.chat.orm import orm_concurrent
 from conversations.models import Conversation, Message
@@ -127,19 +135,34 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=frames.composer_error(text=DATABASE_BUSY))
 
     async def turn_send(self, frame: frames_in.SendFrame) -> None:
-        form = TurnForm(data={**frame.controls, "message": frame.message})
-        if not form.is_valid():
+        form = await self._checked_form(TurnForm, {**frame.controls, "message": frame.message})
+        if form.errors:
             raise FrameError(form_error_text(form))
         data = form.cleaned_data
         owner = self.scope["user"]
+        turn_settings = turn_settings_from(form=form, frame=frame.controls)
+        overflow = await database_sync_to_async(context.context_offers_needed)(
+            conversation_id=self.conversation_id,
+            new_text=data["message"],
+            max_tokens=turn_settings.max_tokens,
+            model=turn_settings.model,
+        )
+        if overflow is not None:
+            # Not sent: the user chooses how to go on (the message stays in the composer).
+            await self.send(
+                text_data=context.context_offers_frame(
+                    conversation_id=self.conversation_id, usage=overflow
+                )
+            )
+            return
         try:
             # On PostgreSQL beside other turn starts: a burst of Enters is not a queue.
             turn = await orm_concurrent(_turn_start)(
                 conversation_id=self.conversation_id,
                 owner=owner,
                 content=data["message"],
-                turn_settings=turn_settings_from(form=form, frame=frame.controls),
-                model=settings.CHAT_MODEL,
+                turn_settings=turn_settings,
+                model=turn_settings.model,
             )
         except services.TurnRefused as exc:
             raise FrameError(str(exc)) from exc
@@ -175,33 +198,37 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     conversation_id=self.conversation_id, owner=owner, message_id=message_id
                 )
             elif frame.action == "edit":
-                form: TurnSettingsForm = TurnForm(data={**frame.controls, "message": frame.message})
-                if not form.is_valid():
+                form = await self._checked_form(
+                    TurnForm, {**frame.controls, "message": frame.message}
+                )
+                if form.errors:
                     raise FrameError(form_error_text(form))
+                turn_settings = turn_settings_from(form=form, frame=frame.controls)
                 _, reply = await database_sync_to_async(services.turn_edit)(
                     conversation_id=self.conversation_id,
                     owner=owner,
                     message_id=message_id,
                     content=form.cleaned_data["message"],
-                    settings=turn_settings_from(form=form, frame=frame.controls),
-                    model=settings.CHAT_MODEL,
+                    settings=turn_settings,
+                    model=turn_settings.model,
                 )
                 reply_id = reply.id
             else:
-                form = TurnSettingsForm(data=frame.controls)
-                if not form.is_valid():
+                form = await self._checked_form(TurnSettingsForm, frame.controls)
+                if form.errors:
                     raise FrameError(form_error_text(form))
                 write = (
                     services.reply_continue
                     if frame.action == "continue"
                     else services.reply_regenerate
                 )
+                turn_settings = turn_settings_from(form=form, frame=frame.controls)
                 reply = await database_sync_to_async(write)(
                     conversation_id=self.conversation_id,
                     owner=owner,
                     reply_id=message_id,
-                    settings=turn_settings_from(form=form, frame=frame.controls),
-                    model=settings.CHAT_MODEL,
+                    settings=turn_settings,
+                    model=turn_settings.model,
                 )
                 reply_id = reply.id
         except services.TurnRefused as exc:
@@ -210,6 +237,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if reply_id is not None:
             await generation.reply_generate(reply_id=reply_id)
             await live.sidebar_changed(user_id=owner.pk)
+
+    async def _checked_form(
+        self, form_class: type[TurnSettingsForm], data: dict[str, Any]
+    ) -> TurnSettingsForm:
+        """The frame's controls checked against the profile of the model they name."""
+        return await database_sync_to_async(_checked_form)(
+            form_class, data, self.scope["user"], self.conversation_id
+        )
 
     async def reply_retry(self, frame: frames_in.RetryFrame) -> None:
         try:
@@ -401,6 +436,16 @@ def _turn_start(
         )
         + frames.quota_status(usage=started.quota),
     )
+
+
+def _checked_form(
+    form_class: type[TurnSettingsForm], data: dict[str, Any], user: Any, conversation_id: uuid.UUID
+) -> TurnSettingsForm:
+    current = (
+        Conversation.objects.filter(id=conversation_id).values_list("model", flat=True).first()
+    )
+    choice = model_choice_for_user(user=user, current=current or "")
+    return turn_form_checked(form_class=form_class, frame=data, choice=choice)
 
 
 def _message_with_version(message_id: str) -> Message | None:

@@ -1,30 +1,32 @@
+from collections.abc import Sequence
 from typing import Any
 
 from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
 
-from conversations.chat.services import TurnSettings
+from conversations.catalogue.selectors import ModelChoice
+from conversations.gateway.profiles import TurnSettings
 from conversations.models import ReasoningEffort, Sampling
 
-MAX_TOKENS_LIMIT = 64_000
 STOP_FIELDS = ("stop_1", "stop_2", "stop_3", "stop_4")
 STOP_MAX_CHARS = 200
 SYSTEM_PROMPT_MAX_CHARS = 20_000
 TITLE_MAX_CHARS = 200
-# With thinking on, Claude only accepts top_p in this range.
-REASONING_TOP_P_MIN = 0.95
+MODEL_ID_MAX_CHARS = 100
 
 
 class TurnSettingsForm(forms.Form):
-    """The sampling controls beside the composer. Every value is checked here so that nothing
-    out of range is ever sent upstream."""
+    """The controls beside the composer. Ranges and either/or rules are not written here: the
+    chosen model's profile checks the settings (`TurnSettings.problems`), so nothing the model
+    would refuse is ever sent."""
 
+    model = forms.CharField(required=False, max_length=MODEL_ID_MAX_CHARS)
     sampling = forms.ChoiceField(choices=Sampling, initial=Sampling.DEFAULT)
-    temperature = forms.FloatField(min_value=0.0, max_value=1.0, initial=1.0)
-    top_p = forms.FloatField(label="Top P", min_value=0.0, max_value=1.0, initial=1.0)
+    temperature = forms.FloatField(initial=1.0)
+    top_p = forms.FloatField(label="Top P", initial=1.0)
     reasoning_effort = forms.ChoiceField(choices=ReasoningEffort, initial=ReasoningEffort.OFF)
-    max_tokens = forms.IntegerField(min_value=1, max_value=MAX_TOKENS_LIMIT)
+    max_tokens = forms.IntegerField(min_value=1)
     system_prompt = forms.CharField(
         required=False, strip=False, max_length=SYSTEM_PROMPT_MAX_CHARS, widget=forms.Textarea
     )
@@ -42,6 +44,16 @@ class TurnSettingsForm(forms.Form):
         label="Stop sequence 4", required=False, strip=False, max_length=STOP_MAX_CHARS
     )
 
+    def __init__(self, *args: Any, choice: ModelChoice, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.choice = choice
+
+    def clean_model(self) -> str:
+        model: str = self.cleaned_data.get("model") or ""
+        if model and model not in self.choice.allowed_ids:
+            raise forms.ValidationError("That model is not offered here; pick another.")
+        return model
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         stops: list[str] = []
@@ -52,20 +64,25 @@ class TurnSettingsForm(forms.Form):
             elif value and value not in stops:
                 stops.append(value)
         cleaned["stop"] = tuple(stops)
-        reasoning_on = cleaned.get("reasoning_effort", ReasoningEffort.OFF) != ReasoningEffort.OFF
-        top_p = cleaned.get("top_p")
-        if (
-            reasoning_on
-            and cleaned.get("sampling") == Sampling.TOP_P
-            and top_p is not None
-            and top_p < REASONING_TOP_P_MIN
-        ):
-            self.add_error(
-                "top_p",
-                f"With reasoning on, Claude only accepts Top P from {REASONING_TOP_P_MIN} to 1 "
-                f"(you chose {top_p:g}). Raise Top P or reset sampling to the model default.",
-            )
+        if self.errors:
+            return cleaned
+        profile = self.choice.catalogue.profile(cleaned.get("model") or self.choice.current)
+        for field, problem in settings_of(cleaned).problems(profile).items():
+            self.add_error(field if field in self.fields else None, problem)
         return cleaned
+
+
+def settings_of(data: dict[str, Any], *, system_prompt: str | None = None) -> TurnSettings:
+    return TurnSettings(
+        model=data.get("model") or "",
+        sampling=data["sampling"],
+        temperature=data["temperature"],
+        top_p=data["top_p"],
+        reasoning_effort=data["reasoning_effort"],
+        max_tokens=data["max_tokens"],
+        stop=data.get("stop", ()),
+        system_prompt=system_prompt,
+    )
 
 
 class TurnForm(TurnSettingsForm):
@@ -97,21 +114,15 @@ def turn_settings_from(*, form: TurnSettingsForm, frame: dict[str, Any]) -> Turn
     """The validated controls of a turn. A frame without a system prompt leaves the
     conversation's as it is (None), rather than clearing it."""
     data = form.cleaned_data
-    return TurnSettings(
-        sampling=data["sampling"],
-        temperature=data["temperature"],
-        top_p=data["top_p"],
-        reasoning_effort=data["reasoning_effort"],
-        max_tokens=data["max_tokens"],
-        stop=data["stop"],
-        system_prompt=data["system_prompt"] if "system_prompt" in frame else None,
+    return settings_of(
+        data, system_prompt=data["system_prompt"] if "system_prompt" in frame else None
     )
 
 
 class PreferencesForm(TurnSettingsForm):
     """The per-user defaults a new conversation starts with."""
 
-    field_order = ["system_prompt", "sampling", "temperature", "top_p"]
+    field_order = ["model", "system_prompt", "sampling", "temperature", "top_p"]
 
     system_prompt = forms.CharField(
         label="Default system prompt",
@@ -125,6 +136,12 @@ class PreferencesForm(TurnSettingsForm):
         super().__init__(*args, **kwargs)
         for name in STOP_FIELDS:
             del self.fields[name]
+        offered: Sequence[Any] = self.choice.picker()
+        self.fields["model"] = forms.ChoiceField(
+            label="Model",
+            required=False,
+            choices=[(p.id, p.display_name) for p in offered],
+        )
         self.fields["max_tokens"].label = "Max tokens"
         self.fields["reasoning_effort"].label = "Reasoning effort"
         self.fields["sampling"].label = "Sampling"
@@ -144,3 +161,12 @@ class RenameForm(forms.Form):
 
 class SignupForm(UserCreationForm):
     pass
+
+
+def turn_form_checked(
+    *, form_class: type[TurnSettingsForm], frame: dict[str, Any], choice: ModelChoice
+) -> TurnSettingsForm:
+    """A bound form, validated (sync: the profile may come from the database)."""
+    form = form_class(data=frame, choice=choice)
+    form.is_valid()
+    return form

@@ -12,9 +12,13 @@ from django.db import connections
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from conversations.gateway.content import RequestStyle
-from conversations.gateway.dialect import Dialect
-from conversations.gateway.payload import TurnOptions, TurnRequest, profile_for
+from conversations.catalogue.payload import turn_request
+from conversations.catalogue.selectors import (
+    messages_mark_context_start,
+    replies_mark_model_changes,
+    thread_in_context,
+)
+from conversations.gateway.payload import TurnRequest
 from conversations.models import (
     Conversation,
     Message,
@@ -144,24 +148,14 @@ def reply_turn(*, reply: Message) -> tuple[TurnRequest, uuid.UUID]:
     exactly what was asked for.
     """
     conversation = reply.conversation
-    params = reply.request_params
-    options = TurnOptions(
-        model=reply.model or settings.CHAT_MODEL,
-        max_tokens=params["max_tokens"],
-        temperature=params.get("temperature"),
-        top_p=params.get("top_p"),
-        reasoning_effort=params.get("reasoning_effort"),
-        stop=tuple(params.get("stop", ())),
-    )
-    context = context_with_continuations(
-        messages=upstream_context(thread=message_path(message=reply)[:-1])
-    )
-    turn = TurnRequest(
-        profile=profile_for(options.model),
-        options=options,
+    # From where the user chose to leave the oldest turns out, if they did.
+    thread = thread_in_context(conversation=conversation, thread=message_path(message=reply)[:-1])
+    context = context_with_continuations(messages=upstream_context(thread=thread))
+    turn = turn_request(
+        model_id=reply.model or settings.CHAT_MODEL,
+        params=reply.request_params,
         messages=context,
         system_prompt=conversation.system_prompt,
-        dialect=Dialect.of(RequestStyle(settings.CHAT_REQUEST_STYLE)),
     )
     return turn, conversation.id
 
@@ -331,6 +325,8 @@ def thread_window(
         path.pop()
     has_older = len(path) > size
     messages = messages_with_versions(messages=path[max(0, len(path) - size) :])
+    replies_mark_model_changes(messages=messages)
+    messages_mark_context_start(conversation=conversation, messages=messages)
     return ThreadWindow(
         messages=messages, older_than=messages[0].id if has_older and messages else None
     )

@@ -3,7 +3,6 @@
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
@@ -14,50 +13,22 @@ from django.utils import timezone
 
 from conversations.accounts import limits
 from conversations.accounts import services as accounts_services
+from conversations.catalogue import selectors as catalogue
 from conversations.chat.rendering import markdown_to_html
+from conversations.gateway.profiles import STORED_FIELDS, TurnSettings, settings_from_params
 from conversations.models import (
     Conversation,
     Message,
-    ReasoningEffort,
-    Sampling,
     UserPreferences,
 )
+
+__all__ = ["TurnSettings"]
 
 TITLE_FROM_MESSAGE_CHARS = 60
 
 
 class TurnRefused(Exception):
     """The turn cannot start; the message says why, in words for the user."""
-
-
-@dataclass(frozen=True, slots=True)
-class TurnSettings:
-    sampling: str
-    temperature: float
-    top_p: float
-    reasoning_effort: str
-    max_tokens: int
-    stop: tuple[str, ...] = ()
-    # None leaves the conversation's system prompt as it is.
-    system_prompt: str | None = None
-
-    @property
-    def reasoning_on(self) -> bool:
-        return self.reasoning_effort != ReasoningEffort.OFF
-
-    def request_params(self) -> dict[str, Any]:
-        """Exactly the parameters the user chose to send: temperature and top_p are either/or,
-        and temperature is never sent with reasoning (thinking only allows 1)."""
-        params: dict[str, Any] = {"max_tokens": self.max_tokens}
-        if self.sampling == Sampling.TEMPERATURE and not self.reasoning_on:
-            params["temperature"] = self.temperature
-        elif self.sampling == Sampling.TOP_P:
-            params["top_p"] = self.top_p
-        if self.reasoning_on:
-            params["reasoning_effort"] = self.reasoning_effort
-        if self.stop:
-            params["stop"] = list(self.stop)
-        return params
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,20 +52,17 @@ class ReplyOutcome:
 
 
 def conversation_create(*, owner: AbstractBaseUser) -> Conversation:
-    """A new conversation starts from the owner's default system prompt and parameters."""
+    """A new conversation starts from the owner's default model, system prompt and parameters."""
+    model = catalogue.model_for_new_conversation(
+        user=owner, catalogue=catalogue.catalogue_current()
+    )
     preferences = UserPreferences.objects.filter(user=owner).first()
     if preferences is None:
         return Conversation.objects.create(
-            owner=owner, max_tokens=django_settings.CHAT_DEFAULT_MAX_TOKENS
+            owner=owner, model=model, max_tokens=django_settings.CHAT_DEFAULT_MAX_TOKENS
         )
     return Conversation.objects.create(
-        owner=owner,
-        system_prompt=preferences.system_prompt,
-        sampling=preferences.sampling,
-        temperature=preferences.temperature,
-        top_p=preferences.top_p,
-        reasoning_effort=preferences.reasoning_effort,
-        max_tokens=preferences.max_tokens,
+        owner=owner, **{**preferences.settings_values(), "model": model}
     )
 
 
@@ -128,7 +96,8 @@ def turn_start(
         state = _turn_start_state(conversation=conversation)
         if state.reply_streaming:
             raise TurnRefused(REPLY_STREAMING_REFUSAL)
-        quota = _allowance_check(user=owner, max_tokens=settings.max_tokens)
+        plan = _turn_plan(conversation=conversation, settings=settings, model=model)
+        quota = _allowance_check(user=owner, max_tokens=plan.params["max_tokens"])
         user_message = Message.objects.create(
             conversation=conversation,
             parent_id=conversation.active_leaf_id,
@@ -140,12 +109,14 @@ def turn_start(
             parent=user_message,
             role=Message.Role.ASSISTANT,
             status=Message.Status.STREAMING,
-            model=model,
-            request_params=settings.request_params(),
+            model=plan.model,
+            request_params=plan.params,
+            model_note=plan.note,
+            model_changed=_model_changes(parent=user_message, model=plan.model),
         )
         accounts_services.usage_reserve(reply=reply, owner=owner)
         conversation.active_leaf = reply
-        _conversation_apply_settings(conversation=conversation, settings=settings)
+        _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
         if conversation.title == Conversation._meta.get_field("title").default:
             conversation.title = _title_from_message(content)
         conversation.save()
@@ -226,10 +197,31 @@ def replies_checkpoint(*, replies: dict[uuid.UUID, tuple[str, str]]) -> None:
             reply_checkpoint(message_id=message_id, content=content, reasoning=reasoning)
 
 
+def _cost_of(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> tuple[Decimal | None, bool]:
+    """(cost, estimated): the gateway's own figure when it gave one, else the model profile's
+    prices times the token counts."""
+    if outcome.cost_usd is not None:
+        return outcome.cost_usd, False
+    if outcome.prompt_tokens is None or outcome.completion_tokens is None:
+        return None, False
+    model = Message.objects.filter(id=message_id).values_list("model", flat=True).first()
+    if not model:
+        return None, False
+    estimate = (
+        catalogue.catalogue_current()
+        .profile(model)
+        .estimated_cost(
+            prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens
+        )
+    )
+    return estimate, estimate is not None
+
+
 def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
     """Save the end of a reply, once. A reply the recovery sweep marked `interrupted` while its
     process could not reach the database is still saved: its text is the whole truth."""
     content_html = markdown_to_html(outcome.content)
+    cost_usd, cost_estimated = _cost_of(message_id=message_id, outcome=outcome)
     with transaction.atomic():
         updated = Message.objects.filter(
             id=message_id, status__in=[Message.Status.STREAMING, Message.Status.INTERRUPTED]
@@ -246,7 +238,8 @@ def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
             completion_tokens=outcome.completion_tokens,
             reasoning_tokens=outcome.reasoning_tokens,
             cached_tokens=outcome.cached_tokens,
-            cost_usd=outcome.cost_usd,
+            cost_usd=cost_usd,
+            cost_estimated=cost_estimated,
             usage_estimated=outcome.usage_estimated,
             time_to_first_token_ms=outcome.time_to_first_token_ms,
             duration_ms=outcome.duration_ms,
@@ -300,12 +293,24 @@ REPLY_STREAMING_REFUSAL = (
 )
 
 
-def _conversation_apply_settings(*, conversation: Conversation, settings: TurnSettings) -> None:
-    conversation.sampling = settings.sampling
-    conversation.temperature = settings.temperature
-    conversation.top_p = settings.top_p
-    conversation.reasoning_effort = settings.reasoning_effort
-    conversation.max_tokens = settings.max_tokens
+def _turn_plan(
+    *, conversation: Conversation, settings: TurnSettings, model: str
+) -> catalogue.TurnPlan:
+    """Where the turn goes and what it sends: the model picked for it (else the conversation's,
+    else the site's), or that model's replacement once it is retired."""
+    current = catalogue.catalogue_current()
+    chosen = model or conversation.model or catalogue.default_model_id(catalogue=current)
+    return catalogue.turn_plan(
+        settings=settings, chosen=chosen, catalogue=current, on=catalogue.today()
+    )
+
+
+def _conversation_apply_settings(
+    *, conversation: Conversation, settings: TurnSettings, model: str
+) -> None:
+    conversation.model = model
+    for name in STORED_FIELDS:
+        setattr(conversation, name, getattr(settings, name))
     conversation.stop_sequences = list(settings.stop)
     if settings.system_prompt is not None:
         conversation.system_prompt = settings.system_prompt
@@ -319,22 +324,29 @@ def _message_of(*, conversation: Conversation, message_id: uuid.UUID | str, role
 
 
 def _reply_create(
-    *, conversation: Conversation, parent: Message, params: dict[str, Any], model: str
+    *, conversation: Conversation, parent: Message, plan: catalogue.TurnPlan
 ) -> Message:
     # Regenerate, edit and continue start replies too, so they count against the same limits.
-    _allowance_check(user=conversation.owner, max_tokens=int(params.get("max_tokens") or 0))
+    _allowance_check(user=conversation.owner, max_tokens=int(plan.params.get("max_tokens") or 0))
     reply = Message.objects.create(
         conversation=conversation,
         parent=parent,
         role=Message.Role.ASSISTANT,
         status=Message.Status.STREAMING,
-        model=model,
-        request_params=params,
+        model=plan.model,
+        request_params=plan.params,
+        model_note=plan.note,
+        model_changed=_model_changes(parent=parent, model=plan.model),
     )
     accounts_services.usage_reserve(reply=reply, owner=conversation.owner)
     conversation.active_leaf = reply
     conversation.save()
     return reply
+
+
+def _model_changes(*, parent: Message | None, model: str) -> bool:
+    previous = catalogue.previous_model_of(parent=parent)
+    return bool(previous) and previous != model
 
 
 def reply_regenerate(
@@ -352,13 +364,9 @@ def reply_regenerate(
         old = _message_of(
             conversation=conversation, message_id=reply_id, role=Message.Role.ASSISTANT
         )
-        _conversation_apply_settings(conversation=conversation, settings=settings)
-        return _reply_create(
-            conversation=conversation,
-            parent=old.parent,
-            params=settings.request_params(),
-            model=model,
-        )
+        plan = _turn_plan(conversation=conversation, settings=settings, model=model)
+        _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
+        return _reply_create(conversation=conversation, parent=old.parent, plan=plan)
 
 
 def turn_edit(
@@ -382,13 +390,9 @@ def turn_edit(
             role=Message.Role.USER,
             content=content,
         )
-        _conversation_apply_settings(conversation=conversation, settings=settings)
-        reply = _reply_create(
-            conversation=conversation,
-            parent=user_message,
-            params=settings.request_params(),
-            model=model,
-        )
+        plan = _turn_plan(conversation=conversation, settings=settings, model=model)
+        _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
+        reply = _reply_create(conversation=conversation, parent=user_message, plan=plan)
     return user_message, reply
 
 
@@ -413,11 +417,11 @@ def reply_continue(
         )
         if not cut_short or not partial.content:
             raise TurnRefused("Only a reply that was stopped or hit the token limit can continue.")
-        params = settings.request_params()
+        plan = _turn_plan(conversation=conversation, settings=settings, model=model)
         # Claude refuses a prefilled assistant turn while thinking, so a continuation never thinks.
-        params.pop("reasoning_effort", None)
-        _conversation_apply_settings(conversation=conversation, settings=settings)
-        return _reply_create(conversation=conversation, parent=partial, params=params, model=model)
+        plan.params.pop("reasoning_effort", None)
+        _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
+        return _reply_create(conversation=conversation, parent=partial, plan=plan)
 
 
 def branch_switch(
@@ -507,13 +511,24 @@ def reply_retry(
         if conversation.active_leaf_id != failed.id:
             raise TurnRefused("Only the last reply of the conversation can be retried.")
         _allowance_check(user=owner, max_tokens=int(failed.request_params.get("max_tokens") or 0))
+        # The same request again, unless its model has been retired since.
+        sent = failed.model or model
+        plan = _turn_plan(
+            conversation=conversation,
+            settings=settings_from_params(failed.request_params, model=sent),
+            model=sent,
+        )
+        if not plan.note:
+            plan = catalogue.TurnPlan(model=sent, params=failed.request_params)
         reply = Message.objects.create(
             conversation=conversation,
             parent_id=failed.parent_id,
             role=Message.Role.ASSISTANT,
             status=Message.Status.STREAMING,
-            model=model,
-            request_params=failed.request_params,
+            model=plan.model,
+            request_params=plan.params,
+            model_note=plan.note,
+            model_changed=_model_changes(parent=failed.parent, model=plan.model),
         )
         accounts_services.usage_reserve(reply=reply, owner=owner)
         conversation.active_leaf = reply

@@ -10,6 +10,7 @@ import uuid
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from conversations.catalogue.selectors import model_in_service
 from conversations.chat import selectors, services
 from conversations.gateway.content import RequestStyle
 from conversations.gateway.dialect import Dialect
@@ -52,9 +53,10 @@ async def title_generate(*, conversation_id: uuid.UUID, owner_id: int) -> bool:
         return False
     # The user's own words come first, so even the offline demo model titles from them.
     excerpt = f"{request.user_text[:EXCERPT_CHARS]}\n---\n{request.reply_text[:EXCERPT_CHARS]}"
+    model = await database_sync_to_async(model_in_service)(model_id=settings.CHAT_MODEL)
     turn = TurnRequest(
-        profile=profile_for(settings.CHAT_MODEL),
-        options=TurnOptions(model=settings.CHAT_MODEL, max_tokens=TITLE_MAX_TOKENS),
+        profile=profile_for(model),
+        options=TurnOptions(model=model, max_tokens=TITLE_MAX_TOKENS),
         messages=[{"role": "user", "content": excerpt}],
         system_prompt=TITLE_INSTRUCTION,
         dialect=Dialect.of(RequestStyle(settings.CHAT_REQUEST_STYLE)),

@@ -12,6 +12,9 @@ from conversations.accounts import limits
 from conversations.accounts import selectors as accounts_selectors
 from conversations.accounts import services as accounts_services
 from conversations.accounts.backends import client_address
+from conversations.catalogue import context
+from conversations.catalogue import selectors as catalogue
+from conversations.catalogue.services import catalogue_refresh_soon
 from conversations.chat import selectors, services
 from conversations.chat.forms import (
     STOP_FIELDS,
@@ -19,6 +22,7 @@ from conversations.chat.forms import (
     RenameForm,
     SignupForm,
     TurnSettingsForm,
+    settings_of,
 )
 from conversations.chat.frames import SIDEBAR_SIZE
 from conversations.models import Conversation
@@ -47,17 +51,16 @@ def _owned(request: HttpRequest, conversation_id: object) -> Conversation:
 @login_required
 def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpResponse:
     conversation = _owned(request, conversation_id)
+    catalogue_refresh_soon()
+    choice = catalogue.model_choice_for_user(user=request.user, current=conversation.model)
     stops = list(conversation.stop_sequences or [])[: len(STOP_FIELDS)]
     settings_form = TurnSettingsForm(
+        choice=choice,
         initial={
-            "sampling": conversation.sampling,
-            "temperature": conversation.temperature,
-            "top_p": conversation.top_p,
-            "reasoning_effort": conversation.reasoning_effort,
-            "max_tokens": conversation.max_tokens,
-            "system_prompt": conversation.system_prompt,
+            **conversation.settings_values(),
+            "model": choice.current,
             **dict(zip(STOP_FIELDS, stops, strict=False)),
-        }
+        },
     )
     return render(
         request,
@@ -71,6 +74,14 @@ def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpRespo
             "settings_form": settings_form,
             "stop_fields": [settings_form[name] for name in STOP_FIELDS],
             "quota": limits.quota_usage_for_user(user=request.user),
+            "model_choice": choice,
+            "model_profiles": {p.id: p.controls() for p in choice.picker()},
+            "context_usage": context.context_usage(
+                conversation=conversation, profile=choice.current_profile
+            ),
+            "retirement_notice": catalogue.retirement_notice_for(
+                model_id=choice.current, catalogue=choice.catalogue, on=catalogue.today()
+            ),
         },
     )
 
@@ -154,26 +165,14 @@ def preferences(request: HttpRequest) -> HttpResponse:
     current = accounts_selectors.preferences_for_user(user=request.user)
     form = PreferencesForm(
         request.POST or None,
-        initial={
-            "system_prompt": current.system_prompt,
-            "sampling": current.sampling,
-            "temperature": current.temperature,
-            "top_p": current.top_p,
-            "reasoning_effort": current.reasoning_effort,
-            "max_tokens": current.max_tokens,
-        },
+        choice=catalogue.model_choice_for_user(user=request.user),
+        initial=current.settings_values(),
     )
     saved = False
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         accounts_services.preferences_update(
-            user=request.user,
-            system_prompt=data["system_prompt"],
-            sampling=data["sampling"],
-            temperature=data["temperature"],
-            top_p=data["top_p"],
-            reasoning_effort=data["reasoning_effort"],
-            max_tokens=data["max_tokens"],
+            user=request.user, settings=settings_of(data, system_prompt=data["system_prompt"])
         )
         saved = True
     return render(

@@ -18,9 +18,11 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 
 from conversations.accounts import limits
+from conversations.catalogue import selectors as catalogue
+from conversations.catalogue.services import reply_switch_model
 from conversations.chat import selectors, services
 from conversations.gateway.client import UpstreamClient
-from conversations.gateway.errors import GatewayError
+from conversations.gateway.errors import GatewayError, ModelUnavailable
 from conversations.gateway.events import (
     ContentDelta,
     ReasoningDelta,
@@ -113,7 +115,7 @@ class Generation:
         renderer = asyncio.create_task(self._render_loop())
         status, error = Message.Status.COMPLETE, ""
         shutting_down = False
-        self._consume_task = asyncio.create_task(self._consume())
+        self._consume_task = asyncio.create_task(self._consume_or_switch())
         try:
             async with asyncio.timeout(settings.CHAT_REPLY_MAX_SECONDS):
                 await self._consume_task
@@ -141,6 +143,25 @@ class Generation:
             await asyncio.shield(self._finish(flusher, listener, control_channel, status, error))
         if shutting_down:
             raise asyncio.CancelledError
+
+    async def _consume_or_switch(self) -> None:
+        """A model the gateway refuses as retired or unknown hands the reply to its
+        replacement, once, before any text has reached the user."""
+        try:
+            await self._consume()
+        except ModelUnavailable:
+            if self._upstream.first_token_at is not None:
+                raise
+            note = await database_sync_to_async(reply_switch_model)(
+                reply_id=self.reply_id, on=catalogue.today()
+            )
+            if note is None:
+                raise
+            self._payload, _ = await database_sync_to_async(_reply_prepare_by_id)(
+                reply_id=self.reply_id
+            )
+            await self._notice(note)
+            await self._consume()
 
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()

@@ -24,6 +24,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from conversations.catalogue.admin import RetiringModelFilter
 from conversations.chat import selectors
 from conversations.chat.exports import json_attachment, markdown_attachment
 from conversations.models import (
@@ -194,6 +195,7 @@ class ConversationAdmin(admin.ModelAdmin):
         ("owner", admin.RelatedOnlyFieldListFilter),
         ("created_at", admin.DateFieldListFilter),
         ModelFilter,
+        RetiringModelFilter,
         MessageStatusFilter,
         HasErrorFilter,
         SharedFilter,

@@ -1,4 +1,4 @@
-// The chat page's behaviour that htmx does not cover: keyboard, either/or sampling sliders,
+// The chat page's behaviour that htmx does not cover (the controls are in controls.js): keyboard,
 // clearing the composer only once the server has saved the message, Stop visibility, scrolling,
 // message actions (articles carry hx-disable, so their buttons are handled here by delegation
 // and sent over the page's socket), theme, phone menu and dialogs.
@@ -25,52 +25,6 @@
     if (stop) stop.hidden = !streaming;
     if (send) send.hidden = streaming;
     document.body.classList.toggle("is-streaming", streaming);
-  }
-
-  // Sampling: Claude takes temperature or top_p, never both. Moving one slider selects it.
-  function setSampling(mode) {
-    var sampling = $("sampling");
-    if (!sampling) return;
-    sampling.value = mode;
-    var reasoningOn = $("reasoning_effort") && $("reasoning_effort").value !== "off";
-    document.querySelectorAll("[data-sampling-control]").forEach(function (control) {
-      var name = control.getAttribute("data-sampling-control");
-      var inactive = mode !== name || (name === "temperature" && reasoningOn);
-      control.classList.toggle("control--inactive", inactive);
-    });
-    var hint = $("sampling-hint");
-    if (hint) {
-      if (mode === "default") hint.textContent = "Model defaults: neither temperature nor Top P is sent.";
-      else if (mode === "temperature" && reasoningOn) hint.textContent = "With reasoning on, temperature is not sent (thinking uses 1).";
-      else if (mode === "temperature") hint.textContent = "Sending temperature; Top P is not sent.";
-      else hint.textContent = "Sending Top P; temperature is not sent.";
-    }
-  }
-
-  function bindControls() {
-    var temperature = $("temperature");
-    var topP = $("top_p");
-    var reasoning = $("reasoning_effort");
-    if (!temperature || !topP) return;
-    temperature.addEventListener("input", function () {
-      $("temperature-value").textContent = Number(temperature.value).toFixed(2);
-      setSampling("temperature");
-    });
-    topP.addEventListener("input", function () {
-      $("top_p-value").textContent = Number(topP.value).toFixed(2);
-      setSampling("top_p");
-    });
-    reasoning.addEventListener("change", function () {
-      setSampling($("sampling").value);
-    });
-    $("reset-sampling").addEventListener("click", function () {
-      temperature.value = "1";
-      topP.value = "1";
-      $("temperature-value").textContent = "1.00";
-      $("top_p-value").textContent = "1.00";
-      setSampling("default");
-    });
-    setSampling($("sampling").value);
   }
 
   function autoGrow(textarea) {
@@ -462,7 +416,6 @@
   if ($("transcript")) window.scrollTo(0, document.scrollingElement.scrollHeight);
 
   document.addEventListener("DOMContentLoaded", function () {
-    bindControls();
     bindComposer();
     bindSocket();
     bindScrolling();

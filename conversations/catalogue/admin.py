@@ -1,0 +1,65 @@
+"""Staff's side of the models: which are offered to whom, what the gateway last said about
+them, and which conversations sit on a model that is retiring."""
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from conversations.catalogue import selectors
+from conversations.models import GatewayModel, ModelOffer
+
+
+class RetiringModelFilter(admin.SimpleListFilter):
+    """Conversations whose model retires within the notice period or already has: their next
+    turn goes to another model."""
+
+    title = "model retiring"
+    parameter_name = "model_retiring"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        return [("yes", "Retiring or retired"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() not in ("yes", "no"):
+            return queryset
+        ids = selectors.retiring_model_ids(
+            catalogue=selectors.catalogue_current(), on=selectors.today()
+        )
+        if self.value() == "yes":
+            return queryset.filter(model__in=ids)
+        return queryset.exclude(model__in=ids)
+
+
+@admin.register(ModelOffer)
+class ModelOfferAdmin(admin.ModelAdmin):
+    list_display = ("model_id", "groups_column")
+    filter_horizontal = ("groups",)
+
+    @admin.display(description="Offered to")
+    def groups_column(self, offer: ModelOffer) -> str:
+        names = [group.name for group in offer.groups.all()]
+        return ", ".join(names) or "Everyone"
+
+
+@admin.register(GatewayModel)
+class GatewayModelAdmin(admin.ModelAdmin):
+    """Read-only: the background refresh writes these; the operator's file overrides them."""
+
+    list_display = (
+        "model_id",
+        "display_name",
+        "kind",
+        "context_window",
+        "max_output_tokens",
+        "status",
+        "shutdown_at",
+        "replaced_by",
+        "refreshed_at",
+    )
+    list_filter = ("listed", "status")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -1,0 +1,55 @@
+"""The one place the app turns a reply's stored parameters into a request.
+
+The gateway package builds the body from a model profile; this adapter feeds it the profile
+the catalogue knows for the model and the stored parameters, in the configured dialect (the
+client negotiates it further when the gateway refuses an aspect of it).
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.conf import settings
+
+from conversations.catalogue import selectors as catalogue
+from conversations.gateway.content import RequestStyle
+from conversations.gateway.dialect import Dialect
+from conversations.gateway.payload import TurnOptions, TurnRequest
+
+
+def turn_request(
+    *,
+    model_id: str,
+    params: Mapping[str, Any],
+    messages: Sequence[Mapping[str, Any]],
+    system_prompt: str,
+) -> TurnRequest:
+    options = TurnOptions(
+        model=model_id,
+        max_tokens=params["max_tokens"],
+        temperature=params.get("temperature"),
+        top_p=params.get("top_p"),
+        reasoning_effort=params.get("reasoning_effort"),
+        stop=tuple(params.get("stop", ())),
+    )
+    return TurnRequest(
+        profile=catalogue.catalogue_current().profile(model_id),
+        options=options,
+        messages=messages,
+        system_prompt=system_prompt,
+        dialect=Dialect.of(RequestStyle(settings.CHAT_REQUEST_STYLE)),
+    )
+
+
+def request_payload(
+    *,
+    model_id: str,
+    params: Mapping[str, Any],
+    messages: Sequence[Mapping[str, Any]],
+    system_prompt: str,
+    stream: bool = True,
+) -> dict[str, Any]:
+    """The JSON body in the configured dialect."""
+    turn = turn_request(
+        model_id=model_id, params=params, messages=messages, system_prompt=system_prompt
+    )
+    return turn.build(turn.starting_dialect, stream=stream).body

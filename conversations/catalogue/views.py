@@ -1,0 +1,129 @@
+"""The context meter and the two ways on when a conversation outgrows its model's context."""
+
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from conversations.catalogue import context
+from conversations.chat import selectors
+from conversations.gateway.errors import GatewayError
+from conversations.models import Conversation
+from conversations.realtime import live, runtime
+
+SUMMARY_MAX_CHARS = 50_000
+
+
+def _owned(request: HttpRequest, conversation_id: object) -> Conversation:
+    conversation = selectors.conversation_get_for_user(
+        conversation_id=conversation_id, user=request.user
+    )
+    if conversation is None:
+        raise Http404("No such conversation.")
+    return conversation
+
+
+class _ModelForm(forms.Form):
+    model = forms.CharField(required=False, max_length=100)
+
+
+@require_GET
+@login_required
+def context_meter(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = _owned(request, conversation_id)
+    form = _ModelForm(request.GET)
+    model = form.cleaned_data["model"] if form.is_valid() else ""
+    usage = context.context_usage_for(conversation=conversation, model=model)
+    return render(
+        request, "chat/_context_meter.html", {"conversation": conversation, "usage": usage}
+    )
+
+
+@require_GET
+@login_required
+def context_offers(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = _owned(request, conversation_id)
+    usage = context.context_usage_for(conversation=conversation)
+    return render(
+        request,
+        "chat/_context_offers.html",
+        {"conversation": conversation, "reason": context.overflow_reason(usage=usage)},
+    )
+
+
+class _TrimForm(forms.Form):
+    message = forms.CharField(required=False, strip=False, max_length=1_000_000)
+    max_tokens = forms.IntegerField(min_value=1, max_value=10_000_000)
+
+
+@require_POST
+@login_required
+def context_trim(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = _owned(request, conversation_id)
+    form = _TrimForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse("Set Max tokens first.", status=400)
+    result = context.context_trim(
+        conversation_id=conversation.id,
+        owner=request.user,
+        new_text=form.cleaned_data["message"],
+        max_tokens=form.cleaned_data["max_tokens"],
+    )
+    # Every tab re-renders the transcript, with the note where the model's view now starts.
+    async_to_sync(live.thread_changed)(conversation_id=conversation.id)
+    conversation.refresh_from_db()
+    return render(
+        request,
+        "chat/_context_trimmed.html",
+        {
+            "conversation": conversation,
+            "result": result,
+            "usage": context.context_usage_for(conversation=conversation),
+        },
+    )
+
+
+@require_POST
+@login_required
+async def context_summary(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    """Ask the conversation's model for a summary, for the user to read and edit."""
+    user = await request.auser()
+    conversation = await database_sync_to_async(selectors.conversation_get_for_user)(
+        conversation_id=conversation_id, user=user
+    )
+    if conversation is None:
+        raise Http404("No such conversation.")
+    payload = await database_sync_to_async(context.summary_request)(conversation=conversation)
+    error, summary = "", ""
+    try:
+        summary = (await runtime.current().client.complete(payload))[:SUMMARY_MAX_CHARS]
+    except GatewayError as exc:
+        error = exc.message
+    return render(
+        request,
+        "chat/_context_summary.html",
+        {"conversation": conversation, "summary": summary, "error": error},
+    )
+
+
+class _SummaryForm(forms.Form):
+    summary = forms.CharField(max_length=SUMMARY_MAX_CHARS)
+
+
+@require_POST
+@login_required
+def context_continue(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = _owned(request, conversation_id)
+    form = _SummaryForm(request.POST)
+    if not form.is_valid() or not form.cleaned_data["summary"].strip():
+        return HttpResponse("The summary is empty.", status=400)
+    created = context.conversation_create_from_summary(
+        conversation_id=conversation.id, owner=request.user, summary=form.cleaned_data["summary"]
+    )
+    response = HttpResponse(status=204)
+    response["HX-Redirect"] = reverse("conversation", args=[created.id])
+    return response
