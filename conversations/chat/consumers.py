@@ -141,7 +141,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         data = form.cleaned_data
         owner = self.scope["user"]
         turn_settings = turn_settings_from(form=form, frame=frame.controls)
-        overflow = await database_sync_to_async(context.context_offers_needed)(
+        overflow = await orm_concurrent(context.context_offers_needed)(
             conversation_id=self.conversation_id,
             new_text=data["message"],
             max_tokens=turn_settings.max_tokens,
@@ -242,7 +242,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self, form_class: type[TurnSettingsForm], data: dict[str, Any]
     ) -> TurnSettingsForm:
         """The frame's controls checked against the profile of the model they name."""
-        return await database_sync_to_async(_checked_form)(
+        return await orm_concurrent(_checked_form)(
             form_class, data, self.scope["user"], self.conversation_id
         )
 

@@ -23,8 +23,10 @@ class TurnSettingsForm(forms.Form):
 
     model = forms.CharField(required=False, max_length=MODEL_ID_MAX_CHARS)
     sampling = forms.ChoiceField(choices=Sampling, initial=Sampling.DEFAULT)
-    temperature = forms.FloatField(initial=1.0)
-    top_p = forms.FloatField(label="Top P", initial=1.0)
+    # The wire schema's own bounds, whatever the model: an inactive control is stored with the
+    # conversation too, so nothing outside them may pass even when it would not be sent.
+    temperature = forms.FloatField(initial=1.0, min_value=0.0, max_value=2.0)
+    top_p = forms.FloatField(label="Top P", initial=1.0, min_value=0.0, max_value=1.0)
     reasoning_effort = forms.ChoiceField(choices=ReasoningEffort, initial=ReasoningEffort.OFF)
     max_tokens = forms.IntegerField(min_value=1)
     system_prompt = forms.CharField(

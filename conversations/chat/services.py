@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from django.conf import settings as django_settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
 from conversations.accounts import limits
@@ -112,7 +112,11 @@ def turn_start(
             model=plan.model,
             request_params=plan.params,
             model_note=plan.note,
-            model_changed=_model_changes(parent=user_message, model=plan.model),
+            model_changed=(
+                _model_changes(parent=user_message, model=plan.model)
+                if state.leaf_reply_model is None
+                else bool(state.leaf_reply_model) and state.leaf_reply_model != plan.model
+            ),
         )
         accounts_services.usage_reserve(reply=reply, owner=owner)
         conversation.active_leaf = reply
@@ -134,6 +138,9 @@ class _TurnStartState:
     reply_streaming: bool
     sidebar_moves: bool
     leaf_has_children: bool
+    # The model of the reply the user answers ("" if it names none); None when the leaf is no
+    # reply (no leaf, or an unanswered message), and the branch must be walked to find one.
+    leaf_reply_model: str | None
 
 
 def _turn_start_state(*, conversation: Conversation) -> _TurnStartState:
@@ -153,16 +160,24 @@ def _turn_start_state(*, conversation: Conversation) -> _TurnStartState:
     leaf = conversation.active_leaf_id
     children = Message.objects.filter(conversation_id=OuterRef("pk"))
     children = children.filter(parent_id=leaf) if leaf else children.filter(parent__isnull=True)
-    reply_streaming, newer_exists, leaf_has_children = (
+    leaf_row = Message.objects.filter(pk=leaf)
+    reply_streaming, newer_exists, leaf_has_children, leaf_role, leaf_model = (
         Conversation.objects.filter(pk=conversation.pk)
-        .annotate(s=Exists(streaming), n=Exists(newer), c=Exists(children))
-        .values_list("s", "n", "c")
+        .annotate(
+            s=Exists(streaming),
+            n=Exists(newer),
+            c=Exists(children),
+            r=Subquery(leaf_row.values("role")[:1]),
+            m=Subquery(leaf_row.values("model")[:1]),
+        )
+        .values_list("s", "n", "c", "r", "m")
         .get()
     )
     return _TurnStartState(
         reply_streaming=reply_streaming,
         sidebar_moves=leaf is None or newer_exists,
         leaf_has_children=leaf_has_children,
+        leaf_reply_model=leaf_model or "" if leaf_role == Message.Role.ASSISTANT else None,
     )
 
 
