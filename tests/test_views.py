@@ -309,14 +309,14 @@ def test_preferences_reject_out_of_range_values(client_for) -> None:
         reverse("preferences"),
         {
             "sampling": "temperature",
-            "temperature": "3",
+            "temperature": "1.5",
             "top_p": "1",
             "reasoning_effort": "off",
             "max_tokens": "10",
         },
     )
 
-    assert "takes a temperature from 0 to 1 (you chose 3)" in response.content.decode()
+    assert "takes a temperature from 0 to 1 (you chose 1.5)" in response.content.decode()
     assert not UserPreferences.objects.filter(user=user).exists()
 
 
