@@ -262,7 +262,9 @@ def test_a_reply_the_database_refuses_for_too_long_is_spooled_and_saved_at_the_n
     first.stop()
     reply = reply_of(conversation.id)
     assert reply is not None
-    assert reply.status == Message.Status.STREAMING
+    # Another process's recovery sweep may have marked it interrupted meanwhile (its heartbeat
+    # stopped with the database); the spool's replay must complete it all the same.
+    assert reply.status in (Message.Status.STREAMING, Message.Status.INTERRUPTED)
     assert reply.content != "Kept on disk until the database came back."
     postgres_proxy.restore()
 
