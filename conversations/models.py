@@ -138,6 +138,7 @@ class ShareLink(models.Model):
 
     include_system_prompt = models.BooleanField(default=False)
     include_thinking = models.BooleanField(default=False)
+    include_attachments = models.BooleanField(default=False)
     visibility = models.CharField(max_length=16, choices=Visibility, default=Visibility.ANYONE)
     # The owner's choice (0 = never); expires_at counts it from the last create or update.
     expiry_days = models.PositiveSmallIntegerField(default=0)
@@ -219,6 +220,7 @@ class TranscriptAccess(models.Model):
         VIEW = "view", "Viewed transcript"
         EXPORT_JSON = "export_json", "Exported as JSON"
         EXPORT_MARKDOWN = "export_markdown", "Exported as Markdown"
+        VIEW_ATTACHMENT = "view_attachment", "Opened an attachment"
 
     conversation = models.ForeignKey(
         Conversation, null=True, on_delete=models.SET_NULL, related_name="transcript_accesses"
@@ -299,3 +301,22 @@ class LoginThrottle(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+# Attachments keep their own module; imported here so Django finds them as this app's models.
+from conversations.attachments.models import Attachment, MessageAttachment  # noqa: E402
+
+__all__ = [
+    "Attachment",
+    "Conversation",
+    "ConversationReview",
+    "LoginThrottle",
+    "Message",
+    "MessageAttachment",
+    "ReasoningEffort",
+    "Sampling",
+    "ShareLink",
+    "TranscriptAccess",
+    "UserPreferences",
+    "UserQuota",
+]

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from conversations.chat import exports as views_export
 from conversations.chat import views
@@ -46,6 +46,7 @@ urlpatterns = [
         views_export.conversation_export_markdown,
         name="conversation_export_markdown",
     ),
+    path("", include("conversations.attachments.urls")),
     # Browsers ask for /favicon.ico whatever the page says; answer instead of logging a 404.
     path("favicon.ico", views.favicon),
 ]

@@ -11,9 +11,11 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
 from django.db.models import F
 
 from conversations.accounts import limits
+from conversations.attachments import services as attachment_services
 from conversations.chat import frames, selectors, services, titles
 from conversations.chat.forms import TurnForm, TurnSettingsForm, form_error_text, turn_settings_from
 from conversations.models import Conversation, Message
@@ -127,8 +129,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 content=data["message"],
                 turn_settings=turn_settings_from(form=form, frame=frame),
                 model=settings.CHAT_MODEL,
+                attachment_ids=attachment_services.attachment_ids_parse(frame.get("attachments")),
             )
-        except services.TurnRefused as exc:
+        except (services.TurnRefused, attachment_services.AttachmentRefused) as exc:
             raise FrameError(str(exc)) from exc
         user_message, reply = turn.started.user_message, turn.started.reply
         client_token = str(frame.get("client_token", ""))[:64]
@@ -376,16 +379,26 @@ def _turn_start(
     content: str,
     turn_settings: services.TurnSettings,
     model: str,
+    attachment_ids: list[str],
 ) -> TurnStart:
     """One thread hop for the whole start of a turn: save it, claim the reply, build its
     upstream request and render the frame every viewer gets."""
-    started = services.turn_start(
-        conversation_id=conversation_id,
-        owner=owner,
-        content=content,
-        settings=turn_settings,
-        model=model,
-    )
+    # One transaction: an attachment refused leaves no message behind.
+    with transaction.atomic():
+        started = services.turn_start(
+            conversation_id=conversation_id,
+            owner=owner,
+            content=content,
+            settings=turn_settings,
+            model=model,
+        )
+        attachment_services.turn_attachments_apply(
+            user_message=started.user_message,
+            reply=started.reply,
+            owner=owner,
+            attachment_ids=attachment_ids,
+            model=model,
+        )
     messages = [started.user_message, started.reply]
     return TurnStart(
         started=started,

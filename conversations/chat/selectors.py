@@ -15,6 +15,7 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
+from conversations.attachments import selectors as attachment_selectors
 from conversations.gateway.client import RequestStyle, TurnOptions, build_payload
 from conversations.models import (
     Conversation,
@@ -57,14 +58,17 @@ def thread_path(*, conversation: Conversation) -> list[Message]:
     return message_path(message=conversation.active_leaf)
 
 
-def upstream_context(*, thread: Sequence[Message]) -> list[dict[str, str]]:
+def upstream_context(*, thread: Sequence[Message]) -> list[dict[str, Any]]:
     """The conversation as the model should see it: replies that failed before any text are
-    left out, so a retried turn doesn't confuse the model with an empty assistant message."""
-    return [
-        {"role": message.role, "content": message.content}
+    left out, so a retried turn doesn't confuse the model with an empty assistant message.
+    A user message with attachments becomes content parts (the files, then its text)."""
+    kept = [
+        message
         for message in thread
         if message.content and message.status != Message.Status.STREAMING
     ]
+    context = [{"role": message.role, "content": message.content} for message in kept]
+    return attachment_selectors.context_with_attachments(messages=kept, context=context).messages
 
 
 def streaming_reply_get(*, conversation_id: uuid.UUID) -> Message | None:
@@ -190,12 +194,23 @@ def share_token_digest(*, token: str) -> str:
 
 
 def share_snapshot_build(
-    *, conversation: Conversation, include_system_prompt: bool, include_thinking: bool
+    *,
+    conversation: Conversation,
+    include_system_prompt: bool,
+    include_thinking: bool,
+    include_attachments: bool = False,
 ) -> ShareSnapshot:
     """Exactly what a link publishes: the finished messages of the branch on screen, without
-    ids, usage, error details or (unless asked) the system prompt and thinking text."""
+    ids, usage, error details or (unless asked) the system prompt, thinking text and
+    attachments."""
     messages = []
-    for message in thread_path(conversation=conversation):
+    thread = thread_path(conversation=conversation)
+    attachments = (
+        attachment_selectors.attachments_by_message(message_ids=[m.id for m in thread])
+        if include_attachments
+        else {}
+    )
+    for message in thread:
         if message.status == Message.Status.STREAMING:
             continue
         messages.append(
@@ -217,6 +232,10 @@ def share_snapshot_build(
                     and str(c.get("url", "")).lower().startswith(("https://", "http://"))
                 ],
                 "finish_reason": message.finish_reason,
+                "attachments": [
+                    attachment_selectors.attachment_summary(attachment=attachment)
+                    for attachment in attachments.get(message.id, [])
+                ],
             }
         )
     return ShareSnapshot(
@@ -275,6 +294,7 @@ def conversation_export_data(*, conversation: Conversation) -> dict[str, Any]:
     """The whole conversation as plain data: every message of every branch, with the ids
     needed to rebuild the tree, and the branch that was on screen."""
     messages = list(conversation.messages.order_by("created_at"))
+    attachments = attachment_selectors.attachments_by_message(message_ids=[m.id for m in messages])
     return {
         "id": str(conversation.id),
         "title": conversation.title,
@@ -306,6 +326,10 @@ def conversation_export_data(*, conversation: Conversation) -> dict[str, Any]:
                 "time_to_first_token_ms": m.time_to_first_token_ms,
                 "duration_ms": m.duration_ms,
                 "created_at": m.created_at.isoformat(),
+                "attachments": [
+                    attachment_selectors.attachment_summary(attachment=attachment)
+                    for attachment in attachments.get(m.id, [])
+                ],
             }
             for m in messages
         ],
@@ -452,11 +476,11 @@ class ThreadWindow:
     older_than: uuid.UUID | None
 
 
-def context_with_continuations(*, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+def context_with_continuations(*, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A continued reply is stored as a chain of assistant messages; the model sees one. A
     trailing assistant message (a continuation's prefill) loses its trailing whitespace, which
     Anthropic refuses there."""
-    merged: list[dict[str, str]] = []
+    merged: list[dict[str, Any]] = []
     for message in messages:
         if merged and message["role"] == "assistant" and merged[-1]["role"] == "assistant":
             merged[-1] = {
@@ -547,6 +571,7 @@ def messages_with_versions(*, messages: list[Message]) -> list[Message]:
             versions[(parent_id, role)].append(message_id)
     for message in messages:
         message.version = _version_of(message=message, versions=versions)  # type: ignore[attr-defined]
+    attachment_selectors.messages_with_attachments(messages=messages)
     return messages
 
 

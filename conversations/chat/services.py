@@ -15,6 +15,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from conversations.accounts import limits
+from conversations.attachments import services as attachment_services
 from conversations.chat.rendering import markdown_to_html
 from conversations.chat.selectors import (
     share_link_live_for_conversation,
@@ -236,6 +237,7 @@ SHARE_EXPIRY_DAYS = (0, 1, 7, 30)
 class ShareOptions:
     include_system_prompt: bool = False
     include_thinking: bool = False
+    include_attachments: bool = False
     visibility: str = ShareLink.Visibility.ANYONE
     expiry_days: int = 0
 
@@ -251,10 +253,12 @@ def _share_apply(*, link: ShareLink, conversation: Conversation, options: ShareO
         conversation=conversation,
         include_system_prompt=options.include_system_prompt,
         include_thinking=options.include_thinking,
+        include_attachments=options.include_attachments,
     )
     now = timezone.now()
     link.include_system_prompt = options.include_system_prompt
     link.include_thinking = options.include_thinking
+    link.include_attachments = options.include_attachments
     link.visibility = options.visibility
     link.expiry_days = options.expiry_days
     link.expires_at = (
@@ -377,11 +381,16 @@ def conversation_delete(*, conversation_id: uuid.UUID | str, owner: AbstractBase
     simply find no row."""
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
+        attachment_ids = attachment_services.attachment_ids_of_conversation(
+            conversation_id=conversation.id
+        )
         # The active leaf points into the messages being deleted; clear it first so the
         # deletion order can never trip over the self-reference.
         conversation.active_leaf = None
         conversation.save(update_fields=["active_leaf"])
         conversation.delete()
+        # Files no other message (another conversation's copy, a branch) still refers to.
+        attachment_services.attachments_release(attachment_ids=attachment_ids)
 
 
 def transcript_access_record(

@@ -32,7 +32,7 @@ from typing import Any, Final
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from conversations.gateway.content import RequestStyle
+from conversations.gateway.content import RequestStyle, message_to_wire
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class TurnOptions:
 def build_payload(
     *,
     options: TurnOptions,
-    messages: Sequence[Mapping[str, str]],
+    messages: Sequence[Mapping[str, Any]],
     system_prompt: str = "",
     style: RequestStyle = RequestStyle.OPENAI,
     stream: bool = True,
@@ -110,11 +110,11 @@ def build_payload(
     if effort is not None and effort not in REASONING_EFFORTS:
         raise ValueError(f"reasoning_effort must be one of {REASONING_EFFORTS} or None")
 
-    chat: list[dict[str, str]] = []
+    chat: list[dict[str, Any]] = []
     has_system = bool(system_prompt.strip())
     if has_system and style is RequestStyle.OPENAI:
         chat.append({"role": "system", "content": system_prompt})
-    chat.extend({"role": m["role"], "content": m["content"]} for m in messages)
+    chat.extend(message_to_wire(m, style) for m in messages)
 
     payload: dict[str, Any] = {"model": options.model, "messages": chat}
     if has_system and style is RequestStyle.ANTHROPIC:
