@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.files.base import ContentFile
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from conversations.attachments import selectors
@@ -54,8 +54,11 @@ def attachment_upload(*, owner: AbstractBaseUser, data: bytes, filename: str) ->
     written: list[str] = []
     try:
         with transaction.atomic():
-            # One upload at a time per owner, so two cannot both squeeze under the quota.
-            get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
+            # One upload at a time per owner, so two cannot both squeeze under the quota. A
+            # write rather than SELECT … FOR UPDATE: SQLite has no row locks, and a transaction
+            # that starts by reading cannot later take the write lock if another wrote
+            # meanwhile ("database is locked"); starting with a write waits its turn instead.
+            get_user_model().objects.filter(pk=owner.pk).update(last_login=F("last_login"))
             already = Attachment.objects.filter(owner=owner, storage_name=name).exists()
             quota = settings.CHAT_ATTACHMENT_QUOTA_BYTES
             used = selectors.attachment_bytes_for_user(user=owner)
