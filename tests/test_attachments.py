@@ -418,7 +418,7 @@ def test_editing_keeps_or_removes_attachments(user: Any) -> None:
         model=MODEL,
     )
     services.message_attachments_copy(
-        source=started.user_message, target=edited, keep_ids=[str(document.id)]
+        source_id=started.user_message.id, target=edited, keep_ids=[str(document.id)]
     )
     assert [link.attachment for link in MessageAttachment.objects.filter(message=edited)] == [
         document

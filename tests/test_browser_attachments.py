@@ -188,3 +188,50 @@ def test_bad_file_gets_its_message_and_send_waits_for_uploads(
         "type": "text",
         "text": '<file name="notes.txt">\nremember the milk\n</file>',
     }
+
+
+def test_editing_a_message_can_drop_one_of_its_attachments(
+    browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user: Any
+) -> None:
+    from conversations.attachments import services
+    from conversations.chat import services as chat_services
+    from tests.factories import MODEL, finish, turn_settings
+
+    image = services.attachment_upload(owner=user, data=files.png(), filename="cat.png")
+    document = services.attachment_upload(owner=user, data=files.pdf(), filename="notes.pdf")
+    conversation = chat_services.conversation_create(owner=user)
+    started = chat_services.turn_start(
+        conversation_id=conversation.id,
+        owner=user,
+        content="Look at these",
+        settings=turn_settings(),
+        model=MODEL,
+    )
+    services.turn_attachments_apply(
+        user_message=started.user_message,
+        reply=started.reply,
+        owner=user,
+        attachment_ids=[str(image.id), str(document.id)],
+        model=MODEL,
+    )
+    finish(started.reply, "Seen.")
+    upstream.enqueue(Stream(gateway_chunks(["Only the PDF now."])))
+    page = browser_page
+    sign_in(page, username=user.username)
+    page.goto(f"/c/{conversation.id}/")
+    user_article = page.locator('article[data-role="user"]')
+    expect(user_article.locator(".message-attachment")).to_have_count(2)
+
+    user_article.get_by_role("button", name="Edit").click()
+    page.get_by_label("Keep cat.png").uncheck()
+    expect(page.get_by_label("Keep notes.pdf")).to_be_checked()
+    page.get_by_role("button", name="Send edit").click()
+
+    expect(page.locator(COMPLETE)).to_contain_text("Only the PDF now.")
+    expect(page.locator('article[data-role="user"] .message-attachment')).to_have_count(1)
+    expect(page.locator('article[data-role="user"] .attachment-file')).to_contain_text("notes.pdf")
+    parts = _request_parts(upstream)
+    assert [p["type"] for p in parts] == ["file", "text", "text"]
+    assert parts[-1]["text"] == "Look at these"
+    # The first version still has both: the branch shares the rows, nothing was copied.
+    assert Attachment.objects.count() == 2

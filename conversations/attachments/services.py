@@ -194,11 +194,14 @@ def message_attachments_attach(
 
 
 def message_attachments_copy(
-    *, source: Any, target: Any, keep_ids: Sequence[str] | None = None
+    *, source_id: Any, target: Any, keep_ids: Sequence[str] | None = None
 ) -> None:
     """An edited message keeps the original's attachments (all, or those in `keep_ids`): the
-    new version refers to the same rows, nothing is copied in storage."""
-    links = MessageAttachment.objects.filter(message=source).order_by("position")
+    new version refers to the same rows, nothing is copied in storage. Only the source's own
+    attachments can be kept, whatever ids are given."""
+    links = MessageAttachment.objects.filter(
+        message_id=source_id, message__conversation_id=target.conversation_id
+    ).order_by("position")
     if keep_ids is not None:
         links = links.filter(attachment_id__in=list(keep_ids))
     MessageAttachment.objects.bulk_create(

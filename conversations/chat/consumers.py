@@ -171,13 +171,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 form: TurnSettingsForm = TurnForm(data=frame)
                 if not isinstance(frame.get("message"), str) or not form.is_valid():
                     raise FrameError(form_error_text(form) or "The message must be text.")
-                _, reply = await database_sync_to_async(services.turn_edit)(
+                _, reply = await database_sync_to_async(_turn_edit)(
                     conversation_id=self.conversation_id,
                     owner=owner,
                     message_id=message_id,
                     content=form.cleaned_data["message"],
                     settings=turn_settings_from(form=form, frame=frame),
                     model=settings.CHAT_MODEL,
+                    keep_attachments=frame.get("keep_attachments"),
                 )
                 reply_id = reply.id
             else:
@@ -195,7 +196,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     model=settings.CHAT_MODEL,
                 )
                 reply_id = reply.id
-        except services.TurnRefused as exc:
+        except (services.TurnRefused, attachment_services.AttachmentRefused) as exc:
             raise FrameError(str(exc)) from exc
         await live.thread_changed(conversation_id=self.conversation_id)
         if reply_id is not None:
@@ -407,6 +408,22 @@ def _turn_start(
         frame=frames.turn_started(messages=selectors.messages_with_versions(messages=messages))
         + frames.quota_status(usage=started.quota),
     )
+
+
+def _turn_edit(*, keep_attachments: object, **edit: Any) -> tuple[Message, Message]:
+    """Edit a message and carry over the attachments the new version keeps (all of them
+    unless the frame lists which), in one transaction."""
+    keep = (
+        None
+        if keep_attachments is None
+        else attachment_services.attachment_ids_parse(keep_attachments)
+    )
+    with transaction.atomic():
+        user_message, reply = services.turn_edit(**edit)
+        attachment_services.message_attachments_copy(
+            source_id=edit["message_id"], target=user_message, keep_ids=keep
+        )
+    return user_message, reply
 
 
 def _messages_in_order(message_ids: list[str]) -> list[Message]:
