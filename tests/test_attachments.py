@@ -454,3 +454,17 @@ def test_export_json_lists_attachments_and_zip_carries_them(
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
     assert archive.read(f"attachments/{attachment.id}/r.pdf") == files.pdf()
     assert "conversation.json" in archive.namelist()
+
+
+def test_staff_usage_page_shows_stored_bytes_per_user(user: Any, make_user: Any) -> None:
+    services.attachment_upload(owner=user, data=files.pdf(pages=5), filename="a.pdf")
+    staff = make_user("staff", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_conversation"))
+    client = Client()
+    client.force_login(staff)
+    page = client.get(reverse("admin:conversations_conversation_usage")).content.decode()
+    size = selectors.attachment_bytes_for_user(user=user)
+    assert "Attachment storage" in page
+    assert f"<td>alice</td><td>1</td><td>{size} bytes</td>" in page
+    # Sizes only: no file names.
+    assert "a.pdf" not in page

@@ -47,3 +47,10 @@ def staff_attachments(message: Any, access: Any) -> dict[str, Any]:
         "staff_access": str(access.pk),
         "staff_conversation_id": message.conversation_id,
     }
+
+
+@register.inclusion_tag("attachments/_storage_usage.html")
+def attachment_storage_table() -> dict[str, Any]:
+    """Stored attachment bytes per user and in total, for staff (sizes only, no names)."""
+    rows = selectors.attachment_bytes_by_user()
+    return {"rows": rows, "total": sum(row["bytes"] for row in rows)}
