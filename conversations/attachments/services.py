@@ -148,6 +148,25 @@ def message_attachments_attach(
     call it inside the transaction that saves the message, so a refusal saves nothing."""
     if not attachment_ids:
         return []
+    with transaction.atomic():
+        return _attach(
+            message=message,
+            owner=owner,
+            attachment_ids=attachment_ids,
+            model=model,
+            earlier=list(earlier),
+        )
+
+
+def _attach(
+    *,
+    message: Any,
+    owner: AbstractBaseUser,
+    attachment_ids: Sequence[str],
+    model: str,
+    earlier: list[Attachment],
+) -> list[Attachment]:
+    # Locked, so the same upload cannot go out with two messages at once.
     found = {
         str(a.id): a
         for a in Attachment.objects.select_for_update().filter(
