@@ -86,6 +86,8 @@ class Message(models.Model):
     citations = models.JSONField(default=list, blank=True)
     model = models.CharField(max_length=100, blank=True)
     request_params = models.JSONField(default=dict, blank=True)
+    # How many files the message carries, so rendering a text-only window asks for none.
+    attachment_count = models.PositiveSmallIntegerField(default=0)
 
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)

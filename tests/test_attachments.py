@@ -449,6 +449,8 @@ def test_export_json_lists_attachments_and_zip_carries_them(
     assert (listed["filename"], listed["kind"], listed["page_count"]) == ("r.pdf", "pdf", 3)
     assert (listed["size"], listed["sha256"]) == (attachment.size, attachment.sha256)
     assert "storage_name" not in listed
+    markdown = owner_client.get(reverse("conversation_export_markdown", args=[conversation.id]))
+    assert "_Attached: `r.pdf`_" in markdown.content.decode()
     response = owner_client.get(reverse("conversation_export_zip", args=[conversation.id]))
     assert response.status_code == 200
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
@@ -468,3 +470,21 @@ def test_staff_usage_page_shows_stored_bytes_per_user(user: Any, make_user: Any)
     assert f"<td>alice</td><td>1</td><td>{size} bytes</td>" in page
     # Sizes only: no file names.
     assert "a.pdf" not in page
+
+
+def test_share_preview_shows_attachments_only_when_ticked(owner_client: Client, user: Any) -> None:
+    attachment = services.attachment_upload(owner=user, data=files.pdf(), filename="plan.pdf")
+    conversation = chat_services.conversation_create(owner=user)
+    started = send_with(conversation, "read", [attachment])
+    chat_services.reply_finish(
+        message_id=started.reply.id,
+        outcome=chat_services.ReplyOutcome(status="complete", content="Read."),
+    )
+    url = reverse("share_preview", args=[conversation.id])
+    dialog = owner_client.get(
+        reverse("share_dialog", args=[conversation.id]), headers={"HX-Request": "true"}
+    ).content.decode()
+    assert 'name="include_attachments"' in dialog
+    assert 'id="id_include_attachments" checked' not in dialog
+    assert "plan.pdf" not in owner_client.get(url).content.decode()
+    assert "plan.pdf" in owner_client.get(url, {"include_attachments": "on"}).content.decode()

@@ -155,7 +155,9 @@ def context_with_attachments(
     that carries attachments turned into content parts: the files, a line naming them, then
     the text. Images more than CHAT_ATTACHMENT_IMAGE_MAX_AGE_TURNS user turns back are left
     out, each replaced by a line saying so."""
-    by_message = attachments_by_message(message_ids=[m.id for m in messages])
+    by_message = attachments_by_message(
+        message_ids=[m.id for m in messages if getattr(m, "attachment_count", 0)]
+    )
     if not by_message:
         return AttachedContext(messages=context, images_left_out=0)
     max_age = settings.CHAT_ATTACHMENT_IMAGE_MAX_AGE_TURNS
@@ -193,8 +195,11 @@ def context_with_attachments(
 
 
 def messages_with_attachments(*, messages: Sequence[Any]) -> Sequence[Any]:
-    """Give each message its `attachment_list` for rendering, in one query."""
-    by_message = attachments_by_message(message_ids=[m.id for m in messages if m.role == "user"])
+    """Give each message its `attachment_list` for rendering: one query, and none at all when
+    no message carries a file."""
+    by_message = attachments_by_message(
+        message_ids=[m.id for m in messages if getattr(m, "attachment_count", 0)]
+    )
     for message in messages:
         message.attachment_list = by_message.get(message.id, [])
     return messages

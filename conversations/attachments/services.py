@@ -209,6 +209,8 @@ def _attach(
         for position, attachment in enumerate(attachments)
     )
     Attachment.objects.filter(id__in=[a.id for a in attachments]).update(sent_at=now)
+    type(message).objects.filter(id=message.id).update(attachment_count=len(attachments))
+    message.attachment_count = len(attachments)
     return attachments
 
 
@@ -223,10 +225,12 @@ def message_attachments_copy(
     ).order_by("position")
     if keep_ids is not None:
         links = links.filter(attachment_id__in=list(keep_ids))
-    MessageAttachment.objects.bulk_create(
+    created = MessageAttachment.objects.bulk_create(
         MessageAttachment(message=target, attachment_id=link.attachment_id, position=index)
         for index, link in enumerate(links)
     )
+    type(target).objects.filter(id=target.id).update(attachment_count=len(created))
+    target.attachment_count = len(created)
 
 
 def _files_delete(*, names: Iterable[str]) -> None:
@@ -332,8 +336,14 @@ def turn_attachments_apply(
     # would tie the two modules in a cycle.
     from conversations.chat.selectors import message_path
 
+    max_age = settings.CHAT_ATTACHMENT_IMAGE_MAX_AGE_TURNS
+    if not attachment_ids and not max_age:
+        # Nothing to attach and nothing to leave out: a text-only turn costs no query here.
+        return []
     path = message_path(message=user_message)[:-1]
-    by_message = selectors.attachments_by_message(message_ids=[m.id for m in path])
+    by_message = selectors.attachments_by_message(
+        message_ids=[m.id for m in path if m.attachment_count]
+    )
     earlier = [a for m in path for a in by_message.get(m.id, [])]
     attached = message_attachments_attach(
         message=user_message,
@@ -342,7 +352,6 @@ def turn_attachments_apply(
         model=model,
         earlier=earlier,
     )
-    max_age = settings.CHAT_ATTACHMENT_IMAGE_MAX_AGE_TURNS
     if max_age and by_message:
         user_turns = [m for m in path if m.role == "user"]
         # The new message is turn age 0; the one before it 1, and so on.

@@ -343,9 +343,14 @@ def conversation_export_markdown(*, conversation: Conversation) -> str:
     lines.append("")
     if conversation.system_prompt:
         lines += ["## System prompt", "", conversation.system_prompt, ""]
-    for message in thread_path(conversation=conversation):
+    thread = thread_path(conversation=conversation)
+    attachments = attachment_selectors.attachments_by_message(message_ids=[m.id for m in thread])
+    for message in thread:
         speaker = "You" if message.role == Message.Role.USER else "Claude"
         lines += [f"## {speaker}", ""]
+        if attachments.get(message.id):
+            names = ", ".join(f"`{a.filename}`" for a in attachments[message.id])
+            lines += [f"_Attached: {names}_", ""]
         if message.reasoning:
             quoted = "\n".join(f"> {line}" for line in message.reasoning.splitlines())
             lines += ["> **Thinking**", ">", quoted, ""]
