@@ -488,3 +488,30 @@ def test_share_preview_shows_attachments_only_when_ticked(owner_client: Client, 
     assert 'id="id_include_attachments" checked' not in dialog
     assert "plan.pdf" not in owner_client.get(url).content.decode()
     assert "plan.pdf" in owner_client.get(url, {"include_attachments": "on"}).content.decode()
+
+
+def test_deleting_a_user_leaves_files_only_until_the_sweep(
+    make_user: Any, media: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django.core.management import call_command
+
+    bob = make_user("bob")
+    services.attachment_upload(owner=bob, data=files.png(), filename="a.png")
+    services.attachment_upload(owner=bob, data=files.pdf(), filename="b.pdf")
+    bob.delete()
+    assert not Attachment.objects.exists()
+    assert len(stored_files(media)) == 3
+
+    out = io.StringIO()
+    with django_capture_on_commit_callbacks(execute=True):
+        # The files were written just now: the sweep leaves fresh files alone for a while
+        # (an upload may be between writing its file and saving its row), so age them.
+        import os
+        import time
+
+        for path in media.rglob("*"):
+            if path.is_file():
+                os.utime(path, (time.time() - 3600, time.time() - 3600))
+        call_command("attachments_sweep", stdout=out)
+    assert stored_files(media) == []
+    assert "3 files" in out.getvalue()

@@ -192,3 +192,24 @@ async def test_too_many_attachments_per_message_are_refused(
     assert "at most 1 attachments" in frames
     assert not await Message.objects.filter(conversation=conversation).aexists()
     await comm.disconnect()
+
+
+async def test_switching_to_a_model_without_vision_refuses_a_turn_that_would_resend_images(
+    upstream: FakeUpstream, user: Any, settings: Any
+) -> None:
+    upstream.enqueue(Stream(gateway_chunks(["A cat."])))
+    image = await _upload(user, files.png(), "cat.png")
+    comm, conversation = await _connect(user)
+    await _send(comm, "What is this?", [image])
+    await receive_until(comm, "A cat.")
+    await _finish_all()
+
+    settings.CHAT_MODEL = "example/text-only-model"
+    await _send(comm, "And now?", [])
+    frames = await receive_until(comm, "composer-error")
+
+    assert "already holds files" in frames
+    assert "example/text-only-model cannot read images" in frames
+    assert len(upstream.streamed_requests) == 1
+    assert await Message.objects.filter(conversation=conversation).acount() == 2
+    await comm.disconnect()

@@ -337,14 +337,29 @@ def turn_attachments_apply(
     from conversations.chat.selectors import message_path
 
     max_age = settings.CHAT_ATTACHMENT_IMAGE_MAX_AGE_TURNS
-    if not attachment_ids and not max_age:
-        # Nothing to attach and nothing to leave out: a text-only turn costs no query here.
+    profile = selectors.profile_for_model(model=model)
+    reads_everything = profile is not None and profile.vision and profile.pdf
+    if not attachment_ids and not max_age and reads_everything:
+        # Nothing to attach, nothing to leave out, nothing the model could not read: a
+        # text-only turn costs no query here.
         return []
     path = message_path(message=user_message)[:-1]
     by_message = selectors.attachments_by_message(
         message_ids=[m.id for m in path if m.attachment_count]
     )
     earlier = [a for m in path for a in by_message.get(m.id, [])]
+    user_turns = [m for m in path if m.role == "user"]
+    # The new message is turn age 0, the one before it 1, and so on.
+    old_turns = user_turns[: max(0, len(user_turns) + 1 - max_age)] if max_age else []
+    left_out_ids = {a.id for m in old_turns for a in by_message.get(m.id, []) if a.is_image}
+    if not reads_everything:
+        # Earlier turns' files are sent again: a model switched to since must read them too.
+        try:
+            _model_can_read(
+                model=model, attachments=[a for a in earlier if a.id not in left_out_ids]
+            )
+        except AttachmentRefused as exc:
+            raise AttachmentRefused(f"This conversation already holds files. {exc}") from exc
     attached = message_attachments_attach(
         message=user_message,
         owner=owner,
@@ -352,14 +367,9 @@ def turn_attachments_apply(
         model=model,
         earlier=earlier,
     )
-    if max_age and by_message:
-        user_turns = [m for m in path if m.role == "user"]
-        # The new message is turn age 0; the one before it 1, and so on.
-        old_turns = user_turns[: max(0, len(user_turns) + 1 - max_age)]
-        left_out = sum(1 for m in old_turns for a in by_message.get(m.id, []) if a.is_image)
-        if left_out:
-            reply.request_params = {**reply.request_params, "images_left_out": left_out}
-            reply.save(update_fields=["request_params"])
+    if left_out_ids:
+        reply.request_params = {**reply.request_params, "images_left_out": len(left_out_ids)}
+        reply.save(update_fields=["request_params"])
     return attached
 
 
