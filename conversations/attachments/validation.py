@@ -22,6 +22,12 @@ from pypdf.errors import PyPdfError
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE: Final = b"\xff\xd8\xff"
 PDF_SIGNATURE: Final = b"%PDF-"
+PILLOW_FORMATS: Final = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/gif": "GIF",
+    "image/webp": "WEBP",
+}
 THUMBNAIL_EDGE: Final = 320
 FILENAME_MAX_CHARS: Final = 200
 # Names that claim a type: a file called `x.png` that is not a PNG is refused rather than
@@ -135,7 +141,9 @@ def _image_validate(*, data: bytes, name: str, media_type: str, limits: Limits) 
         with warnings.catch_warnings():
             # Pillow only warns between its own limit and twice it: make that an error too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            # Only the decoder of the format the bytes announced: a file cannot steer Pillow
+            # into any of the other formats it knows.
+            image = Image.open(io.BytesIO(data), formats=[PILLOW_FORMATS[media_type]])
             width, height = image.size
             if width * height > limits.image_max_pixels or max(width, height) > 8000:
                 raise AttachmentRefused(

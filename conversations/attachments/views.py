@@ -25,7 +25,7 @@ from conversations.attachments.models import Attachment
 from conversations.chat import selectors as chat_selectors
 from conversations.chat import services as chat_services
 from conversations.chat.exports import export_filename
-from conversations.models import ShareLink, TranscriptAccess
+from conversations.models import Conversation, ShareLink, TranscriptAccess
 
 # Room for the multipart envelope around the file.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -175,7 +175,7 @@ def _staff_attachment(
     user: AbstractBaseUser = request.user
     if not (user.is_active and user.is_staff and user.has_perm("conversations.view_conversation")):
         raise PermissionDenied
-    conversation = chat_selectors.Conversation.objects.filter(id=conversation_id).first()
+    conversation = Conversation.objects.filter(id=conversation_id).first()
     if conversation is None or not selectors.attachment_in_conversation(
         attachment_id=attachment_id, conversation_id=conversation.id
     ):
