@@ -177,7 +177,7 @@ def test_bad_file_gets_its_message_and_send_waits_for_uploads(
     )
     page.get_by_label("Message").fill("Read my notes")
     page.get_by_role("button", name="Send").click()
-    expect(page.locator("#attachment-status")).to_contain_text("Send waits")
+    expect(page.locator("#attachment-status")).to_have_text("Sending once the uploads finish…")
     expect(page.locator('article[data-role="user"]')).to_have_count(0)
     upstream.enqueue(Stream(gateway_chunks(["Milk noted."])))
     assert len(held) == 1

@@ -54,7 +54,9 @@
     });
     box().classList.toggle("is-uploading", uploading);
     var status = $("attachment-status");
-    if (status) status.textContent = uploading ? "Uploading… Send waits until uploads finish." : "";
+    if (status) {
+      status.textContent = !uploading ? "" : sendWhenReady ? "Sending once the uploads finish…" : "Uploading…";
+    }
     if (!uploading && sendWhenReady) {
       sendWhenReady = false;
       var form = $("composer");
