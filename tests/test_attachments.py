@@ -214,12 +214,12 @@ def test_upload_needs_sign_in_and_csrf(user: Any) -> None:
     assert not Attachment.objects.exists()
 
 
-def test_upload_answers_with_a_chip(owner_client: Client) -> None:
-    response = upload(owner_client, files.png(), "<b>cat.png")
+def test_upload_answers_with_the_cleaned_name(owner_client: Client) -> None:
+    response = upload(owner_client, files.png(), "<b>cat\x07.png")
     body = response.json()
     assert response.status_code == 201
-    assert body["kind"] == "image"
-    assert "&lt;b&gt;cat.png" in body["chip"] and "<b>" not in body["chip"]
+    assert (body["kind"], body["filename"]) == ("image", "<b>cat.png")
+    assert body["id"] == str(Attachment.objects.get().id)
 
 
 # --- Serving ----------------------------------------------------------------------------

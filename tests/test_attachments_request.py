@@ -213,3 +213,30 @@ async def test_switching_to_a_model_without_vision_refuses_a_turn_that_would_res
     assert len(upstream.streamed_requests) == 1
     assert await Message.objects.filter(conversation=conversation).acount() == 2
     await comm.disconnect()
+
+
+async def test_an_edit_for_a_model_without_vision_must_drop_the_image(
+    upstream: FakeUpstream, user: Any, settings: Any
+) -> None:
+    upstream.enqueue(Stream(gateway_chunks(["A cat."])))
+    image = await _upload(user, files.png(), "cat.png")
+    comm, conversation = await _connect(user)
+    await _send(comm, "What is this?", [image])
+    await receive_until(comm, "A cat.")
+    await _finish_all()
+    first = await Message.objects.aget(conversation=conversation, role="user")
+    settings.CHAT_MODEL = "example/text-only-model"
+    edit = {**SEND, "action": "edit", "message_id": str(first.id), "message": "Describe it"}
+
+    await comm.send_to(text_data=json.dumps(edit))
+    frames = await receive_until(comm, "composer-error")
+    assert "example/text-only-model cannot read images" in frames
+    assert await Message.objects.filter(conversation=conversation).acount() == 2
+
+    upstream.enqueue(Stream(gateway_chunks(["Text only."])))
+    await comm.send_to(text_data=json.dumps({**edit, "keep_attachments": []}))
+    await receive_until(comm, "Text only.")
+    await _finish_all()
+    [_, request] = upstream.streamed_requests
+    assert request.json["messages"] == [{"role": "user", "content": "Describe it"}]
+    await comm.disconnect()

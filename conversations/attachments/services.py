@@ -215,16 +215,27 @@ def _attach(
 
 
 def message_attachments_copy(
-    *, source_id: Any, target: Any, keep_ids: Sequence[str] | None = None
+    *,
+    source_id: Any,
+    target: Any,
+    keep_ids: Sequence[str] | None = None,
+    model: str | None = None,
 ) -> None:
     """An edited message keeps the original's attachments (all, or those in `keep_ids`): the
     new version refers to the same rows, nothing is copied in storage. Only the source's own
     attachments can be kept, whatever ids are given."""
-    links = MessageAttachment.objects.filter(
-        message_id=source_id, message__conversation_id=target.conversation_id
-    ).order_by("position")
+    links = (
+        MessageAttachment.objects.filter(
+            message_id=source_id, message__conversation_id=target.conversation_id
+        )
+        .select_related("attachment")
+        .order_by("position")
+    )
     if keep_ids is not None:
         links = links.filter(attachment_id__in=list(keep_ids))
+    if model is not None:
+        # The edited turn goes to `model`, which must read what it keeps.
+        _model_can_read(model=model, attachments=[link.attachment for link in links])
     created = MessageAttachment.objects.bulk_create(
         MessageAttachment(message=target, attachment_id=link.attachment_id, position=index)
         for index, link in enumerate(links)

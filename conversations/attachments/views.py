@@ -17,7 +17,6 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
-from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations.attachments import selectors, services
@@ -39,7 +38,8 @@ def _refused(text: str, status: int = 400) -> JsonResponse:
 @login_required
 def attachment_upload(request: HttpRequest) -> HttpResponse:
     """One file per request (the page uploads each with its own progress bar); answers JSON:
-    the attachment and its chip, or {"error": "..."} with a sentence for the user."""
+    the attachment (the page builds its chip as text), or {"error": "..."} with a sentence
+    for the user."""
     limit = settings.CHAT_ATTACHMENT_MAX_FILE_BYTES
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -70,9 +70,6 @@ def attachment_upload(request: HttpRequest) -> HttpResponse:
             "filename": attachment.filename,
             "kind": attachment.kind,
             "size": attachment.size,
-            "chip": render_to_string(
-                "attachments/_chip.html", {"attachment": attachment, "pending": True}
-            ),
         },
         status=201,
     )

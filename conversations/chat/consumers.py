@@ -421,7 +421,7 @@ def _turn_edit(*, keep_attachments: object, **edit: Any) -> tuple[Message, Messa
     with transaction.atomic():
         user_message, reply = services.turn_edit(**edit)
         attachment_services.message_attachments_copy(
-            source_id=edit["message_id"], target=user_message, keep_ids=keep
+            source_id=edit["message_id"], target=user_message, keep_ids=keep, model=edit["model"]
         )
     return user_message, reply
 
