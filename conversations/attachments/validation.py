@@ -143,7 +143,7 @@ def _image_validate(*, data: bytes, name: str, media_type: str, limits: Limits) 
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             # Only the decoder of the format the bytes announced: a file cannot steer Pillow
             # into any of the other formats it knows.
-            image = Image.open(io.BytesIO(data), formats=[PILLOW_FORMATS[media_type]])
+            image: Image.Image = Image.open(io.BytesIO(data), formats=[PILLOW_FORMATS[media_type]])
             width, height = image.size
             if width * height > limits.image_max_pixels or max(width, height) > 8000:
                 raise AttachmentRefused(

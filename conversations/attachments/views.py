@@ -13,10 +13,10 @@ import zipfile
 from urllib.parse import quote
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations.attachments import selectors, services
@@ -112,7 +112,7 @@ def _file_response(
 
 @require_GET
 @login_required
-def attachment_file(request: HttpRequest, attachment_id: str) -> HttpResponse:
+def attachment_file(request: HttpRequest, attachment_id: str) -> HttpResponseBase:
     attachment = selectors.attachment_get_for_user(attachment_id=attachment_id, user=request.user)
     if attachment is None:
         raise Http404("No such attachment.")
@@ -121,7 +121,7 @@ def attachment_file(request: HttpRequest, attachment_id: str) -> HttpResponse:
 
 @require_GET
 @login_required
-def attachment_thumbnail(request: HttpRequest, attachment_id: str) -> HttpResponse:
+def attachment_thumbnail(request: HttpRequest, attachment_id: str) -> HttpResponseBase:
     attachment = selectors.attachment_get_for_user(attachment_id=attachment_id, user=request.user)
     if attachment is None:
         raise Http404("No such attachment.")
@@ -154,23 +154,32 @@ def _shared_attachment(request: HttpRequest, token: str, attachment_id: str) -> 
 
 
 @require_GET
-def shared_attachment_file(request: HttpRequest, token: str, attachment_id: str) -> HttpResponse:
+def shared_attachment_file(
+    request: HttpRequest, token: str, attachment_id: str
+) -> HttpResponseBase:
     return _file_response(_shared_attachment(request, token, attachment_id), public=True)
 
 
 @require_GET
 def shared_attachment_thumbnail(
     request: HttpRequest, token: str, attachment_id: str
-) -> HttpResponse:
+) -> HttpResponseBase:
     attachment = _shared_attachment(request, token, attachment_id)
     return _file_response(attachment, thumbnail=True, public=True)
 
 
-def _staff_attachment(
-    request: HttpRequest, conversation_id: str, attachment_id: str
-) -> tuple[Attachment, TranscriptAccess]:
-    user: AbstractBaseUser = request.user
-    if not (user.is_active and user.is_staff and user.has_perm("conversations.view_conversation")):
+def _staff_serve(
+    request: HttpRequest, conversation_id: str, attachment_id: str, *, thumbnail: bool
+) -> HttpResponseBase:
+    """A file of a conversation for staff who opened its transcript with a reason: the same
+    reason is logged again for this file, then the file is served."""
+    user = request.user
+    if not (
+        user.is_authenticated
+        and user.is_active
+        and user.is_staff
+        and user.has_perm("conversations.view_conversation")
+    ):
         raise PermissionDenied
     conversation = Conversation.objects.filter(id=conversation_id).first()
     if conversation is None or not selectors.attachment_in_conversation(
@@ -184,42 +193,35 @@ def _staff_attachment(
         # Files are content: reaching them takes the same reason as the transcript.
         raise PermissionDenied("Open the transcript (and give a reason) first.")
     attachment = Attachment.objects.get(id=attachment_id)
-    return attachment, access
+    what = "thumbnail" if thumbnail else "file"
+    chat_services.transcript_access_record(
+        conversation=conversation,
+        staff=user,
+        reason=f"{access.reason} [{what}: {attachment.filename}]",
+        kind=TranscriptAccess.Kind.VIEW_ATTACHMENT,
+    )
+    return _file_response(attachment, thumbnail=thumbnail)
 
 
 @require_GET
 @login_required
 def staff_attachment_file(
     request: HttpRequest, conversation_id: str, attachment_id: str
-) -> HttpResponse:
-    attachment, access = _staff_attachment(request, conversation_id, attachment_id)
-    chat_services.transcript_access_record(
-        conversation=access.conversation,
-        staff=request.user,
-        reason=f"{access.reason} [file: {attachment.filename}]",
-        kind=TranscriptAccess.Kind.VIEW_ATTACHMENT,
-    )
-    return _file_response(attachment)
+) -> HttpResponseBase:
+    return _staff_serve(request, conversation_id, attachment_id, thumbnail=False)
 
 
 @require_GET
 @login_required
 def staff_attachment_thumbnail(
     request: HttpRequest, conversation_id: str, attachment_id: str
-) -> HttpResponse:
-    attachment, access = _staff_attachment(request, conversation_id, attachment_id)
-    chat_services.transcript_access_record(
-        conversation=access.conversation,
-        staff=request.user,
-        reason=f"{access.reason} [thumbnail: {attachment.filename}]",
-        kind=TranscriptAccess.Kind.VIEW_ATTACHMENT,
-    )
-    return _file_response(attachment, thumbnail=True)
+) -> HttpResponseBase:
+    return _staff_serve(request, conversation_id, attachment_id, thumbnail=True)
 
 
 @require_GET
 @login_required
-def conversation_export_zip(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def conversation_export_zip(request: HttpRequest, conversation_id: str) -> HttpResponseBase:
     """The JSON export plus every attached file, as one ZIP archive."""
     conversation = chat_selectors.conversation_get_for_user(
         conversation_id=conversation_id, user=request.user
