@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.files.storage import storages
 
 from conversations.attachments.models import Attachment, MessageAttachment
@@ -33,9 +33,7 @@ def storage() -> Any:
     return storages["default"]
 
 
-def attachment_get_for_user(
-    *, attachment_id: uuid.UUID | str, user: AbstractBaseUser
-) -> Attachment | None:
+def attachment_get_for_user(*, attachment_id: uuid.UUID | str, user: User) -> Attachment | None:
     if not user.is_authenticated:
         return None
     try:
@@ -44,7 +42,7 @@ def attachment_get_for_user(
         return None
 
 
-def attachment_bytes_for_user(*, user: AbstractBaseUser) -> int:
+def attachment_bytes_for_user(*, user: User) -> int:
     """What the user's files take in storage: each stored file once, however often uploaded."""
     per_file = dict(Attachment.objects.filter(owner=user).values_list("storage_name", "size"))
     return sum(per_file.values())

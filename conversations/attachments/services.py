@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F, Q
@@ -39,7 +39,7 @@ def _storage_names(*, owner_id: Any, sha256: str, extension: str) -> tuple[str, 
     return f"{base}.{extension}", f"{base}.thumb.webp"
 
 
-def attachment_upload(*, owner: AbstractBaseUser, data: bytes, filename: str) -> Attachment:
+def attachment_upload(*, owner: User, data: bytes, filename: str) -> Attachment:
     """Validate and store one upload for `owner`; raises AttachmentRefused with the reason.
 
     Everything is decided before anything is written; a file already stored for this owner
@@ -109,7 +109,7 @@ def _model_can_read(*, profile: ModelProfile, attachments: Sequence[Attachment])
 def message_attachments_attach(
     *,
     message: Any,
-    owner: AbstractBaseUser,
+    owner: User,
     attachment_ids: Sequence[uuid.UUID],
     profile: ModelProfile,
     earlier: Iterable[Attachment] = (),
@@ -133,7 +133,7 @@ def message_attachments_attach(
 def _attach(
     *,
     message: Any,
-    owner: AbstractBaseUser,
+    owner: User,
     attachment_ids: Sequence[str],
     profile: ModelProfile,
     earlier: list[Attachment],
@@ -307,7 +307,7 @@ def turn_attachments_apply(
     *,
     user_message: Any,
     reply: Any,
-    owner: AbstractBaseUser,
+    owner: User,
     attachment_ids: Sequence[uuid.UUID],
     profile: ModelProfile,
     earlier_path: Callable[[], Sequence[Any]],

@@ -23,6 +23,7 @@ from conversations.attachments import selectors, services
 from conversations.attachments.models import Attachment
 from conversations.chat import selectors as chat_selectors
 from conversations.chat.exports import export_filename
+from conversations.http import AuthenticatedHttpRequest
 from conversations.models import Conversation, ShareLink, TranscriptAccess
 from conversations.review import selectors as review_selectors
 from conversations.review import services as review_services
@@ -38,7 +39,7 @@ def _refused(text: str, status: int = 400) -> JsonResponse:
 
 @require_POST
 @login_required
-def attachment_upload(request: HttpRequest) -> HttpResponse:
+def attachment_upload(request: AuthenticatedHttpRequest) -> HttpResponse:
     """One file per request (the page uploads each with its own progress bar); answers JSON:
     the attachment (the page builds its chip as text), or {"error": "..."} with a sentence
     for the user."""
@@ -114,7 +115,7 @@ def _file_response(
 
 @require_GET
 @login_required
-def attachment_file(request: HttpRequest, attachment_id: str) -> HttpResponseBase:
+def attachment_file(request: AuthenticatedHttpRequest, attachment_id: str) -> HttpResponseBase:
     attachment = selectors.attachment_get_for_user(attachment_id=attachment_id, user=request.user)
     if attachment is None:
         raise Http404("No such attachment.")
@@ -123,7 +124,7 @@ def attachment_file(request: HttpRequest, attachment_id: str) -> HttpResponseBas
 
 @require_GET
 @login_required
-def attachment_thumbnail(request: HttpRequest, attachment_id: str) -> HttpResponseBase:
+def attachment_thumbnail(request: AuthenticatedHttpRequest, attachment_id: str) -> HttpResponseBase:
     attachment = selectors.attachment_get_for_user(attachment_id=attachment_id, user=request.user)
     if attachment is None:
         raise Http404("No such attachment.")
@@ -171,7 +172,7 @@ def shared_attachment_thumbnail(
 
 
 def _staff_serve(
-    request: HttpRequest, conversation_id: str, attachment_id: str, *, thumbnail: bool
+    request: AuthenticatedHttpRequest, conversation_id: str, attachment_id: str, *, thumbnail: bool
 ) -> HttpResponseBase:
     """A file of a conversation for staff who opened its transcript with a reason: the same
     reason is logged again for this file, then the file is served."""
@@ -208,7 +209,7 @@ def _staff_serve(
 @require_GET
 @login_required
 def staff_attachment_file(
-    request: HttpRequest, conversation_id: str, attachment_id: str
+    request: AuthenticatedHttpRequest, conversation_id: str, attachment_id: str
 ) -> HttpResponseBase:
     return _staff_serve(request, conversation_id, attachment_id, thumbnail=False)
 
@@ -216,14 +217,16 @@ def staff_attachment_file(
 @require_GET
 @login_required
 def staff_attachment_thumbnail(
-    request: HttpRequest, conversation_id: str, attachment_id: str
+    request: AuthenticatedHttpRequest, conversation_id: str, attachment_id: str
 ) -> HttpResponseBase:
     return _staff_serve(request, conversation_id, attachment_id, thumbnail=True)
 
 
 @require_GET
 @login_required
-def conversation_export_zip(request: HttpRequest, conversation_id: str) -> HttpResponseBase:
+def conversation_export_zip(
+    request: AuthenticatedHttpRequest, conversation_id: str
+) -> HttpResponseBase:
     """The JSON export plus every attached file, as one ZIP archive."""
     conversation = chat_selectors.conversation_get_for_user(
         conversation_id=conversation_id, user=request.user
