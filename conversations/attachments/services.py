@@ -28,9 +28,13 @@ __all__ = ["AttachmentRefused", "attachment_upload", "message_attachments_attach
 
 # base64 makes every file a third larger on the wire.
 BASE64_GROWTH = 4 / 3
+# The reply's note that older images were left out of its request (shown on the reply).
+IMAGES_LEFT_OUT = "images_left_out"
 
 
 def _size_text(size: float) -> str:
+    if size < 1024:
+        return f"{size:.0f} bytes"
     return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KB"
 
 
@@ -112,78 +116,100 @@ def message_attachments_attach(
     owner: User,
     attachment_ids: Sequence[uuid.UUID],
     profile: ModelProfile,
-    earlier: Iterable[Attachment] = (),
 ) -> list[Attachment]:
-    """Attach the owner's unsent uploads to their new message, after checking the limits of
-    a message and of the whole request (`earlier`: attachments of the turns before, which
-    are sent again) and that the model reads these kinds of file. Raises AttachmentRefused;
-    call it inside the transaction that saves the message, so a refusal saves nothing."""
+    """Attach the owner's unsent uploads to their new message, after checking the limits of a
+    message and that the model reads these kinds of file (the whole request is checked by
+    `thread_attachments_check`). Raises AttachmentRefused; call it inside the transaction that
+    saves the message, so a refusal saves nothing."""
     if not attachment_ids:
         return []
+    ids = [str(i) for i in attachment_ids]
     with transaction.atomic():
-        return _attach(
-            message=message,
-            owner=owner,
-            attachment_ids=[str(i) for i in attachment_ids],
-            profile=profile,
-            earlier=list(earlier),
+        # Locked, so the same upload cannot go out with two messages at once.
+        found = {
+            str(a.id): a
+            for a in Attachment.objects.select_for_update().filter(
+                id__in=ids, owner=owner, sent_at__isnull=True
+            )
+        }
+        if any(i not in found for i in ids):
+            raise AttachmentRefused(
+                "An attachment is not one of your uploads, or was already sent. Remove it and "
+                "attach the file again."
+            )
+        attachments = [found[i] for i in ids]
+        _model_can_read(profile=profile, attachments=attachments)
+        size = sum(a.size for a in attachments)
+        if size > settings.CHAT_ATTACHMENT_MAX_BYTES_PER_MESSAGE:
+            raise AttachmentRefused(
+                f"These attachments come to {_size_text(size)}; a message may carry at most "
+                f"{_size_text(settings.CHAT_ATTACHMENT_MAX_BYTES_PER_MESSAGE)}."
+            )
+        MessageAttachment.objects.bulk_create(
+            MessageAttachment(message=message, attachment=attachment, position=position)
+            for position, attachment in enumerate(attachments)
         )
+        Attachment.objects.filter(id__in=[a.id for a in attachments]).update(sent_at=timezone.now())
+        type(message).objects.filter(id=message.id).update(attachment_count=len(attachments))
+        message.attachment_count = len(attachments)
+    return attachments
 
 
-def _attach(
-    *,
-    message: Any,
-    owner: User,
-    attachment_ids: Sequence[str],
-    profile: ModelProfile,
-    earlier: list[Attachment],
-) -> list[Attachment]:
-    # Locked, so the same upload cannot go out with two messages at once.
-    found = {
-        str(a.id): a
-        for a in Attachment.objects.select_for_update().filter(
-            id__in=attachment_ids, owner=owner, sent_at__isnull=True
-        )
-    }
-    missing = [i for i in attachment_ids if i not in found]
-    if missing:
+def _sent_size(attachments: Sequence[Attachment]) -> float:
+    """Bytes as the request carries them: files in base64, text files as text."""
+    binary = sum(a.size for a in attachments if a.kind != Attachment.Kind.TEXT)
+    return binary * BASE64_GROWTH + sum(
+        a.size for a in attachments if a.kind == Attachment.Kind.TEXT
+    )
+
+
+def _images_too_old(
+    *, thread: Sequence[Any], by_message: dict[uuid.UUID, list[Attachment]]
+) -> set[uuid.UUID]:
+    """Images more than CHAT_ATTACHMENT_IMAGE_MAX_AGE_TURNS user turns back (the last user
+    message is age 0): the request leaves them out."""
+    max_age = settings.CHAT_ATTACHMENT_IMAGE_MAX_AGE_TURNS
+    if not max_age:
+        return set()
+    user_turns = [m for m in thread if m.role == "user"]
+    old_turns = user_turns[: max(0, len(user_turns) - max_age)]
+    return {a.id for m in old_turns for a in by_message.get(m.id, []) if a.is_image}
+
+
+def thread_attachments_check(*, thread: Sequence[Any], profile: ModelProfile, reply: Any) -> None:
+    """Before any reply is asked for (send, edit, regenerate, continue, retry): the files the
+    request carries again (every attachment on `thread`, the messages it is built from, less
+    images too many turns back) must be kinds the model reads and within the per-request
+    limits, so the user reads why in words instead of getting the gateway's 400. Notes on the
+    reply how many images are left out. Raises AttachmentRefused."""
+    by_message = selectors.attachments_by_message(
+        message_ids=[m.id for m in thread if m.attachment_count]
+    )
+    left_out = _images_too_old(thread=thread, by_message=by_message)
+    sent = [a for m in thread for a in by_message.get(m.id, []) if a.id not in left_out]
+    try:
+        _model_can_read(profile=profile, attachments=sent)
+    except AttachmentRefused as exc:
+        raise AttachmentRefused(f"This conversation already holds files. {exc}") from exc
+    if len(sent) > settings.CHAT_ATTACHMENT_MAX_PER_REQUEST:
         raise AttachmentRefused(
-            "An attachment is not one of your uploads, or was already sent. Remove it and "
-            "attach the file again."
-        )
-    attachments = [found[i] for i in attachment_ids]
-    _model_can_read(profile=profile, attachments=attachments)
-    size = sum(a.size for a in attachments)
-    if size > settings.CHAT_ATTACHMENT_MAX_BYTES_PER_MESSAGE:
-        raise AttachmentRefused(
-            f"These attachments come to {_size_text(size)}; a message may carry at most "
-            f"{_size_text(settings.CHAT_ATTACHMENT_MAX_BYTES_PER_MESSAGE)}."
-        )
-    everything = [*earlier, *attachments]
-    sent_size = sum(a.size for a in everything if a.kind != Attachment.Kind.TEXT) * BASE64_GROWTH
-    sent_size += sum(a.size for a in everything if a.kind == Attachment.Kind.TEXT)
-    if len(everything) > settings.CHAT_ATTACHMENT_MAX_PER_REQUEST:
-        raise AttachmentRefused(
-            f"This conversation would send {len(everything)} attachments with this message; a "
-            f"request may carry at most {settings.CHAT_ATTACHMENT_MAX_PER_REQUEST}. Start a new "
+            f"This conversation would send {len(sent)} attachments with this reply; a request "
+            f"may carry at most {settings.CHAT_ATTACHMENT_MAX_PER_REQUEST}. Start a new "
             "conversation."
         )
+    sent_size = _sent_size(sent)
     if sent_size > settings.CHAT_ATTACHMENT_MAX_BYTES_PER_REQUEST:
         raise AttachmentRefused(
-            f"With this message the conversation's attachments come to {_size_text(sent_size)} "
-            "as sent, more than the "
-            f"{_size_text(settings.CHAT_ATTACHMENT_MAX_BYTES_PER_REQUEST)} a request may carry. "
-            "Start a new conversation or attach less."
+            f"The conversation's attachments come to {_size_text(sent_size)} as sent, more "
+            f"than the {_size_text(settings.CHAT_ATTACHMENT_MAX_BYTES_PER_REQUEST)} a request "
+            "may carry. Start a new conversation or attach less."
         )
-    now = timezone.now()
-    MessageAttachment.objects.bulk_create(
-        MessageAttachment(message=message, attachment=attachment, position=position)
-        for position, attachment in enumerate(attachments)
-    )
-    Attachment.objects.filter(id__in=[a.id for a in attachments]).update(sent_at=now)
-    type(message).objects.filter(id=message.id).update(attachment_count=len(attachments))
-    message.attachment_count = len(attachments)
-    return attachments
+    params = {k: v for k, v in reply.request_params.items() if k != IMAGES_LEFT_OUT}
+    if left_out:
+        params[IMAGES_LEFT_OUT] = len(left_out)
+    if params != reply.request_params:
+        reply.request_params = params
+        reply.save(update_fields=["request_params"])
 
 
 def message_attachments_copy(
@@ -313,43 +339,18 @@ def turn_attachments_apply(
     earlier_path: Callable[[], Sequence[Any]],
 ) -> list[Attachment]:
     """The attachments part of starting a turn, in the transaction that saved it: attach the
-    uploads to the new message (checking every limit against the whole request, since the
-    earlier turns' files are sent again), and note on the reply how many older images the
-    request leaves out (CHAT_ATTACHMENT_IMAGE_MAX_AGE_TURNS). `profile` is the model the reply
-    goes to; `earlier_path` reads the messages before the new one (only when needed)."""
+    uploads to the new message, then check the whole request (earlier turns' files are sent
+    again). `profile` is the model the reply goes to; `earlier_path` reads the messages the
+    request carries before the new one (only when needed)."""
     max_age = settings.CHAT_ATTACHMENT_IMAGE_MAX_AGE_TURNS
-    reads_everything = profile.vision and profile.pdf
-    if not attachment_ids and not max_age and reads_everything:
-        # Nothing to attach, nothing to leave out, nothing the model could not read: a
-        # text-only turn costs no query here.
+    if not attachment_ids and not max_age and profile.vision and profile.pdf:
+        # Nothing to attach, nothing to leave out, nothing the model could not read, and the
+        # earlier files passed the request limits before: a text-only turn costs no query.
         return []
-    path = earlier_path()
-    by_message = selectors.attachments_by_message(
-        message_ids=[m.id for m in path if m.attachment_count]
-    )
-    earlier = [a for m in path for a in by_message.get(m.id, [])]
-    user_turns = [m for m in path if m.role == "user"]
-    # The new message is turn age 0, the one before it 1, and so on.
-    old_turns = user_turns[: max(0, len(user_turns) + 1 - max_age)] if max_age else []
-    left_out_ids = {a.id for m in old_turns for a in by_message.get(m.id, []) if a.is_image}
-    if not reads_everything:
-        # Earlier turns' files are sent again: a model switched to since must read them too.
-        try:
-            _model_can_read(
-                profile=profile, attachments=[a for a in earlier if a.id not in left_out_ids]
-            )
-        except AttachmentRefused as exc:
-            raise AttachmentRefused(f"This conversation already holds files. {exc}") from exc
     attached = message_attachments_attach(
-        message=user_message,
-        owner=owner,
-        attachment_ids=attachment_ids,
-        profile=profile,
-        earlier=earlier,
+        message=user_message, owner=owner, attachment_ids=attachment_ids, profile=profile
     )
-    if left_out_ids:
-        reply.request_params = {**reply.request_params, "images_left_out": len(left_out_ids)}
-        reply.save(update_fields=["request_params"])
+    thread_attachments_check(thread=[*earlier_path(), user_message], profile=profile, reply=reply)
     return attached
 
 

@@ -18,7 +18,12 @@ from conversations.attachments import services as attachment_services
 from conversations.catalogue import selectors as catalogue
 from conversations.chat.rendering import markdown_to_html
 from conversations.chat.selectors import message_path
-from conversations.gateway.profiles import STORED_FIELDS, TurnSettings, settings_from_params
+from conversations.gateway.profiles import (
+    STORED_FIELDS,
+    ModelProfile,
+    TurnSettings,
+    settings_from_params,
+)
 from conversations.models import (
     Conversation,
     Message,
@@ -129,8 +134,8 @@ def turn_start(
             reply=reply,
             owner=owner,
             attachment_ids=attachment_ids,
-            profile=plan.profile or catalogue.catalogue_current().profile(plan.model),
-            earlier_path=lambda: message_path(message=user_message)[:-1],
+            profile=_profile_of(plan),
+            earlier_path=lambda: _request_thread(conversation=conversation, leaf=user_message)[:-1],
         )
         accounts_services.usage_reserve(reply=reply, owner=owner)
         conversation.active_leaf = reply
@@ -372,10 +377,38 @@ def _reply_create(
         model_note=plan.note,
         model_changed=_model_changes(parent=parent, model=plan.model),
     )
+    _attachments_check(conversation=conversation, leaf=parent, reply=reply, plan=plan)
     accounts_services.usage_reserve(reply=reply, owner=conversation.owner)
     conversation.active_leaf = reply
     conversation.save()
     return reply
+
+
+def _profile_of(plan: catalogue.TurnPlan) -> ModelProfile:
+    return plan.profile or catalogue.catalogue_current().profile(plan.model)
+
+
+def _request_thread(*, conversation: Conversation, leaf: Message) -> list[Message]:
+    """The messages a request ending at `leaf` is built from (as `reply_turn` builds it)."""
+    return catalogue.thread_in_context(conversation=conversation, thread=message_path(message=leaf))
+
+
+def _attachments_check(
+    *, conversation: Conversation, leaf: Message | None, reply: Message, plan: catalogue.TurnPlan
+) -> None:
+    """A new reply's request carries every file on its thread again: refused in words when
+    the model cannot read them or they pass the request limits (the transaction then leaves
+    nothing behind)."""
+    if leaf is None:
+        return
+    try:
+        attachment_services.thread_attachments_check(
+            thread=_request_thread(conversation=conversation, leaf=leaf),
+            profile=_profile_of(plan),
+            reply=reply,
+        )
+    except attachment_services.AttachmentRefused as exc:
+        raise TurnRefused(str(exc)) from exc
 
 
 def _model_changes(*, parent: Message | None, model: str) -> bool:
@@ -434,7 +467,7 @@ def turn_edit(
             source_id=original.id,
             target=user_message,
             keep_ids=keep_attachments,
-            profile=plan.profile or catalogue.catalogue_current().profile(plan.model),
+            profile=_profile_of(plan),
         )
         _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
         reply = _reply_create(conversation=conversation, parent=user_message, plan=plan)
@@ -573,6 +606,7 @@ def reply_retry(
             model_note=plan.note,
             model_changed=_model_changes(parent=failed.parent, model=plan.model),
         )
+        _attachments_check(conversation=conversation, leaf=failed.parent, reply=reply, plan=plan)
         accounts_services.usage_reserve(reply=reply, owner=owner)
         conversation.active_leaf = reply
         conversation.save(update_fields=["active_leaf", "updated_at"])
