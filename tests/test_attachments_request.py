@@ -387,3 +387,43 @@ async def test_a_send_over_the_request_count_is_refused(
     assert "would send 2 attachments with this reply; a request may carry at most 1" in frames
     assert await Message.objects.filter(conversation=conversation).acount() == 2
     assert (await Attachment.objects.aget(id=second.id)).sent_at is None
+
+
+# --- Files without words --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", ["openai", "anthropic"])
+async def test_files_can_be_sent_without_words(
+    upstream: FakeUpstream, user: Any, settings: Any, style: str
+) -> None:
+    settings.CHAT_REQUEST_STYLE = style
+    upstream.enqueue(Stream(gateway_chunks(["A report."])))
+    document = await _upload(user, files.pdf(pages=3), "report.pdf")
+    comm, conversation = await _connect(user)
+
+    await _send(comm, "", [document])
+    await receive_until(comm, 'data-role="assistant" data-status="complete"')
+    await _finish_all()
+
+    [request] = upstream.streamed_requests
+    [user_turn] = [m for m in request.json["messages"] if m["role"] == "user"]
+    # The document and the line naming it; no empty text part (Anthropic refuses one).
+    assert [p["type"] for p in user_turn["content"]] == [
+        "file" if style == "openai" else "document",
+        "text",
+    ]
+    assert user_turn["content"][-1]["text"] == "Attached files: report.pdf (PDF, 3 pages)"
+    saved = await Message.objects.aget(conversation=conversation, role="user")
+    assert (saved.content, saved.attachment_count) == ("", 1)
+    await comm.disconnect()
+
+
+async def test_no_words_and_no_files_is_still_refused(upstream: FakeUpstream, user: Any) -> None:
+    comm, conversation = await _connect(user)
+
+    await _send(comm, "  ", [])
+    frames = await receive_until(comm, "composer-error")
+
+    assert "Type a message before sending." in frames
+    assert not await Message.objects.filter(conversation=conversation).aexists()
+    await comm.disconnect()

@@ -22,6 +22,7 @@ from conversations.chat import frames, frames_in, selectors, services, titles
 from conversations.chat.forms import (
     TurnForm,
     TurnSettingsForm,
+    TurnWithFilesForm,
     form_error_text,
     turn_form_checked,
     turn_settings_from,
@@ -136,7 +137,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=frames.composer_error(text=DATABASE_BUSY))
 
     async def turn_send(self, frame: frames_in.SendFrame) -> None:
-        form = await self._checked_form(TurnForm, {**frame.controls, "message": frame.message})
+        # Files may be sent without a word about them.
+        form_class = TurnWithFilesForm if frame.attachment_ids else TurnForm
+        form = await self._checked_form(form_class, {**frame.controls, "message": frame.message})
         if form.errors:
             raise FrameError(form_error_text(form))
         data = form.cleaned_data

@@ -90,10 +90,14 @@ def settings_of(data: dict[str, Any], *, system_prompt: str | None = None) -> Tu
 
 class TurnForm(TurnSettingsForm):
     message = forms.CharField(strip=False)
+    # Whether the turn needs words; a message that carries files may be the files alone.
+    text_required = True
 
     def clean_message(self) -> str:
-        message: str = self.cleaned_data["message"]
+        message: str = self.cleaned_data.get("message") or ""
         if not message.strip():
+            if not self.text_required:
+                return ""
             raise forms.ValidationError("Type a message before sending.")
         if len(message) > settings.CHAT_MAX_MESSAGE_CHARS:
             raise forms.ValidationError(
@@ -101,6 +105,13 @@ class TurnForm(TurnSettingsForm):
                 f"{settings.CHAT_MAX_MESSAGE_CHARS:,}. Shorten it or split it into parts."
             )
         return message
+
+
+class TurnWithFilesForm(TurnForm):
+    """A turn whose message carries attachments: the text may be left empty."""
+
+    message = forms.CharField(strip=False, required=False)
+    text_required = False
 
 
 def form_error_text(form: forms.Form) -> str:

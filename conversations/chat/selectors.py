@@ -61,11 +61,13 @@ def thread_path(*, conversation: Conversation) -> list[Message]:
 def upstream_context(*, thread: Sequence[Message]) -> list[dict[str, Any]]:
     """The conversation as the model should see it: replies that failed before any text are
     left out, so a retried turn doesn't confuse the model with an empty assistant message.
-    A user message with attachments becomes content parts (the files, then its text)."""
+    A user message with attachments becomes content parts (the files, then its text, if any:
+    files may be sent without words)."""
     kept = [
         message
         for message in thread
-        if message.content and message.status != Message.Status.STREAMING
+        if (message.content or message.attachment_count)
+        and message.status != Message.Status.STREAMING
     ]
     context = [{"role": message.role, "content": message.content} for message in kept]
     return attachment_selectors.context_with_attachments(messages=kept, context=context).messages

@@ -45,7 +45,10 @@
     textarea.addEventListener("keydown", function (event) {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
-        if (!isStreaming() && textarea.value.trim() !== "") form.requestSubmit();
+        // Not required while files are attached (attachments.js): they may go without words.
+        if (!isStreaming() && (textarea.value.trim() !== "" || !textarea.required)) {
+          form.requestSubmit();
+        }
       }
     });
     textarea.addEventListener("input", function () {
