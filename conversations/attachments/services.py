@@ -212,6 +212,97 @@ def thread_attachments_check(*, thread: Sequence[Any], profile: ModelProfile, re
         reply.save(update_fields=["request_params"])
 
 
+def shared_attachments_copy(
+    *, message: Any, owner: User, source_owner_id: Any, attachment_ids: Sequence[str]
+) -> list[Attachment]:
+    """Continue a shared conversation: the files its snapshot published for this message become
+    the copier's own (new rows, the bytes stored again under the copier), so they reach the
+    owner's files only as part of this copy, and the copier's quota counts them. Only files
+    of the link's owner are taken, whatever ids the snapshot holds; ones deleted since are
+    left out. Raises AttachmentRefused when they do not fit in the copier's storage."""
+    ids = []
+    for value in attachment_ids[: settings.CHAT_ATTACHMENT_MAX_PER_MESSAGE]:
+        try:
+            ids.append(uuid.UUID(str(value)))
+        except ValueError:
+            continue
+    found = {a.id: a for a in Attachment.objects.filter(id__in=ids, owner_id=source_owner_id)}
+    sources = [found[i] for i in ids if i in found]
+    if not sources:
+        return []
+    if owner.pk == source_owner_id:
+        # The owner continuing their own link: the rows are theirs already.
+        copies = sources
+    else:
+        copies = _attachments_copy_for(owner=owner, sources=sources)
+    MessageAttachment.objects.bulk_create(
+        MessageAttachment(message=message, attachment=copy, position=position)
+        for position, copy in enumerate(copies)
+    )
+    type(message).objects.filter(id=message.id).update(attachment_count=len(copies))
+    message.attachment_count = len(copies)
+    return copies
+
+
+def _attachments_copy_for(*, owner: User, sources: Sequence[Attachment]) -> list[Attachment]:
+    store = selectors.storage()
+    written: list[str] = []
+    try:
+        with transaction.atomic():
+            # One writer at a time per owner, as for uploads, so the quota holds.
+            get_user_model().objects.filter(pk=owner.pk).update(last_login=F("last_login"))
+            used = selectors.attachment_bytes_for_user(user=owner)
+            held = set(
+                Attachment.objects.filter(owner=owner).values_list("storage_name", flat=True)
+            )
+            copies = []
+            now = timezone.now()
+            for source in sources:
+                extension = source.storage_name.rsplit(".", 1)[-1]
+                name, thumb_name = _storage_names(
+                    owner_id=owner.pk, sha256=source.sha256, extension=extension
+                )
+                if name not in held:
+                    quota = settings.CHAT_ATTACHMENT_QUOTA_BYTES
+                    if quota and used + source.size > quota:
+                        raise AttachmentRefused(
+                            f"The files of this conversation do not fit in your storage: you use "
+                            f"{_size_text(used)} of {_size_text(quota)}. Delete conversations "
+                            "with attachments you no longer need, then continue again."
+                        )
+                    used += source.size
+                    held.add(name)
+                for source_name, target_name in (
+                    (source.storage_name, name),
+                    (source.thumbnail_name, thumb_name),
+                ):
+                    if source_name and not store.exists(target_name):
+                        with store.open(source_name, "rb") as handle:
+                            store.save(target_name, ContentFile(handle.read()))
+                        written.append(target_name)
+                copies.append(
+                    Attachment.objects.create(
+                        owner=owner,
+                        kind=source.kind,
+                        media_type=source.media_type,
+                        filename=source.filename,
+                        sha256=source.sha256,
+                        size=source.size,
+                        storage_name=name,
+                        thumbnail_name=thumb_name if source.thumbnail_name else "",
+                        width=source.width,
+                        height=source.height,
+                        page_count=source.page_count,
+                        sent_at=now,
+                    )
+                )
+            return copies
+    except BaseException:
+        for written_name in written:
+            store.delete(written_name)
+        raise
+
+
 def message_attachments_copy(
     *,
     source_id: Any,
