@@ -19,6 +19,7 @@ from django.test import Client
 from conversations.chat import titles
 from conversations.realtime import generation
 from conversations.realtime import live as workspace_live
+from tests.browser_audit import watch_csp
 from tests.upstream_server import FakeUpstream
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -238,9 +239,11 @@ def live(
 def browser_page(chromium_browser, live: DaphneServer):
     context = chromium_browser.new_context(base_url=live.url)
     context.set_default_timeout(15_000)
+    csp_violations = watch_csp(context)
     page = context.new_page()
     yield page
     context.close()
+    assert csp_violations == [], f"Content-Security-Policy violations: {csp_violations}"
 
 
 def sign_in(page, *, username: str, password: str = PASSWORD) -> None:
@@ -259,9 +262,11 @@ def page_on(chromium_browser):
     def open_page(server: DaphneServer):
         context = chromium_browser.new_context(base_url=server.url)
         context.set_default_timeout(15_000)
-        contexts.append(context)
+        contexts.append((context, watch_csp(context)))
         return context.new_page()
 
     yield open_page
-    for context in contexts:
+    for context, _ in contexts:
         context.close()
+    for _, csp_violations in contexts:
+        assert csp_violations == [], f"Content-Security-Policy violations: {csp_violations}"
