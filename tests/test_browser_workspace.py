@@ -14,6 +14,9 @@ from tests.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chun
 pytestmark = pytest.mark.browser
 
 ASSISTANT = 'article[data-role="assistant"]'
+TRANSCRIPT_DISTANCE_FROM_END = (
+    "(t => t.scrollHeight - t.scrollTop - t.clientHeight)(document.getElementById('transcript'))"
+)
 
 
 def _conversation(user, question: str, answer: str, **outcome) -> Conversation:
@@ -343,16 +346,11 @@ def test_jump_to_latest_appears_when_scrolled_up_during_a_reply(
     page.get_by_role("button", name="Send").click()
     expect(page.locator(ASSISTANT).last).to_contain_text("First part.")
 
-    page.evaluate("window.scrollTo(0, 0)")
+    page.evaluate("document.getElementById('transcript').scrollTo(0, 0)")
     gate.release()
 
     expect(jump).to_be_visible()
-    assert page.evaluate("window.scrollY") == 0
+    assert page.evaluate("document.getElementById('transcript').scrollTop") == 0
     jump.click()
     expect(jump).to_be_hidden()
-    assert (
-        page.evaluate(
-            "document.scrollingElement.scrollHeight - window.scrollY - window.innerHeight"
-        )
-        < 80
-    )
+    assert page.evaluate(TRANSCRIPT_DISTANCE_FROM_END) < 80

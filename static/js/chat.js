@@ -120,26 +120,30 @@
     return Date.now().toString(36) + Math.random().toString(36).slice(2);
   }
 
-  // Scrolling: follow the stream unless the reader has scrolled up; then offer a way back.
+  // Scrolling: only the transcript scrolls (the page itself never does), and it follows the
+  // stream unless the reader has scrolled up; then it offers a way back.
   function nearBottom() {
-    var scroller = document.scrollingElement;
-    return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < NEAR_BOTTOM_PX;
+    var transcript = $("transcript");
+    if (!transcript) return true;
+    return transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < NEAR_BOTTOM_PX;
   }
 
   function scrollToLatest() {
-    window.scrollTo(0, document.scrollingElement.scrollHeight);
+    var transcript = $("transcript");
+    if (transcript) transcript.scrollTop = transcript.scrollHeight;
     var jump = $("jump-latest");
     if (jump) jump.hidden = true;
   }
 
   function bindScrolling() {
     var jump = $("jump-latest");
-    if (!jump) return;
+    var transcript = $("transcript");
+    if (!jump || !transcript) return;
     jump.addEventListener("click", function () {
       scrollToLatest();
       $("message").focus();
     });
-    window.addEventListener(
+    transcript.addEventListener(
       "scroll",
       function () {
         if (nearBottom()) jump.hidden = true;
@@ -448,9 +452,9 @@
   }
 
   // Deferred scripts run once the document is parsed but before htmx initialises on
-  // DOMContentLoaded: start at the latest message now, so the "load older messages" sentinel
-  // at the top is not already revealed when htmx looks at it.
-  if ($("transcript")) window.scrollTo(0, document.scrollingElement.scrollHeight);
+  // DOMContentLoaded: start the transcript at the latest message now, so the "load older
+  // messages" sentinel at its top is not already in view when htmx looks at it.
+  scrollToLatest();
 
   document.addEventListener("DOMContentLoaded", function () {
     bindControls();

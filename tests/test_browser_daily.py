@@ -1,0 +1,105 @@
+"""End to end in headless Chromium: what a daily user trips over (layout, streaming, links)."""
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from conversations.chat import services
+from conversations.models import Conversation
+from tests.conftest import DaphneServer, sign_in
+from tests.factories import exchange
+from tests.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chunks
+
+pytestmark = pytest.mark.browser
+
+ASSISTANT = 'article[data-role="assistant"]'
+PHONE = {"width": 375, "height": 740}
+DESKTOP = {"width": 1280, "height": 800}
+TRANSCRIPT_DISTANCE_FROM_END = (
+    "(t => t.scrollHeight - t.scrollTop - t.clientHeight)(document.getElementById('transcript'))"
+)
+
+
+def _long_conversation(user, turns: int = 8) -> Conversation:
+    conversation = services.conversation_create(owner=user)
+    for turn in range(turns):
+        exchange(conversation, f"question {turn}", "A long answer.\n\n" * 12)
+    return conversation
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_settings_page_opens_at_its_heading(
+    browser_page: Page, live: DaphneServer, user, viewport: dict[str, int]
+) -> None:
+    page = browser_page
+    page.set_viewport_size(viewport)
+    sign_in(page, username=user.username)
+
+    page.goto("/settings/")
+
+    expect(page.get_by_role("heading", name="Settings")).to_be_in_viewport()
+    assert page.evaluate("window.scrollY") == 0
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_only_the_transcript_starts_at_its_end(
+    browser_page: Page, live: DaphneServer, user, viewport: dict[str, int]
+) -> None:
+    conversation = _long_conversation(user)
+    page = browser_page
+    page.set_viewport_size(viewport)
+    sign_in(page, username=user.username)
+
+    page.goto(f"/c/{conversation.id}/")
+
+    expect(page.locator(ASSISTANT).last).to_be_in_viewport()
+    assert page.evaluate("window.scrollY") == 0
+    assert page.evaluate(TRANSCRIPT_DISTANCE_FROM_END) < 2
+    expect(page.get_by_role("heading", level=1)).to_be_in_viewport()
+    if viewport == DESKTOP:
+        expect(page.get_by_role("button", name="Sign out")).to_be_in_viewport()
+
+
+def test_no_thinking_section_while_streaming_without_reasoning(
+    browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user
+) -> None:
+    gate = Gate()
+    chunks = gateway_chunks(["Plain", " answer"])
+    upstream.enqueue(Stream([chunks[0], Hold(gate), *chunks[1:]]))
+    page = browser_page
+    sign_in(page, username=user.username)
+    page.get_by_label("Message").fill("No thinking please")
+    page.get_by_role("button", name="Send").click()
+    reply = page.locator(ASSISTANT)
+
+    expect(reply).to_have_attribute("data-status", "streaming")
+    expect(reply).to_contain_text("Plain")
+    expect(reply.locator("details.thinking")).to_be_hidden()
+    gate.release()
+    expect(reply).to_have_attribute("data-status", "complete")
+    expect(reply.locator("details.thinking")).to_be_hidden()
+
+
+def test_streaming_tail_continues_the_rendered_paragraph(
+    browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user
+) -> None:
+    rendered, more = Gate(), Gate()
+    chunks = gateway_chunks(["Set `AIMLAPI_API_KEY` to", " talk to Claude", "."])
+    upstream.enqueue(Stream([chunks[0], Hold(rendered), chunks[1], Hold(more), *chunks[2:]]))
+    page = browser_page
+    sign_in(page, username=user.username)
+    page.get_by_label("Message").fill("How do I start?")
+    page.get_by_role("button", name="Send").click()
+    reply = page.locator(ASSISTANT)
+
+    code = reply.locator("p code")
+    expect(code).to_have_text("AIMLAPI_API_KEY")
+    # The not-yet-rendered text lives inside the paragraph, so it flows on the same line.
+    expect(reply.locator("p > .stream-tail")).to_have_count(1)
+    rendered.release()
+    expect(reply).to_contain_text("to talk to Claude")
+    paragraph = reply.locator("p", has=page.locator("code"))
+    expect(paragraph).to_contain_text("to talk to Claude")
+    one_line = code.bounding_box()["height"] * 1.6
+    assert paragraph.bounding_box()["height"] < one_line
+    more.release()
+    expect(reply).to_have_attribute("data-status", "complete")
