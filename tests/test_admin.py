@@ -456,6 +456,7 @@ def test_export_asks_for_a_reason_then_logs_each_conversation(assorted, viewer) 
     )
 
     assert "Why are you exporting" in gate.content.decode()
+    assert "Why are you opening" not in gate.content.decode()
     assert logged_before_reason == 0
     assert export["Content-Disposition"].startswith('attachment; filename="conversations-')
     data = json.loads(export.content)

@@ -644,3 +644,17 @@ def test_snapshot_keeps_only_web_links_among_citations(conversation) -> None:
     link, _ = create_link(conversation)
 
     assert link.messages[1]["citations"] == [{"url": "https://example.org/a", "title": "A"}]
+
+
+def test_an_empty_conversation_cannot_be_shared(user, owner_client) -> None:
+    empty = services.conversation_create(owner=user)
+    url = reverse("share_dialog", args=[empty.id])
+
+    dialog = owner_client.get(url, headers={"HX-Request": "true"}).content.decode()
+    refused = owner_client.post(
+        url, {"visibility": "anyone", "expiry_days": "0"}, headers={"HX-Request": "true"}
+    )
+
+    assert re.search(r"<button[^>]*disabled[^>]*>Create link</button>", dialog)
+    assert "Nothing to share yet" in refused.content.decode()
+    assert not ShareLink.objects.filter(conversation=empty).exists()

@@ -31,7 +31,7 @@ from conversations.models import (
     UserPreferences,
 )
 from conversations.review.charts import tokens_per_day_svg
-from conversations.sharing.forms import ReviewForm, TranscriptReasonForm
+from conversations.sharing.forms import ExportReasonForm, ReviewForm, TranscriptReasonForm
 
 USAGE_CHART_DAYS = 30
 
@@ -425,7 +425,7 @@ class ConversationAdmin(admin.ModelAdmin):
         asked for on an intermediate page like Django's own delete confirmation."""
         reason = ""
         if settings.CHAT_REVIEW_REASON_REQUIRED:
-            form = TranscriptReasonForm(request.POST if "reason" in request.POST else None)
+            form = ExportReasonForm(request.POST if "reason" in request.POST else None)
             if not form.is_valid():
                 return TemplateResponse(
                     request,
