@@ -1,5 +1,7 @@
 """End to end in headless Chromium: what a daily user trips over (layout, streaming, links)."""
 
+import re
+
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -103,3 +105,22 @@ def test_streaming_tail_continues_the_rendered_paragraph(
     assert paragraph.bounding_box()["height"] < one_line
     more.release()
     expect(reply).to_have_attribute("data-status", "complete")
+
+
+def test_shared_links_fit_a_phone(browser_page: Page, live: DaphneServer, user) -> None:
+    conversation = _long_conversation(user, turns=1)
+    services.share_link_publish(
+        conversation_id=conversation.id,
+        user=user,
+        options=services.ShareOptions(
+            include_system_prompt=False, include_thinking=False, visibility="anyone", expiry_days=7
+        ),
+    )
+    page = browser_page
+    page.set_viewport_size(PHONE)
+    sign_in(page, username=user.username)
+
+    page.goto("/share-links/")
+
+    expect(page.get_by_role("button", name=re.compile("^Revoke"))).to_be_in_viewport()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
