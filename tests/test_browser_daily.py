@@ -124,3 +124,65 @@ def test_shared_links_fit_a_phone(browser_page: Page, live: DaphneServer, user) 
 
     expect(page.get_by_role("button", name=re.compile("^Revoke"))).to_be_in_viewport()
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+
+def test_message_buttons_say_which_message_they_act_on(
+    browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user
+) -> None:
+    conversation = services.conversation_create(owner=user)
+    exchange(conversation, "First question", "```python\nx = 1\n```\n\n```sh\nls\n```")
+    exchange(conversation, "Second question", "Second answer")
+    page = browser_page
+    sign_in(page, username=user.username)
+    page.goto(f"/c/{conversation.id}/")
+    log = page.get_by_role("log")
+
+    for name in (
+        "Copy your prompt 1",
+        "Edit your prompt 2",
+        "Copy Claude's reply 1",
+        "Copy Claude's reply 2",
+        "Copy code from Claude's reply 1 (block 2)",
+    ):
+        expect(log.get_by_role("button", name=name, exact=True)).to_have_count(1)
+
+    gate = Gate()
+    chunks = gateway_chunks(["Third", " answer"])
+    upstream.enqueue(Stream([chunks[0], Hold(gate), *chunks[1:]]))
+    page.get_by_label("Message").fill("Third question")
+    page.get_by_role("button", name="Send").click()
+    streaming = page.locator(ASSISTANT).last
+    # The log does not read out every fragment: the reply is announced once it is complete.
+    expect(streaming).to_have_attribute("aria-busy", "true")
+    gate.release()
+    expect(streaming).to_have_attribute("data-status", "complete")
+    expect(streaming).not_to_have_attribute("aria-busy", re.compile(".*"))
+    expect(log.get_by_role("button", name="Copy Claude's reply 3", exact=True)).to_have_count(1)
+
+
+def test_sampling_is_one_choice_with_one_slider_in_chat_and_settings(
+    browser_page: Page, live: DaphneServer, user
+) -> None:
+    page = browser_page
+    sign_in(page, username=user.username)
+
+    for where in ("chat", "settings"):
+        if where == "settings":
+            page.goto("/settings/")
+        sampling = page.get_by_role("group", name="Sampling")
+        temperature = page.get_by_role("slider", name=re.compile("^Temperature"))
+        top_p = page.get_by_role("slider", name=re.compile("^Top P"))
+        expect(sampling.get_by_role("radio", name="default")).to_be_checked()
+        expect(temperature).to_be_hidden()
+        expect(top_p).to_be_hidden()
+
+        sampling.get_by_text("temperature").click()
+        expect(temperature).to_be_visible()
+        expect(top_p).to_be_hidden()
+        expect(temperature).to_have_accessible_description(
+            "Sending temperature; Top P is not sent."
+        )
+        sampling.get_by_text("top P").click()
+        expect(top_p).to_be_visible()
+        expect(temperature).to_be_hidden()
+    expect(page.locator('input[type="number"][name="temperature"]')).to_have_count(0)

@@ -282,9 +282,11 @@ def test_copy_puts_the_raw_markdown_on_the_clipboard(
     page = context.new_page()
     _open(page, user, conversation)
 
-    page.locator(ASSISTANT).get_by_role("button", name="Copy", exact=True).click()
+    page.locator(ASSISTANT).get_by_role("button", name="Copy Claude's reply 1").click()
 
-    expect(page.locator(ASSISTANT).get_by_role("button", name="Copied")).to_be_visible()
+    expect(
+        page.locator(ASSISTANT).get_by_role("button", name="Copy Claude's reply 1")
+    ).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()") == "Use **bold** and `code`."
     context.close()
 

@@ -27,50 +27,53 @@
     document.body.classList.toggle("is-streaming", streaming);
   }
 
-  // Sampling: Claude takes temperature or top_p, never both. Moving one slider selects it.
-  function setSampling(mode) {
-    var sampling = $("sampling");
-    if (!sampling) return;
-    sampling.value = mode;
-    var reasoningOn = $("reasoning_effort") && $("reasoning_effort").value !== "off";
+  // Sampling: Claude takes temperature or top_p, never both. A segmented choice says which,
+  // and only the chosen one's slider shows; the hint (each slider's description) says what is sent.
+  function samplingMode() {
+    var checked = document.querySelector('input[name="sampling"]:checked');
+    return checked ? checked.value : "default";
+  }
+
+  function showSampling() {
+    var mode = samplingMode();
+    var reasoning = $("reasoning_effort");
+    var reasoningOn = reasoning && reasoning.value !== "off";
     document.querySelectorAll("[data-sampling-control]").forEach(function (control) {
-      var name = control.getAttribute("data-sampling-control");
-      var inactive = mode !== name || (name === "temperature" && reasoningOn);
-      control.classList.toggle("control--inactive", inactive);
+      control.hidden = control.getAttribute("data-sampling-control") !== mode;
     });
     var hint = $("sampling-hint");
-    if (hint) {
-      if (mode === "default") hint.textContent = "Model defaults: neither temperature nor Top P is sent.";
-      else if (mode === "temperature" && reasoningOn) hint.textContent = "With reasoning on, temperature is not sent (thinking uses 1).";
-      else if (mode === "temperature") hint.textContent = "Sending temperature; Top P is not sent.";
-      else hint.textContent = "Sending Top P; temperature is not sent.";
-    }
+    if (!hint) return;
+    if (mode === "default") hint.textContent = "Model defaults: neither temperature nor Top P is sent.";
+    else if (mode === "temperature" && reasoningOn) hint.textContent = "With reasoning on, temperature is not sent (thinking uses 1).";
+    else if (mode === "temperature") hint.textContent = "Sending temperature; Top P is not sent.";
+    else hint.textContent = "Sending Top P; temperature is not sent.";
   }
 
   function bindControls() {
     var temperature = $("temperature");
     var topP = $("top_p");
-    var reasoning = $("reasoning_effort");
     if (!temperature || !topP) return;
     temperature.addEventListener("input", function () {
       $("temperature-value").textContent = Number(temperature.value).toFixed(2);
-      setSampling("temperature");
     });
     topP.addEventListener("input", function () {
       $("top_p-value").textContent = Number(topP.value).toFixed(2);
-      setSampling("top_p");
     });
-    reasoning.addEventListener("change", function () {
-      setSampling($("sampling").value);
+    document.querySelectorAll('input[name="sampling"], #reasoning_effort').forEach(function (input) {
+      input.addEventListener("change", showSampling);
     });
-    $("reset-sampling").addEventListener("click", function () {
-      temperature.value = "1";
-      topP.value = "1";
-      $("temperature-value").textContent = "1.00";
-      $("top_p-value").textContent = "1.00";
-      setSampling("default");
-    });
-    setSampling($("sampling").value);
+    var reset = $("reset-sampling");
+    if (reset) {
+      reset.addEventListener("click", function () {
+        temperature.value = "1";
+        topP.value = "1";
+        $("temperature-value").textContent = "1.00";
+        $("top_p-value").textContent = "1.00";
+        $("sampling-default").checked = true;
+        showSampling();
+      });
+    }
+    showSampling();
   }
 
   function autoGrow(textarea) {
@@ -201,6 +204,7 @@
       }
       updateStreamingState();
       foldThinking();
+      nameActions();
       var title = $("chat-title");
       if (title) document.title = title.textContent + " · chatsite";
       if (followStream) {
@@ -342,6 +346,28 @@
     });
   }
 
+  // Every Copy / Edit / Copy code button says which message it acts on ("Copy Claude's reply
+  // 3"), counted in the order on screen, so a screen reader's list of buttons is not a column
+  // of identical names.
+  function nameActions() {
+    var counts = { user: 0, assistant: 0 };
+    document.querySelectorAll("#transcript article[data-role]").forEach(function (article) {
+      var role = article.getAttribute("data-role");
+      if (!(role in counts)) return;
+      counts[role] += 1;
+      var which = role === "user" ? "your prompt " + counts[role] : "Claude's reply " + counts[role];
+      var copy = article.querySelector('[data-action="copy"]');
+      if (copy) copy.setAttribute("aria-label", "Copy " + which);
+      var edit = article.querySelector('[data-action="edit"]');
+      if (edit) edit.setAttribute("aria-label", "Edit " + which);
+      var codes = article.querySelectorAll(".copy-code");
+      codes.forEach(function (button, index) {
+        var block = codes.length > 1 ? " (block " + (index + 1) + ")" : "";
+        button.setAttribute("aria-label", "Copy code from " + which + block);
+      });
+    });
+  }
+
   // Theme: the system's unless chosen; the choice is remembered (theme.js applies it early).
   function currentTheme() {
     var theme = document.documentElement.getAttribute("data-theme");
@@ -467,6 +493,8 @@
     bindDialogs();
     bindOptions();
     updateStreamingState();
+    nameActions();
+    document.body.addEventListener("htmx:afterSettle", nameActions);
     scrollToLatest();
   });
 })();
