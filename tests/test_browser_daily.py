@@ -3,10 +3,11 @@
 import re
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import Page, expect
 
 from conversations.chat import services
-from conversations.models import Conversation
+from conversations.models import Conversation, ConversationReview, UserQuota
 from tests.conftest import DaphneServer, sign_in
 from tests.factories import exchange
 from tests.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chunks
@@ -186,3 +187,73 @@ def test_sampling_is_one_choice_with_one_slider_in_chat_and_settings(
         expect(top_p).to_be_visible()
         expect(temperature).to_be_hidden()
     expect(page.locator('input[type="number"][name="temperature"]')).to_have_count(0)
+
+
+def test_phone_header_is_one_row_and_the_transcript_gets_most_of_the_screen(
+    browser_page: Page, live: DaphneServer, user, make_user
+) -> None:
+    conversation = _long_conversation(user, turns=3)
+    ConversationReview.objects.create(
+        conversation=conversation,
+        note="Checked.",
+        reviewed_at=timezone.now(),
+        reviewed_by=make_user("moderator", is_staff=True),
+    )
+    page = browser_page
+    page.set_viewport_size(PHONE)
+    sign_in(page, username=user.username)
+    page.goto(f"/c/{conversation.id}/")
+    header = page.locator(".chat-header")
+    notice = page.get_by_role("note", name="Staff review")
+
+    tops = {
+        round(header.locator(selector).bounding_box()["y"] / 10)
+        for selector in ("#menu-toggle", "#chat-title", "#share-open", ".chat-menu > summary")
+    }
+    assert len(tops) == 1
+    expect(notice).to_be_visible()
+    notice.get_by_role("button", name="Dismiss the staff review notice").click()
+    expect(notice).to_be_hidden()
+    page.reload()
+    expect(page.get_by_role("log")).to_be_visible()
+    expect(notice).to_be_hidden()
+    assert header.bounding_box()["height"] < 60
+    expect(page.locator("#quota-status")).not_to_be_in_viewport()
+    assert page.get_by_role("log").bounding_box()["height"] >= 0.65 * PHONE["height"]
+
+
+def test_quota_line_shows_when_little_is_left_or_on_its_indicator(
+    browser_page: Page, live: DaphneServer, user
+) -> None:
+    page = browser_page
+    sign_in(page, username=user.username)
+    quota = page.locator("#quota-status")
+
+    expect(quota).not_to_be_in_viewport()
+    page.get_by_role("button", name="Today's quota").hover()
+    expect(quota).to_be_in_viewport()
+    expect(quota).to_contain_text("500 of 500 messages left today")
+
+    UserQuota.objects.update_or_create(user=user, defaults={"messages_per_day": 4})
+    page.reload()
+    expect(page.get_by_label("Message")).to_be_visible()
+    expect(quota).to_be_visible()
+    expect(quota).to_contain_text("4 of 4 messages left today")
+
+
+def test_rename_and_delete_live_in_more(browser_page: Page, live: DaphneServer, user) -> None:
+    conversation = _long_conversation(user, turns=1)
+    page = browser_page
+    sign_in(page, username=user.username)
+    page.goto(f"/c/{conversation.id}/")
+    header = page.locator(".chat-header")
+
+    expect(header.get_by_role("button", name="Rename", exact=True)).to_have_count(0)
+    expect(header.get_by_role("button", name="Delete", exact=True)).to_have_count(0)
+    page.get_by_text("More", exact=True).click()
+    page.get_by_role("button", name="Delete…").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("shared links stop working")
+    dialog.get_by_role("button", name="Delete for good").click()
+    expect(page).not_to_have_url(re.compile(str(conversation.id)))
+    assert not Conversation.objects.filter(id=conversation.id).exists()

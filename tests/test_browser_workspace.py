@@ -65,7 +65,8 @@ def test_rename_and_delete_with_confirmation(
     _open(page, user, conversation)
     sidebar = page.get_by_role("navigation", name="Conversations")
 
-    page.get_by_role("button", name="Rename").click()
+    page.get_by_text("More", exact=True).click()
+    page.get_by_role("button", name="Rename…").click()
     page.get_by_label("Title").fill("Garden plans")
     page.get_by_role("button", name="Save").click()
 
@@ -74,13 +75,15 @@ def test_rename_and_delete_with_confirmation(
     page.reload()
     expect(page.get_by_role("heading", level=1)).to_have_text("Garden plans")
 
-    page.get_by_role("button", name="Delete", exact=True).click()
+    page.get_by_text("More", exact=True).click()
+    page.get_by_role("button", name="Delete…").click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text("cannot be undone")
     dialog.get_by_role("button", name="Cancel").click()
     assert Conversation.objects.filter(id=conversation.id).exists()
 
-    page.get_by_role("button", name="Delete", exact=True).click()
+    page.get_by_text("More", exact=True).click()
+    page.get_by_role("button", name="Delete…").click()
     page.get_by_role("dialog").get_by_role("button", name="Delete for good").click()
 
     expect(page).not_to_have_url(re.compile(str(conversation.id)))

@@ -20,6 +20,9 @@ from django.utils.translation import ngettext
 
 from conversations.models import LoginThrottle, Message, UserQuota
 
+# The share of a daily allowance under which the quota line shows without being asked for.
+LOW_QUOTA_SHARE = 0.2
+
 MINUTE = datetime.timedelta(minutes=1)
 
 
@@ -55,6 +58,15 @@ class QuotaUsage:
         if not self.limits.tokens_per_day:
             return None
         return max(0, self.limits.tokens_per_day - self.tokens_today)
+
+    @property
+    def running_low(self) -> bool:
+        """Under a fifth of a daily allowance left: the page shows the quota line unasked."""
+        pairs = (
+            (self.messages_left_today, self.limits.per_day),
+            (self.tokens_left_today, self.limits.tokens_per_day),
+        )
+        return any(left is not None and left < total * LOW_QUOTA_SHARE for left, total in pairs)
 
     @property
     def summary(self) -> str:

@@ -458,6 +458,8 @@
       opener.addEventListener("click", function () {
         var dialog = $(opener.getAttribute("data-dialog"));
         if (!dialog) return;
+        var menu = opener.closest("details");
+        if (menu) menu.open = false;
         dialog.showModal();
         var input = dialog.querySelector("input[type=text]");
         if (input) input.select();
@@ -477,6 +479,30 @@
     });
   }
 
+  // Notices the user may dismiss stay dismissed (per notice, in this browser).
+  function bindNotices() {
+    document.querySelectorAll("[data-dismiss-key]").forEach(function (notice) {
+      var key = "chatsite-dismissed-" + notice.getAttribute("data-dismiss-key");
+      try {
+        if (localStorage.getItem(key)) notice.hidden = true;
+      } catch (e) {
+        // Storage unavailable: the notice shows until dismissed on this page.
+      }
+      var close = notice.querySelector("[data-dismiss]");
+      if (!close) return;
+      close.addEventListener("click", function () {
+        notice.hidden = true;
+        try {
+          localStorage.setItem(key, "1");
+        } catch (e) {
+          // As above.
+        }
+        var message = $("message");
+        if (message) message.focus();
+      });
+    });
+  }
+
   // Deferred scripts run once the document is parsed but before htmx initialises on
   // DOMContentLoaded: start the transcript at the latest message now, so the "load older
   // messages" sentinel at its top is not already in view when htmx looks at it.
@@ -492,6 +518,7 @@
     bindMenu();
     bindDialogs();
     bindOptions();
+    bindNotices();
     updateStreamingState();
     nameActions();
     document.body.addEventListener("htmx:afterSettle", nameActions);
