@@ -339,7 +339,7 @@ def test_continue_copies_the_snapshot_into_a_new_conversation_of_the_viewer(
     assert thread[1].content_html == markdown_to_html("A **lifetime** is a scope.")
     assert thread[1].reasoning == ""
     assert copy.system_prompt == "SECRET SYSTEM PROMPT"
-    assert copy.title == "Rust lifetimes"
+    assert copy.title == "Rust lifetimes (copy)"
     assert client.get(f"/c/{copy.id}/").status_code == 200
 
 
@@ -658,3 +658,10 @@ def test_an_empty_conversation_cannot_be_shared(user, owner_client) -> None:
     assert re.search(r"<button[^>]*disabled[^>]*>Create link</button>", dialog)
     assert "Nothing to share yet" in refused.content.decode()
     assert not ShareLink.objects.filter(conversation=empty).exists()
+
+
+def test_a_copy_of_a_long_title_keeps_its_copy_mark() -> None:
+    title = services.copy_title(title="x" * 300)
+
+    assert title.endswith("… (copy)")
+    assert len(title) == Conversation._meta.get_field("title").max_length
