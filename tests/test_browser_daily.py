@@ -257,3 +257,27 @@ def test_rename_and_delete_live_in_more(browser_page: Page, live: DaphneServer, 
     dialog.get_by_role("button", name="Delete for good").click()
     expect(page).not_to_have_url(re.compile(str(conversation.id)))
     assert not Conversation.objects.filter(id=conversation.id).exists()
+
+
+def test_search_snippet_is_plain_text_and_opens_at_the_message(
+    browser_page: Page, live: DaphneServer, user
+) -> None:
+    target = services.conversation_create(owner=user)
+    exchange(target, "Tell me about birds", "Birds.")
+    for turn in range(8):
+        exchange(target, f"question {turn}", "A long answer.\n\n" * 12)
+    exchange(target, "last", "The end.")
+    reply = target.messages.get(content="Birds.")
+    reply.content = "The **kiwi** is `flightless` and [lives](https://nz.example) in NZ."
+    reply.save()
+    page = browser_page
+    sign_in(page, username=user.username)
+
+    page.get_by_label("Search conversations").fill("flightless")
+
+    result = page.get_by_role("list", name="Search results").get_by_role("link")
+    expect(result).to_contain_text("The kiwi is flightless and lives in NZ.")
+    result.click()
+    article = page.locator(f"#msg-{reply.id}")
+    expect(article).to_be_in_viewport()
+    expect(article).to_have_class(re.compile("is-highlighted"))

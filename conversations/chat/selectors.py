@@ -15,6 +15,7 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
+from conversations.chat.plain_text import markdown_plain
 from conversations.gateway.client import RequestStyle, TurnOptions, build_payload
 from conversations.models import (
     Conversation,
@@ -554,6 +555,8 @@ def messages_with_versions(*, messages: list[Message]) -> list[Message]:
 class SearchHit:
     conversation: Conversation
     snippet: str
+    # The message the snippet comes from, so the result can open the page at it.
+    message_id: uuid.UUID | None = None
 
 
 def conversation_search_for_user(
@@ -572,14 +575,17 @@ def conversation_search_for_user(
     hits = []
     for conversation in conversations:
         snippet = ""
+        message_id = None
         if query.lower() not in conversation.title.lower():
-            content = (
+            match = (
                 Message.objects.filter(conversation=conversation, content__icontains=query)
-                .values_list("content", flat=True)
+                .values_list("id", "content")
                 .first()
             )
-            snippet = _snippet(content or "", query)
-        hits.append(SearchHit(conversation=conversation, snippet=snippet))
+            if match is not None:
+                message_id = match[0]
+                snippet = _snippet(markdown_plain(match[1]), query)
+        hits.append(SearchHit(conversation=conversation, snippet=snippet, message_id=message_id))
     return hits
 
 

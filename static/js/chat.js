@@ -503,6 +503,19 @@
     });
   }
 
+  // A search result links to the message it matched (#msg-<id>): open the transcript there and
+  // mark it, rather than at the end.
+  function showLinkedMessage() {
+    var match = /^#(msg-[0-9a-f-]{36})$/.exec(window.location.hash);
+    var article = match && document.getElementById(match[1]);
+    if (!article || !article.matches("#transcript article")) return;
+    article.scrollIntoView({ block: "center" });
+    article.classList.add("is-highlighted");
+    article.addEventListener("animationend", function () {
+      article.classList.remove("is-highlighted");
+    }, { once: true });
+  }
+
   // Deferred scripts run once the document is parsed but before htmx initialises on
   // DOMContentLoaded: start the transcript at the latest message now, so the "load older
   // messages" sentinel at its top is not already in view when htmx looks at it.
@@ -523,5 +536,6 @@
     nameActions();
     document.body.addEventListener("htmx:afterSettle", nameActions);
     scrollToLatest();
+    showLinkedMessage();
   });
 })();
