@@ -9,7 +9,7 @@ from playwright.sync_api import Page, expect
 from conversations.chat import services
 from conversations.models import Conversation, ConversationReview, UserQuota
 from tests.conftest import DaphneServer, sign_in
-from tests.factories import exchange
+from tests.factories import MODEL, exchange, finish, regenerated, turn_settings
 from tests.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chunks
 
 pytestmark = pytest.mark.browser
@@ -281,3 +281,32 @@ def test_search_snippet_is_plain_text_and_opens_at_the_message(
     article = page.locator(f"#msg-{reply.id}")
     expect(article).to_be_in_viewport()
     expect(article).to_have_class(re.compile("is-highlighted"))
+
+
+def test_a_continued_reply_reads_as_one_with_a_larger_version_switcher(
+    browser_page: Page, live: DaphneServer, user
+) -> None:
+    conversation = services.conversation_create(owner=user)
+    _, cut = exchange(conversation, "Write a poem", "Roses are red,", finish_reason="length")
+    continuation = finish(
+        services.reply_continue(
+            conversation_id=conversation.id,
+            owner=user,
+            reply_id=cut.id,
+            settings=turn_settings(),
+            model=MODEL,
+        ),
+        " violets are blue.",
+    )
+    regenerated(conversation, continuation, " violets are purple.")
+    page = browser_page
+    sign_in(page, username=user.username)
+    page.goto(f"/c/{conversation.id}/")
+    first, second = page.locator(ASSISTANT).first, page.locator(ASSISTANT).last
+
+    expect(first.locator(".message-footer")).to_be_hidden()
+    expect(first.locator(".message-note")).to_be_hidden()
+    expect(second.locator(".message-role")).to_be_hidden()
+    expect(second.locator(".message-footer")).to_be_visible()
+    previous = second.get_by_role("button", name="Previous version")
+    assert previous.bounding_box()["height"] >= 28
