@@ -380,7 +380,8 @@ def listed_titles(client: Client, query: str) -> set[str]:
     ("query", "expected"),
     [
         ("has_error=yes", {"Broken one"}),
-        ("has_error=no", {"Tax question", "Shared one", "Once shared"}),
+        ("has_error=no&empty=include", {"Tax question", "Shared one", "Once shared"}),
+        ("has_error=no", {"Tax question", "Shared one"}),
         ("shared=yes", {"Shared one"}),
         ("flagged=yes", {"Broken one"}),
         ("status=error", {"Broken one"}),
@@ -515,3 +516,19 @@ def test_delete_confirmation_names_conversations_without_message_text(
     assert "Tax question" in body
     assert "How do I file" not in body
     assert "File form" not in body
+
+
+def test_empty_conversations_are_hidden_unless_asked_for(assorted, viewer, user) -> None:
+    client, _ = viewer
+    blank = services.conversation_create(owner=user)
+
+    default = client.get(CHANGELIST).content.decode()
+    included = client.get(CHANGELIST, {"empty": "include"}).content.decode()
+    only = client.get(CHANGELIST, {"empty": "only"}).content.decode()
+
+    assert str(blank.pk) not in default
+    assert "Tax question" in default
+    assert str(blank.pk) in included
+    assert "Tax question" in included
+    assert str(blank.pk) in only
+    assert "Tax question" not in only

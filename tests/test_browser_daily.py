@@ -8,7 +8,7 @@ from playwright.sync_api import Page, expect
 
 from conversations.chat import services
 from conversations.models import Conversation, ConversationReview, UserQuota
-from tests.conftest import DaphneServer, sign_in
+from tests.conftest import PASSWORD, DaphneServer, sign_in
 from tests.factories import MODEL, exchange, finish, regenerated, turn_settings
 from tests.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chunks
 
@@ -310,3 +310,23 @@ def test_a_continued_reply_reads_as_one_with_a_larger_version_switcher(
     expect(second.locator(".message-footer")).to_be_visible()
     previous = second.get_by_role("button", name="Previous version")
     assert previous.bounding_box()["height"] >= 28
+
+
+def test_admin_conversation_list_fits_a_1280_screen(
+    browser_page: Page, live: DaphneServer, user, make_user
+) -> None:
+    exchange(services.conversation_create(owner=user), "A question", "An answer")
+    make_user("moderator", is_staff=True, is_superuser=True)
+    page = browser_page
+    page.set_viewport_size(DESKTOP)
+    page.goto("/admin/login/?next=/admin/")
+    page.get_by_label("Username").fill("moderator")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/admin/")
+
+    page.goto("/admin/conversations/conversation/")
+
+    for column in ("Cost (USD)", "Shared", "Flagged", "Reviewed", "Transcript"):
+        expect(page.get_by_role("columnheader", name=column)).to_be_in_viewport(ratio=1)
+    assert page.evaluate("document.documentElement.scrollWidth") <= DESKTOP["width"]

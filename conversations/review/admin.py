@@ -128,6 +128,30 @@ class ReviewedFilter(_YesNoFilter):
         return Q(review__reviewed_at__isnull=False)
 
 
+class EmptyConversationFilter(admin.SimpleListFilter):
+    """Blank "New chat" rows (no message) only clutter the list: hidden unless asked for."""
+
+    title = "messages"
+    parameter_name = "empty"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("include", "Including empty"), ("only", "Empty only")]
+
+    def choices(self, changelist: Any) -> Any:
+        for choice in super().choices(changelist):
+            if choice["query_string"] == changelist.get_query_string(remove=[self.parameter_name]):
+                choice["display"] = "With messages"
+            yield choice
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        has_messages = Exists(Message.objects.filter(conversation=OuterRef("pk")))
+        if self.value() == "include":
+            return queryset
+        if self.value() == "only":
+            return queryset.filter(~has_messages)
+        return queryset.filter(has_messages)
+
+
 # --- Conversations -----------------------------------------------------------------------
 
 
@@ -148,10 +172,10 @@ class ConversationReviewInline(admin.StackedInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
+    # Fits a 1280 px screen beside the filters: creation date is in the date filter instead.
     list_display = (
         "title",
         "owner",
-        "created_at",
         "updated_at",
         "messages_column",
         "tokens_column",
@@ -163,6 +187,7 @@ class ConversationAdmin(admin.ModelAdmin):
     )
     list_select_related = ("owner", "review")
     list_filter = (
+        EmptyConversationFilter,
         ("owner", admin.RelatedOnlyFieldListFilter),
         ("created_at", admin.DateFieldListFilter),
         ModelFilter,
@@ -225,7 +250,7 @@ class ConversationAdmin(admin.ModelAdmin):
         review = _review_of(obj)
         if review is None or review.reviewed_at is None:
             return "–"
-        return f"{review.reviewed_at:%Y-%m-%d} by {_username(review.reviewed_by)}"
+        return f"{review.reviewed_at:%d %b} by {_username(review.reviewed_by)}"
 
     @admin.display(description="transcript")
     def transcript_link(self, obj: Conversation) -> str:
