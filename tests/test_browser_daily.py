@@ -330,3 +330,23 @@ def test_admin_conversation_list_fits_a_1280_screen(
     for column in ("Cost (USD)", "Shared", "Flagged", "Reviewed", "Transcript"):
         expect(page.get_by_role("columnheader", name=column)).to_be_in_viewport(ratio=1)
     assert page.evaluate("document.documentElement.scrollWidth") <= DESKTOP["width"]
+
+
+@pytest.mark.parametrize("system", ["light", "dark"])
+def test_one_palette_follows_the_system_unless_the_theme_is_pinned(
+    browser_page: Page, live: DaphneServer, user, system: str
+) -> None:
+    page = browser_page
+    page.emulate_media(color_scheme=system)
+    sign_in(page, username=user.username)
+    background = "getComputedStyle(document.body).backgroundColor"
+    light, dark = "rgb(247, 247, 245)", "rgb(27, 27, 26)"
+    theme = page.locator("#theme-toggle")
+
+    assert page.evaluate(background) == (light if system == "light" else dark)
+    theme.click()  # pinned light
+    expect(page.locator("html")).to_have_attribute("data-theme", "light")
+    assert page.evaluate(background) == light
+    theme.click()  # pinned dark
+    expect(page.locator("html")).to_have_attribute("data-theme", "dark")
+    assert page.evaluate(background) == dark
