@@ -248,17 +248,6 @@
     if (error) error.textContent = text;
   }
 
-  function copyText(text, button) {
-    if (!navigator.clipboard) return;
-    navigator.clipboard.writeText(text).then(function () {
-      var label = button.textContent;
-      button.textContent = "Copied";
-      setTimeout(function () {
-        button.textContent = label;
-      }, 1500);
-    });
-  }
-
   function rawContent(article) {
     var template = article.querySelector("template.message-raw");
     return template ? template.content.textContent : "";
@@ -320,7 +309,7 @@
       if (codeCopy) {
         var block = codeCopy.closest(".codeblock");
         var pre = block && block.querySelector("pre");
-        if (pre) copyText(pre.innerText, codeCopy);
+        if (pre) window.chatsite.copyText(pre.innerText, codeCopy);
         return;
       }
       var button = event.target.closest("#transcript [data-action]");
@@ -329,7 +318,7 @@
       var id = article.getAttribute("data-message-id");
       var action = button.getAttribute("data-action");
       if (action === "copy") {
-        copyText(rawContent(article), button);
+        window.chatsite.copyText(rawContent(article), button);
       } else if (action === "edit") {
         openEditor(article);
       } else if (action === "edit-cancel") {
