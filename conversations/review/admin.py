@@ -39,7 +39,7 @@ from conversations.models import (
 from conversations.review import selectors as review_selectors
 from conversations.review import services as review_services
 from conversations.review.charts import tokens_per_day_svg
-from conversations.review.forms import ReviewForm, TranscriptReasonForm
+from conversations.review.forms import ExportReasonForm, ReviewForm, TranscriptReasonForm
 from conversations.sharing import selectors as sharing_selectors
 
 USAGE_CHART_DAYS = 30
@@ -157,6 +157,30 @@ class ReviewedFilter(_YesNoFilter):
         return Q(review__reviewed_at__isnull=False)
 
 
+class EmptyConversationFilter(admin.SimpleListFilter):
+    """Blank "New chat" rows (no message) only clutter the list: hidden unless asked for."""
+
+    title = "messages"
+    parameter_name = "empty"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("include", "Including empty"), ("only", "Empty only")]
+
+    def choices(self, changelist: Any) -> Any:
+        for choice in super().choices(changelist):
+            if choice["query_string"] == changelist.get_query_string(remove=[self.parameter_name]):
+                choice["display"] = "With messages"
+            yield choice
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        has_messages = Exists(Message.objects.filter(conversation=OuterRef("pk")))
+        if self.value() == "include":
+            return queryset
+        if self.value() == "only":
+            return queryset.filter(~has_messages)
+        return queryset.filter(has_messages)
+
+
 # --- Conversations -----------------------------------------------------------------------
 
 
@@ -177,10 +201,10 @@ class ConversationReviewInline(admin.StackedInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
+    # Fits a 1280 px screen beside the filters: creation date is in the date filter instead.
     list_display = (
         "label_column",
         "owner",
-        "created_at",
         "updated_at",
         "messages_column",
         "tokens_column",
@@ -192,6 +216,7 @@ class ConversationAdmin(admin.ModelAdmin):
     )
     list_select_related = ("owner", "review")
     list_filter = (
+        EmptyConversationFilter,
         ("owner", admin.RelatedOnlyFieldListFilter),
         ("created_at", admin.DateFieldListFilter),
         ModelFilter,
@@ -229,7 +254,8 @@ class ConversationAdmin(admin.ModelAdmin):
     def get_list_display(self, request: HttpRequest) -> tuple[Any, ...]:
         columns = tuple(super().get_list_display(request))
         if can_see_titles(request):
-            return ("title", *columns)
+            # The title names the row; the short label beside it would only cost width.
+            return ("title", *(column for column in columns if column != "label_column"))
         return columns
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
@@ -333,7 +359,7 @@ class ConversationAdmin(admin.ModelAdmin):
         review = _review_of(obj)
         if review is None or review.reviewed_at is None:
             return "–"
-        return f"{review.reviewed_at:%Y-%m-%d} by {_username(review.reviewed_by)}"
+        return f"{review.reviewed_at:%d %b} by {_username(review.reviewed_by)}"
 
     @admin.display(description="transcript")
     def transcript_link(self, obj: Conversation) -> str:
@@ -536,7 +562,7 @@ class ConversationAdmin(admin.ModelAdmin):
         asked for on an intermediate page like Django's own delete confirmation."""
         reason = ""
         if settings.CHAT_REVIEW_REASON_REQUIRED:
-            form = TranscriptReasonForm(request.POST if "reason" in request.POST else None)
+            form = ExportReasonForm(request.POST if "reason" in request.POST else None)
             if not form.is_valid():
                 return TemplateResponse(
                     request,
