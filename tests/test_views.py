@@ -234,9 +234,9 @@ def test_other_users_cannot_read_a_conversation(client_for, name: str) -> None:
     assert intruder.get(reverse(name, args=[conversation.id])).status_code == 404
 
 
-# GET never writes: rename has no GET, delete's GET only asks for confirmation.
+# GET never writes: neither has a GET (the chat page's dialogs ask).
 @pytest.mark.parametrize(
-    ("name", "get_status"), [("conversation_rename", 405), ("conversation_delete", 200)]
+    ("name", "get_status"), [("conversation_rename", 405), ("conversation_delete", 405)]
 )
 def test_writes_need_the_csrf_token_and_post(client_for, name: str, get_status: int) -> None:
     client, user = client_for("alice", csrf=True)

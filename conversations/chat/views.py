@@ -130,18 +130,11 @@ def conversation_rename(request: AuthenticatedHttpRequest, conversation_id: str)
     )
 
 
-@require_http_methods(["GET", "POST"])
+@require_POST
 @login_required
 def conversation_delete(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
-    """GET asks for confirmation (naming the share links that die with it); POST deletes."""
+    """The chat page's Delete dialog is the one place that asks; this only deletes."""
     conversation = _owned(request, conversation_id)
-    if request.method == "GET":
-        live_links = conversation.share_links.filter(revoked_at__isnull=True).count()
-        return render(
-            request,
-            "sharing/confirm_delete.html",
-            {"conversation": conversation, "live_links": live_links},
-        )
     live.reply_stop_sync(conversation_id=conversation.id)
     services.conversation_delete(conversation_id=conversation.id, owner=request.user)
     live.sidebar_changed_sync(user_id=request.user.pk)
