@@ -41,7 +41,7 @@ from conversations.models import (
 from conversations.review import selectors as review_selectors
 from conversations.review import services as review_services
 from conversations.review.charts import tokens_per_day_svg
-from conversations.review.forms import ExportReasonForm, ReviewForm, TranscriptReasonForm
+from conversations.review.forms import ReviewForm, TranscriptReasonForm
 from conversations.sharing import selectors as sharing_selectors
 
 USAGE_CHART_DAYS = 30
@@ -592,7 +592,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         asked for on an intermediate page like Django's own delete confirmation."""
         reason = ""
         if settings.CHAT_REVIEW_REASON_REQUIRED:
-            form = ExportReasonForm(request.POST if "reason" in request.POST else None)
+            form = TranscriptReasonForm(request.POST if "reason" in request.POST else None)
             if not form.is_valid():
                 return TemplateResponse(
                     request,

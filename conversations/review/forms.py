@@ -1,7 +1,5 @@
 """Forms of the staff review pages."""
 
-from typing import Any
-
 from django import forms
 
 
@@ -13,14 +11,6 @@ class TranscriptReasonForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="Recorded in the transcript access log with your name and the time.",
     )
-
-
-class ExportReasonForm(TranscriptReasonForm):
-    """The same gate as opening a transcript, asked in the words of an export."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["reason"].label = "Why are you exporting these transcripts?"
 
 
 class ReviewForm(forms.Form):
