@@ -110,7 +110,9 @@
     var maxTokens = $("max_tokens");
     if (maxTokens) {
       maxTokens.max = String(profile.max_output_tokens);
-      clamp(maxTokens, 1, profile.max_output_tokens);
+      maxTokens.placeholder = "default (" + profile.default_max_tokens + ")";
+      // Blank stays blank: it asks for the model's default.
+      if (maxTokens.value !== "") clamp(maxTokens, 1, profile.max_output_tokens);
     }
     setSampling(samplingMode());
   }
