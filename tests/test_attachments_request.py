@@ -427,3 +427,28 @@ async def test_no_words_and_no_files_is_still_refused(upstream: FakeUpstream, us
     assert "Type a message before sending." in frames
     assert not await Message.objects.filter(conversation=conversation).aexists()
     await comm.disconnect()
+
+
+async def test_an_edit_may_keep_only_the_files(upstream: FakeUpstream, user: Any) -> None:
+    conversation, _ = await _conversation_with_image(user)
+    first = await Message.objects.aget(conversation=conversation, role="user")
+    edit = {**CONTROLS, "action": "edit", "message_id": str(first.id), "message": ""}
+
+    frames = await _refused(user, conversation, {**edit, "keep_attachments": []})
+    assert "Type a message before sending." in frames
+    assert await Message.objects.filter(conversation=conversation).acount() == 2
+
+    upstream.enqueue(Stream(gateway_chunks(["Just the cat."])))
+    comm = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/c/{conversation.id}/")
+    comm.scope["user"] = user
+    assert (await comm.connect())[0]
+    await comm.send_to(text_data=json.dumps(edit))
+    await receive_until(comm, "Just the cat.")
+    await _finish_all()
+    await comm.disconnect()
+
+    [request] = upstream.streamed_requests
+    [user_turn] = request.json["messages"]
+    assert [p["type"] for p in user_turn["content"]] == ["image_url", "text"]
+    edited = await Message.objects.filter(role="user").order_by("-created_at").afirst()
+    assert edited is not None and (edited.content, edited.attachment_count) == ("", 1)

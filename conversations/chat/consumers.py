@@ -203,8 +203,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     conversation_id=self.conversation_id, owner=owner, message_id=message_id
                 )
             elif frame.action == "edit":
+                # The new version may be its files alone (the service checks it keeps some).
+                keeps_files = frame.keep_attachments is None or bool(frame.keep_attachments)
                 form = await self._checked_form(
-                    TurnForm, {**frame.controls, "message": frame.message}
+                    TurnWithFilesForm if keeps_files else TurnForm,
+                    {**frame.controls, "message": frame.message},
                 )
                 if form.errors:
                     raise FrameError(form_error_text(form))

@@ -92,7 +92,8 @@ def settings_of(data: dict[str, Any], *, system_prompt: str | None = None) -> Tu
 
 
 class TurnForm(TurnSettingsForm):
-    message = forms.CharField(strip=False)
+    # Not required as a field: an empty message gets the same words as a blank one.
+    message = forms.CharField(strip=False, required=False)
     # Whether the turn needs words; a message that carries files may be the files alone.
     text_required = True
 
@@ -113,7 +114,6 @@ class TurnForm(TurnSettingsForm):
 class TurnWithFilesForm(TurnForm):
     """A turn whose message carries attachments: the text may be left empty."""
 
-    message = forms.CharField(strip=False, required=False)
     text_required = False
 
 

@@ -469,6 +469,8 @@ def turn_edit(
             keep_ids=keep_attachments,
             profile=_profile_of(plan),
         )
+        if not content.strip() and not user_message.attachment_count:
+            raise TurnRefused("Type a message before sending.")
         _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
         reply = _reply_create(conversation=conversation, parent=user_message, plan=plan)
     return user_message, reply
