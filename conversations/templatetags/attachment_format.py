@@ -54,3 +54,9 @@ def attachment_storage_table() -> dict[str, Any]:
     """Stored attachment bytes per user and in total, for staff (sizes only, no names)."""
     rows = selectors.attachment_bytes_by_user()
     return {"rows": rows, "total": sum(row["bytes"] for row in rows)}
+
+
+@register.inclusion_tag("attachments/_attach_button.html")
+def attach_button() -> dict[str, Any]:
+    """The Attach button and its file input, in the row of tools under the composer."""
+    return {}
