@@ -151,11 +151,14 @@ def conversation_delete(request: HttpRequest, conversation_id: str) -> HttpRespo
 def conversation_search(request: HttpRequest) -> HttpResponse:
     # PostgreSQL text cannot hold NUL: a query with one would fail rather than find nothing.
     query = request.GET.get("q", "").replace("\x00", "")
-    hits = selectors.conversation_search_for_user(user=request.user, query=query)
+    include_archived = request.GET.get("archived") == "1"
+    hits = selectors.conversation_search_for_user(
+        user=request.user, query=query, include_archived=include_archived
+    )
     return render(
         request,
         "chat/_search_results.html",
-        {"hits": hits, "query": query.strip()},
+        {"hits": hits, "query": query.strip(), "include_archived": include_archived},
     )
 
 

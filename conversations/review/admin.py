@@ -31,6 +31,7 @@ from conversations.models import (
     Conversation,
     ConversationReview,
     Message,
+    MessageFeedback,
     ShareLink,
     TranscriptAccess,
     UsageRecord,
@@ -127,6 +128,22 @@ class HasErrorFilter(_YesNoFilter):
         )
 
 
+class NegativeFeedbackFilter(_YesNoFilter):
+    """Whether the owner rated any reply down: metadata only, the comments stay behind the gate."""
+
+    title = "has negative feedback"
+    parameter_name = "negative_feedback"
+
+    def condition(self) -> Q:
+        return Q(
+            Exists(
+                MessageFeedback.objects.filter(
+                    message__conversation=OuterRef("pk"), rating=MessageFeedback.Rating.DOWN
+                )
+            )
+        )
+
+
 class SharedFilter(_YesNoFilter):
     title = "shared (live link)"
     parameter_name = "shared"
@@ -198,6 +215,7 @@ class ConversationAdmin(admin.ModelAdmin):
         RetiringModelFilter,
         MessageStatusFilter,
         HasErrorFilter,
+        NegativeFeedbackFilter,
         SharedFilter,
         FlaggedFilter,
         ReviewedFilter,
@@ -431,7 +449,9 @@ class ConversationAdmin(admin.ModelAdmin):
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
                 "conversation": conversation,
-                "thread": selectors.thread_path(conversation=conversation),
+                "thread": selectors.messages_with_feedback(
+                    messages=selectors.thread_path(conversation=conversation)
+                ),
                 "totals": review_selectors.usage_totals_for_conversation(conversation=conversation),
                 "branch_count": conversation.messages.count(),
                 "access": access,

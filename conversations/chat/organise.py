@@ -1,0 +1,115 @@
+"""A user's own conversations kept in order: pin, archive (and the archived list), and
+feedback on replies. Every id is checked against the signed-in user: anyone else's is a 404."""
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from conversations.chat import selectors, services
+from conversations.chat.forms import FeedbackForm, SwitchForm
+from conversations.chat.frames import SIDEBAR_SIZE
+from conversations.models import Conversation
+from conversations.realtime import live
+
+
+def _owned(request: HttpRequest, conversation_id: object) -> Conversation:
+    conversation = selectors.conversation_get_for_user(
+        conversation_id=conversation_id, user=request.user
+    )
+    if conversation is None:
+        raise Http404("No such conversation.")
+    return conversation
+
+
+def _switched(request: HttpRequest, conversation: Conversation) -> HttpResponse:
+    """After a pin or archive: every open tab re-renders its sidebar (and this conversation's
+    controls) over its socket; the answer to this request carries the same, for a tab whose
+    socket is down."""
+    live.sidebar_changed_sync(user_id=request.user.pk)
+    if not request.htmx:
+        # Only the archived list says where to go back to; anything else returns to the
+        # conversation.
+        if request.POST.get("next") == "archived":
+            return redirect("archived")
+        return redirect("conversation", conversation_id=conversation.id)
+    return render(
+        request,
+        "chat/_organised.html",
+        {
+            "conversation": conversation,
+            "conversations": selectors.conversation_sidebar_for_user(
+                user=request.user, current_id=conversation.id, limit=SIDEBAR_SIZE
+            ),
+        },
+    )
+
+
+@require_POST
+@login_required
+def conversation_pin(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = _owned(request, conversation_id)
+    form = SwitchForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse("`state` must be on or off.", status=400)
+    conversation = services.conversation_pin_set(
+        conversation_id=conversation.id, owner=request.user, pinned=form.is_on
+    )
+    return _switched(request, conversation)
+
+
+@require_POST
+@login_required
+def conversation_archive(request: HttpRequest, conversation_id: str) -> HttpResponse:
+    conversation = _owned(request, conversation_id)
+    form = SwitchForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse("`state` must be on or off.", status=400)
+    conversation = services.conversation_archive_set(
+        conversation_id=conversation.id, owner=request.user, archived=form.is_on
+    )
+    return _switched(request, conversation)
+
+
+@require_GET
+@login_required
+def archived(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "chat/archived.html",
+        {"archived": selectors.conversation_archived_for_user(user=request.user)},
+    )
+
+
+@require_POST
+@login_required
+def message_feedback(request: HttpRequest, message_id: str) -> HttpResponse:
+    """Rate a reply (or take the rating back) and answer with its feedback controls."""
+    message = selectors.message_get_for_user(message_id=message_id, user=request.user)
+    if message is None:
+        raise Http404("No such message.")
+    form = FeedbackForm(request.POST)
+    error = ""
+    if not form.is_valid():
+        error = "; ".join(str(e) for errors in form.errors.values() for e in errors)
+    elif form.cleaned_data["rating"]:
+        try:
+            services.message_feedback_set(
+                message_id=message.id,
+                owner=request.user,
+                rating=form.cleaned_data["rating"],
+                comment=form.cleaned_data["comment"],
+            )
+        except services.FeedbackRefused as exc:
+            error = str(exc)
+    else:
+        services.message_feedback_clear(message_id=message.id, owner=request.user)
+    if not request.htmx and not request.headers.get("X-Requested-With"):
+        return redirect("conversation", conversation_id=message.conversation_id)
+    message = selectors.feedback_for_user(message_id=message.id, user=request.user)
+    return render(
+        request,
+        "chat/_feedback.html",
+        {"message": message, "feedback_error": error},
+        status=400 if error else 200,
+    )
