@@ -2,18 +2,19 @@
 feedback on replies. Every id is checked against the signed-in user: anyone else's is a 404."""
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations.chat import selectors, services
 from conversations.chat.forms import FeedbackForm, SwitchForm
 from conversations.chat.frames import SIDEBAR_SIZE
+from conversations.http import AuthenticatedHttpRequest
 from conversations.models import Conversation
 from conversations.realtime import live
 
 
-def _owned(request: HttpRequest, conversation_id: object) -> Conversation:
+def _owned(request: AuthenticatedHttpRequest, conversation_id: str) -> Conversation:
     conversation = selectors.conversation_get_for_user(
         conversation_id=conversation_id, user=request.user
     )
@@ -22,7 +23,7 @@ def _owned(request: HttpRequest, conversation_id: object) -> Conversation:
     return conversation
 
 
-def _switched(request: HttpRequest, conversation: Conversation) -> HttpResponse:
+def _switched(request: AuthenticatedHttpRequest, conversation: Conversation) -> HttpResponse:
     """After a pin or archive: every open tab re-renders its sidebar (and this conversation's
     controls) over its socket; the answer to this request carries the same, for a tab whose
     socket is down."""
@@ -47,7 +48,7 @@ def _switched(request: HttpRequest, conversation: Conversation) -> HttpResponse:
 
 @require_POST
 @login_required
-def conversation_pin(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def conversation_pin(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     conversation = _owned(request, conversation_id)
     form = SwitchForm(request.POST)
     if not form.is_valid():
@@ -60,7 +61,7 @@ def conversation_pin(request: HttpRequest, conversation_id: str) -> HttpResponse
 
 @require_POST
 @login_required
-def conversation_archive(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def conversation_archive(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     conversation = _owned(request, conversation_id)
     form = SwitchForm(request.POST)
     if not form.is_valid():
@@ -73,7 +74,7 @@ def conversation_archive(request: HttpRequest, conversation_id: str) -> HttpResp
 
 @require_GET
 @login_required
-def archived(request: HttpRequest) -> HttpResponse:
+def archived(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(
         request,
         "chat/archived.html",
@@ -83,7 +84,7 @@ def archived(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @login_required
-def message_feedback(request: HttpRequest, message_id: str) -> HttpResponse:
+def message_feedback(request: AuthenticatedHttpRequest, message_id: str) -> HttpResponse:
     """Rate a reply (or take the rating back) and answer with its feedback controls."""
     message = selectors.message_get_for_user(message_id=message_id, user=request.user)
     if message is None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import connections
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
@@ -27,7 +27,7 @@ from conversations.models import (
 
 
 def conversation_get_for_user(
-    *, conversation_id: uuid.UUID | str, user: AbstractBaseUser
+    *, conversation_id: uuid.UUID | str, user: User
 ) -> Conversation | None:
     """The conversation if it exists and belongs to the user, otherwise None (never a hint)."""
     if not user.is_authenticated:
@@ -38,11 +38,11 @@ def conversation_get_for_user(
         return None
 
 
-def conversation_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Conversation]:
+def conversation_list_for_user(*, user: User) -> QuerySet[Conversation]:
     return Conversation.objects.filter(owner=user).order_by("-updated_at")
 
 
-def conversation_empty_for_user(*, user: AbstractBaseUser) -> Conversation | None:
+def conversation_empty_for_user(*, user: User) -> Conversation | None:
     """The user's newest conversation without messages, reused so '/' doesn't pile up blanks
     (never an archived one: the user put it away)."""
     return (
@@ -77,7 +77,7 @@ def streaming_reply_get(*, conversation_id: uuid.UUID) -> Message | None:
     ).first()
 
 
-def message_get_for_user(*, message_id: uuid.UUID | str, user: AbstractBaseUser) -> Message | None:
+def message_get_for_user(*, message_id: uuid.UUID | str, user: User) -> Message | None:
     if not user.is_authenticated:
         return None
     try:
@@ -110,7 +110,7 @@ def _ancestors(
     meta = Message._meta
     conversation_field = meta.get_field("conversation")
     table = quote(meta.db_table)
-    pk = quote(meta.pk.column)
+    pk = quote(meta.pk.db_column or meta.pk.attname)
     parent = quote(meta.get_field("parent").column)
     conversation = quote(conversation_field.column)
     # Prepared by the fields themselves: SQLite stores UUIDs as 32-character hex, PostgreSQL
@@ -381,7 +381,7 @@ class SearchHit:
 
 def conversation_search_for_user(
     *,
-    user: AbstractBaseUser,
+    user: User,
     query: str,
     limit: int = SEARCH_LIMIT,
     include_archived: bool = False,
@@ -424,7 +424,7 @@ def _snippet(text: str, query: str) -> str:
 
 
 def conversation_sidebar_for_user(
-    *, user: AbstractBaseUser, current_id: uuid.UUID | None, limit: int
+    *, user: User, current_id: uuid.UUID | None, limit: int
 ) -> list[Conversation]:
     """The sidebar: conversations with at least one message, plus the one on screen (a blank
     'New chat' is listed only while it is open); pinned ones first, most recently pinned on top,
@@ -447,7 +447,7 @@ class TitleRequest:
 def title_request_for(*, conversation_id: uuid.UUID) -> TitleRequest | None:
     """What a title is made from: the first exchange on screen, if its reply completed."""
     conversation = Conversation.objects.filter(id=conversation_id).first()
-    if conversation is None or conversation.active_leaf_id is None:
+    if conversation is None or conversation.active_leaf is None:
         return None
     path = message_path(message=conversation.active_leaf)
     if len(path) < 2 or path[1].status != Message.Status.COMPLETE or not path[1].content:
@@ -463,11 +463,9 @@ ARCHIVED_LIST_SIZE = 200
 
 
 def conversation_archived_for_user(
-    *, user: AbstractBaseUser, limit: int = ARCHIVED_LIST_SIZE
+    *, user: User, limit: int = ARCHIVED_LIST_SIZE
 ) -> list[Conversation]:
     """The user's archived conversations, most recently archived first."""
-    if not user.is_authenticated:
-        return []
     return list(
         Conversation.objects.filter(owner=user, archived_at__isnull=False).order_by("-archived_at")[
             :limit
@@ -488,7 +486,7 @@ def messages_with_feedback(*, messages: list[Message]) -> list[Message]:
     return messages
 
 
-def feedback_for_user(*, message_id: uuid.UUID | str, user: AbstractBaseUser) -> Message | None:
+def feedback_for_user(*, message_id: uuid.UUID | str, user: User) -> Message | None:
     """The user's own message with its `user_feedback`, or None (never a hint)."""
     message = message_get_for_user(message_id=message_id, user=user)
     if message is None:

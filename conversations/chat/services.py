@@ -6,7 +6,7 @@ from decimal import Decimal
 from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
@@ -52,7 +52,7 @@ class ReplyOutcome:
     duration_ms: int | None = None
 
 
-def conversation_create(*, owner: AbstractBaseUser) -> Conversation:
+def conversation_create(*, owner: User) -> Conversation:
     """A new conversation starts from the owner's default model, system prompt and parameters."""
     model = catalogue.model_for_new_conversation(
         user=owner, catalogue=catalogue.catalogue_current()
@@ -82,7 +82,7 @@ class StartedTurn:
 def turn_start(
     *,
     conversation_id: uuid.UUID,
-    owner: AbstractBaseUser,
+    owner: User,
     content: str,
     settings: TurnSettings,
     model: str,
@@ -161,7 +161,7 @@ def _turn_start_state(*, conversation: Conversation) -> _TurnStartState:
     leaf = conversation.active_leaf_id
     children = Message.objects.filter(conversation_id=OuterRef("pk"))
     children = children.filter(parent_id=leaf) if leaf else children.filter(parent__isnull=True)
-    leaf_row = Message.objects.filter(pk=leaf)
+    leaf_row = Message.objects.filter(pk=OuterRef("active_leaf_id"))
     reply_streaming, newer_exists, leaf_has_children, leaf_role, leaf_model = (
         Conversation.objects.filter(pk=conversation.pk)
         .annotate(
@@ -276,7 +276,7 @@ def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
 # --- Deleting ------------------------------------------------------------------
 
 
-def conversation_delete(*, conversation_id: uuid.UUID | str, owner: AbstractBaseUser) -> None:
+def conversation_delete(*, conversation_id: uuid.UUID | str, owner: User) -> None:
     """Delete the conversation with its messages, share links and review (cascade); the staff
     access log keeps its entries. Raises Conversation.DoesNotExist for anyone but the owner.
 
@@ -294,7 +294,7 @@ def conversation_delete(*, conversation_id: uuid.UUID | str, owner: AbstractBase
 # The workspace: branching turns, titles, rename/delete, preferences.
 
 
-def _conversation_lock_idle(*, conversation_id: uuid.UUID, owner: AbstractBaseUser) -> Conversation:
+def _conversation_lock_idle(*, conversation_id: uuid.UUID, owner: User) -> Conversation:
     """Lock the owner's conversation for a change to its tree; refused while a reply streams,
     because the branch on screen must not move under a reply being written."""
     conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
@@ -368,7 +368,7 @@ def _model_changes(*, parent: Message | None, model: str) -> bool:
 def reply_regenerate(
     *,
     conversation_id: uuid.UUID,
-    owner: AbstractBaseUser,
+    owner: User,
     reply_id: uuid.UUID | str,
     settings: TurnSettings,
     model: str,
@@ -380,6 +380,8 @@ def reply_regenerate(
         old = _message_of(
             conversation=conversation, message_id=reply_id, role=Message.Role.ASSISTANT
         )
+        if old.parent is None:  # replies always answer a message; this row is damaged
+            raise TurnRefused("That reply has no message to answer.")
         plan = _turn_plan(conversation=conversation, settings=settings, model=model)
         _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
         return _reply_create(conversation=conversation, parent=old.parent, plan=plan)
@@ -388,7 +390,7 @@ def reply_regenerate(
 def turn_edit(
     *,
     conversation_id: uuid.UUID,
-    owner: AbstractBaseUser,
+    owner: User,
     message_id: uuid.UUID | str,
     content: str,
     settings: TurnSettings,
@@ -415,7 +417,7 @@ def turn_edit(
 def reply_continue(
     *,
     conversation_id: uuid.UUID,
-    owner: AbstractBaseUser,
+    owner: User,
     reply_id: uuid.UUID | str,
     settings: TurnSettings,
     model: str,
@@ -441,7 +443,7 @@ def reply_continue(
 
 
 def branch_switch(
-    *, conversation_id: uuid.UUID, owner: AbstractBaseUser, message_id: uuid.UUID | str
+    *, conversation_id: uuid.UUID, owner: User, message_id: uuid.UUID | str
 ) -> Conversation:
     """Show another version of a message: the branch through it, down to its newest leaf."""
     with transaction.atomic():
@@ -467,9 +469,7 @@ def branch_switch(
     return conversation
 
 
-def conversation_rename(
-    *, conversation_id: uuid.UUID, owner: AbstractBaseUser, title: str
-) -> Conversation:
+def conversation_rename(*, conversation_id: uuid.UUID, owner: User, title: str) -> Conversation:
     conversation = Conversation.objects.get(id=conversation_id, owner=owner)
     conversation.title = title
     conversation.save(update_fields=["title", "updated_at"])
@@ -493,7 +493,7 @@ def conversation_title_generated_set(
     )
 
 
-def _allowance_check(*, user: AbstractBaseUser, max_tokens: int) -> limits.QuotaUsage:
+def _allowance_check(*, user: User, max_tokens: int) -> limits.QuotaUsage:
     try:
         return limits.turn_allowance_check(user=user, max_tokens=max_tokens)
     except limits.LimitReached as exc:
@@ -507,7 +507,7 @@ def reply_retry(
     *,
     conversation_id: uuid.UUID,
     message_id: uuid.UUID,
-    owner: AbstractBaseUser,
+    owner: User,
     model: str,
 ) -> tuple[Message, Message]:
     """Write a failed reply again: a new streaming sibling under the same user message.
@@ -557,7 +557,7 @@ def reply_retry(
 
 
 def conversation_pin_set(
-    *, conversation_id: uuid.UUID | str, owner: AbstractBaseUser, pinned: bool
+    *, conversation_id: uuid.UUID | str, owner: User, pinned: bool
 ) -> Conversation:
     """Pin (to the top of the sidebar) or unpin. An archived conversation is unarchived by
     pinning it: pinned means wanted at hand. Raises Conversation.DoesNotExist for anyone but
@@ -576,7 +576,7 @@ def conversation_pin_set(
 
 
 def conversation_archive_set(
-    *, conversation_id: uuid.UUID | str, owner: AbstractBaseUser, archived: bool
+    *, conversation_id: uuid.UUID | str, owner: User, archived: bool
 ) -> Conversation:
     """Archive (out of the sidebar and search, kept whole) or unarchive. Archiving unpins.
     Raises Conversation.DoesNotExist for anyone but the owner."""
@@ -600,7 +600,7 @@ class FeedbackRefused(Exception):
     """Feedback cannot be given on this message; the message says why, in words for the user."""
 
 
-def _reply_for_feedback(*, message_id: uuid.UUID | str, owner: AbstractBaseUser) -> Message:
+def _reply_for_feedback(*, message_id: uuid.UUID | str, owner: User) -> Message:
     """The owner's finished reply. Raises Message.DoesNotExist for anyone else's message."""
     message = Message.objects.get(id=message_id, conversation__owner=owner)
     if message.role != Message.Role.ASSISTANT:
@@ -611,7 +611,7 @@ def _reply_for_feedback(*, message_id: uuid.UUID | str, owner: AbstractBaseUser)
 
 
 def message_feedback_set(
-    *, message_id: uuid.UUID | str, owner: AbstractBaseUser, rating: str, comment: str
+    *, message_id: uuid.UUID | str, owner: User, rating: str, comment: str
 ) -> MessageFeedback:
     """Rate a reply up or down, with an optional comment; rating it again replaces both."""
     if rating not in MessageFeedback.Rating.values:
@@ -629,7 +629,7 @@ def message_feedback_set(
     return feedback
 
 
-def message_feedback_clear(*, message_id: uuid.UUID | str, owner: AbstractBaseUser) -> None:
+def message_feedback_clear(*, message_id: uuid.UUID | str, owner: User) -> None:
     """Take the rating and comment back. Raises Message.DoesNotExist for anyone else's."""
     message = Message.objects.get(id=message_id, conversation__owner=owner)
     MessageFeedback.objects.filter(message=message).delete()
