@@ -15,6 +15,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
+from conversations.chat import services as chat_services
 from conversations.models import (
     Conversation,
     LoginThrottle,
@@ -22,7 +23,6 @@ from conversations.models import (
     UserPreferences,
     UserQuota,
 )
-from conversations.chat import services as chat_services
 from conversations.review import services as review_services
 from conversations.sharing import services as sharing_services
 from conversations.sharing.services import ShareOptions

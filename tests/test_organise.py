@@ -300,8 +300,9 @@ def test_feedback_view_rates_renders_pressed_state_and_clears(user) -> None:
     assert 'data-rating="up" aria-pressed="false"' in body
     assert "&lt;i&gt;wrong&lt;/i&gt;" in body and "<i>wrong" not in body
     # Pressing the pressed button again sends an empty rating: the feedback is taken back.
-    assert 'name="rating" value="" class="action action--icon feedback-button" data-rating="down"' in (
-        body
+    assert (
+        'name="rating" value="" class="action action--icon feedback-button" data-rating="down"'
+        in (body)
     )
 
     cleared = client.post(url, {"rating": ""}, headers=HTMX).content.decode()
