@@ -73,9 +73,8 @@ def test_pin_and_archive_update_every_tab_and_archived_ones_leave_search(
     expect(other_tab.get_by_text("Nothing is archived")).to_be_visible()
     # The first tab, still on the conversation, drops its archived note live.
     expect(page.locator(".archived-notice")).to_have_count(0)
-    expect(
-        page.get_by_role("navigation", name="Conversations").get_by_role("link", name="About otters")
-    ).to_be_visible()
+    sidebar = page.get_by_role("navigation", name="Conversations")
+    expect(sidebar.get_by_role("link", name="About otters")).to_be_visible()
     context.close()
 
 
