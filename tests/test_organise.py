@@ -299,6 +299,7 @@ def test_feedback_view_rates_renders_pressed_state_and_clears(user) -> None:
     assert 'data-rating="down" aria-pressed="true"' in body
     assert 'data-rating="up" aria-pressed="false"' in body
     assert "&lt;i&gt;wrong&lt;/i&gt;" in body and "<i>wrong" not in body
+    assert '<details class="feedback-comment" open>' in body
     # Pressing the pressed button again sends an empty rating: the feedback is taken back.
     assert (
         'name="rating" value="" class="action action--icon feedback-button" data-rating="down"'
@@ -376,3 +377,14 @@ def test_copy_as_markdown_fetches_the_export_rendering_of_the_thread(user, make_
     assert text.startswith("# What is 2+2?\n")
     assert "## You\n\nWhat is 2+2?" in text and "## Claude\n\n**4**" in text
     assert signed_in(make_user("mallory")).get(url).status_code == 404
+
+
+def test_a_rating_without_comment_loads_with_the_comment_box_folded(user) -> None:
+    conversation = services.conversation_create(owner=user)
+    _, reply = exchange(conversation, "q", "a")
+    services.message_feedback_set(message_id=reply.id, owner=user, rating="down", comment="")
+
+    page = signed_in(user).get(reverse("conversation", args=[conversation.id])).content.decode()
+
+    assert '<details class="feedback-comment">' in page
+    assert "Add a comment" in page

@@ -10,7 +10,7 @@ from conversations.chat import selectors, services
 from conversations.chat.forms import FeedbackForm, SwitchForm
 from conversations.chat.frames import SIDEBAR_SIZE
 from conversations.http import AuthenticatedHttpRequest
-from conversations.models import Conversation
+from conversations.models import Conversation, MessageFeedback
 from conversations.realtime import live
 
 
@@ -91,6 +91,9 @@ def message_feedback(request: AuthenticatedHttpRequest, message_id: str) -> Http
         raise Http404("No such message.")
     form = FeedbackForm(request.POST)
     error = ""
+    # Just rated down: the comment box opens to ask what went wrong (on a page load it stays
+    # folded unless there is a comment).
+    invite_comment = False
     if not form.is_valid():
         error = "; ".join(str(e) for errors in form.errors.values() for e in errors)
     elif form.cleaned_data["rating"]:
@@ -101,6 +104,7 @@ def message_feedback(request: AuthenticatedHttpRequest, message_id: str) -> Http
                 rating=form.cleaned_data["rating"],
                 comment=form.cleaned_data["comment"],
             )
+            invite_comment = form.cleaned_data["rating"] == MessageFeedback.Rating.DOWN
         except services.FeedbackRefused as exc:
             error = str(exc)
     else:
@@ -111,6 +115,6 @@ def message_feedback(request: AuthenticatedHttpRequest, message_id: str) -> Http
     return render(
         request,
         "chat/_feedback.html",
-        {"message": message, "feedback_error": error},
+        {"message": message, "feedback_error": error, "invite_comment": invite_comment},
         status=400 if error else 200,
     )
