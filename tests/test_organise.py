@@ -388,3 +388,14 @@ def test_a_rating_without_comment_loads_with_the_comment_box_folded(user) -> Non
 
     assert '<details class="feedback-comment">' in page
     assert "Add a comment" in page
+
+
+def test_the_json_export_carries_the_owners_feedback(user) -> None:
+    conversation = services.conversation_create(owner=user)
+    asked, reply = exchange(conversation, "q", "a")
+    services.message_feedback_set(message_id=reply.id, owner=user, rating="down", comment="vague")
+
+    response = signed_in(user).get(reverse("conversation_export_json", args=[conversation.id]))
+
+    by_id = {m["id"]: m["feedback"] for m in response.json()["messages"]}
+    assert by_id == {str(asked.id): None, str(reply.id): {"rating": "down", "comment": "vague"}}

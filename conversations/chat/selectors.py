@@ -176,6 +176,10 @@ def conversation_export_data(*, conversation: Conversation) -> dict[str, Any]:
     """The whole conversation as plain data: every message of every branch, with the ids
     needed to rebuild the tree, and the branch that was on screen."""
     messages = list(conversation.messages.order_by("created_at"))
+    feedback = {
+        f.message_id: {"rating": f.rating, "comment": f.comment}
+        for f in MessageFeedback.objects.filter(message__conversation=conversation)
+    }
     return {
         "id": str(conversation.id),
         "title": conversation.title,
@@ -207,6 +211,8 @@ def conversation_export_data(*, conversation: Conversation) -> dict[str, Any]:
                 "time_to_first_token_ms": m.time_to_first_token_ms,
                 "duration_ms": m.duration_ms,
                 "created_at": m.created_at.isoformat(),
+                # The owner's thumbs and comment, or None.
+                "feedback": feedback.get(m.id),
             }
             for m in messages
         ],
