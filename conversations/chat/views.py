@@ -159,7 +159,12 @@ def conversation_search(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(
         request,
         "chat/_search_results.html",
-        {"hits": hits, "query": query.strip(), "include_archived": include_archived},
+        {
+            "hits": [hit for hit in hits if hit.conversation.archived_at is None],
+            "archived_hits": [hit for hit in hits if hit.conversation.archived_at is not None],
+            "query": query.strip(),
+            "include_archived": include_archived,
+        },
     )
 
 
