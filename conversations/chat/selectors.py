@@ -175,11 +175,11 @@ def reply_request(*, reply: Message) -> tuple[dict[str, Any], uuid.UUID]:
 def conversation_export_data(*, conversation: Conversation) -> dict[str, Any]:
     """The whole conversation as plain data: every message of every branch, with the ids
     needed to rebuild the tree, and the branch that was on screen."""
-    messages = list(conversation.messages.order_by("created_at"))
     feedback = {
         f.message_id: {"rating": f.rating, "comment": f.comment}
         for f in MessageFeedback.objects.filter(message__conversation=conversation)
     }
+    messages = list(conversation.messages.order_by("created_at"))
     return {
         "id": str(conversation.id),
         "title": conversation.title,
@@ -199,6 +199,8 @@ def conversation_export_data(*, conversation: Conversation) -> dict[str, Any]:
                 "error": m.error,
                 "refusal": m.refusal,
                 "citations": m.citations,
+                # The owner's thumbs and comment, or None.
+                "feedback": feedback.get(m.id),
                 "model": m.model,
                 "request_params": m.request_params,
                 "usage": {
@@ -211,8 +213,6 @@ def conversation_export_data(*, conversation: Conversation) -> dict[str, Any]:
                 "time_to_first_token_ms": m.time_to_first_token_ms,
                 "duration_ms": m.duration_ms,
                 "created_at": m.created_at.isoformat(),
-                # The owner's thumbs and comment, or None.
-                "feedback": feedback.get(m.id),
             }
             for m in messages
         ],
@@ -373,9 +373,10 @@ def messages_with_versions(*, messages: list[Message]) -> list[Message]:
             feedback[message_id] = MessageFeedback(
                 message_id=message_id, rating=rating, comment=comment or ""
             )
+    for reply in messages:
+        reply.user_feedback = feedback.get(reply.id)  # type: ignore[attr-defined]
     for message in messages:
         message.version = _version_of(message=message, versions=versions)  # type: ignore[attr-defined]
-        message.user_feedback = feedback.get(message.id)  # type: ignore[attr-defined]
     return messages
 
 
