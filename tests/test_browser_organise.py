@@ -86,8 +86,8 @@ def test_thumbs_and_comment_by_keyboard_then_taken_back(
     sign_in(page, username=user.username)
     page.goto(f"/c/{conversation.id}/")
     reply = page.locator(ASSISTANT)
-    down = reply.get_by_role("button", name="Bad reply")
-    up = reply.get_by_role("button", name="Good reply")
+    down = reply.get_by_role("button", name="Thumbs down for Claude's reply 1")
+    up = reply.get_by_role("button", name="Thumbs up for Claude's reply 1")
     expect(down).to_have_attribute("aria-pressed", "false")
 
     down.focus()
@@ -128,6 +128,10 @@ def test_copy_as_markdown_copies_the_whole_thread_including_a_reply_just_streame
     page.get_by_label("Message").fill("Second question")
     page.get_by_label("Message").press("Enter")
     expect(page.locator(ASSISTANT).nth(1)).to_have_attribute("data-status", "complete")
+    # The reply that arrived over the socket has thumbs that say which reply they rate.
+    expect(
+        page.locator(ASSISTANT).nth(1).get_by_role("button", name="Thumbs up for Claude's reply 2")
+    ).to_be_visible()
 
     _more(page)
     page.get_by_role("button", name="Copy as Markdown").click()

@@ -42,6 +42,7 @@
           var fresh = holder.firstElementChild;
           if (!fresh || !box.isConnected) return;
           box.replaceWith(fresh);
+          nameFeedback();
           var again = refocus && fresh.querySelector('[data-rating="' + refocus + '"]');
           (again || fresh.querySelector(".feedback-button")).focus();
         })
@@ -49,6 +50,23 @@
           var status = box.querySelector(".feedback-status");
           if (status) status.textContent = "Not saved: check your connection and try again.";
         });
+    });
+  }
+
+  // Each reply's thumbs say which reply they rate ("Thumbs down for Claude's reply 3"),
+  // counted in the order on screen, so a screen reader's list of buttons is not a column of
+  // identical names.
+  function nameFeedback() {
+    var count = 0;
+    document.querySelectorAll('#transcript article[data-role="assistant"]').forEach(function (article) {
+      count += 1;
+      var which = "Claude's reply " + count;
+      var group = article.querySelector(".feedback-buttons");
+      if (group) group.setAttribute("aria-label", "Rate " + which);
+      var up = article.querySelector('.feedback-button[data-rating="up"]');
+      if (up) up.setAttribute("aria-label", "Thumbs up for " + which);
+      var down = article.querySelector('.feedback-button[data-rating="down"]');
+      if (down) down.setAttribute("aria-label", "Thumbs down for " + which);
     });
   }
 
@@ -83,5 +101,9 @@
   document.addEventListener("DOMContentLoaded", function () {
     bindFeedback();
     bindCopyMarkdown();
+    nameFeedback();
+    // Replies arrive and change over the socket and over HTTP (older messages, large windows).
+    document.body.addEventListener("htmx:wsAfterMessage", nameFeedback);
+    document.body.addEventListener("htmx:afterSettle", nameFeedback);
   });
 })();
