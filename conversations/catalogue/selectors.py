@@ -189,6 +189,8 @@ class TurnPlan:
     model: str
     params: dict[str, Any]
     note: str = ""
+    # The profile of `model`, when the plan was made from the catalogue.
+    profile: ModelProfile | None = None
 
 
 def turn_plan(
@@ -204,8 +206,9 @@ def turn_plan(
                 model=successor.id,
                 params=settings.fitted(successor).request_params(successor),
                 note=retired_note(retired=profile, successor=successor),
+                profile=successor,
             )
-    return TurnPlan(model=chosen, params=settings.request_params(profile))
+    return TurnPlan(model=chosen, params=settings.request_params(profile), profile=profile)
 
 
 @dataclass(frozen=True, slots=True)
