@@ -10,7 +10,7 @@ from conversations.chat import selectors, services
 from conversations.chat.forms import FeedbackForm, SwitchForm
 from conversations.chat.frames import SIDEBAR_SIZE
 from conversations.http import AuthenticatedHttpRequest
-from conversations.models import Conversation, MessageFeedback
+from conversations.models import Conversation, Message, MessageFeedback
 from conversations.realtime import live
 
 
@@ -94,10 +94,10 @@ def message_feedback(request: AuthenticatedHttpRequest, message_id: str) -> Http
     # Just rated down: the comment box opens to ask what went wrong (on a page load it stays
     # folded unless there is a comment).
     invite_comment = False
-    if not form.is_valid():
-        error = "; ".join(str(e) for errors in form.errors.values() for e in errors)
-    elif form.cleaned_data["rating"]:
-        try:
+    try:
+        if not form.is_valid():
+            error = "; ".join(str(e) for errors in form.errors.values() for e in errors)
+        elif form.cleaned_data["rating"]:
             services.message_feedback_set(
                 message_id=message.id,
                 owner=request.user,
@@ -105,16 +105,21 @@ def message_feedback(request: AuthenticatedHttpRequest, message_id: str) -> Http
                 comment=form.cleaned_data["comment"],
             )
             invite_comment = form.cleaned_data["rating"] == MessageFeedback.Rating.DOWN
-        except services.FeedbackRefused as exc:
-            error = str(exc)
-    else:
-        services.message_feedback_clear(message_id=message.id, owner=request.user)
+        else:
+            services.message_feedback_clear(message_id=message.id, owner=request.user)
+    except services.FeedbackRefused as exc:
+        error = str(exc)
+    except Message.DoesNotExist as exc:
+        # Deleted (with its conversation) since it was looked up.
+        raise Http404("No such message.") from exc
     if not request.htmx and not request.headers.get("X-Requested-With"):
         return redirect("conversation", conversation_id=message.conversation_id)
-    message = selectors.feedback_for_user(message_id=message.id, user=request.user)
+    shown = selectors.feedback_for_user(message_id=message.id, user=request.user)
+    if shown is None:
+        raise Http404("No such message.")
     return render(
         request,
         "chat/_feedback.html",
-        {"message": message, "feedback_error": error, "invite_comment": invite_comment},
+        {"message": shown, "feedback_error": error, "invite_comment": invite_comment},
         status=400 if error else 200,
     )
