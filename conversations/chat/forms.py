@@ -29,7 +29,8 @@ class TurnSettingsForm(forms.Form):
     temperature = forms.FloatField(initial=1.0, min_value=0.0, max_value=2.0)
     top_p = forms.FloatField(label="Top P", initial=1.0, min_value=0.0, max_value=1.0)
     reasoning_effort = forms.ChoiceField(choices=ReasoningEffort, initial=ReasoningEffort.OFF)
-    max_tokens = forms.IntegerField(min_value=1)
+    # Blank means the model's default; the range is the profile's, checked in its words.
+    max_tokens = forms.IntegerField(required=False)
     system_prompt = forms.CharField(
         required=False, strip=False, max_length=SYSTEM_PROMPT_MAX_CHARS, widget=forms.Textarea
     )
@@ -67,9 +68,11 @@ class TurnSettingsForm(forms.Form):
             elif value and value not in stops:
                 stops.append(value)
         cleaned["stop"] = tuple(stops)
+        profile = self.choice.catalogue.profile(cleaned.get("model") or self.choice.current)
+        if cleaned.get("max_tokens") is None and "max_tokens" not in self.errors:
+            cleaned["max_tokens"] = profile.default_max_tokens
         if self.errors:
             return cleaned
-        profile = self.choice.catalogue.profile(cleaned.get("model") or self.choice.current)
         for field, problem in settings_of(cleaned).problems(profile).items():
             self.add_error(field if field in self.fields else None, problem)
         return cleaned
@@ -146,6 +149,7 @@ class PreferencesForm(TurnSettingsForm):
             choices=[(p.id, p.display_name) for p in offered],
         )
         self.fields["max_tokens"].label = "Max tokens"
+        self.fields["max_tokens"].help_text = "Leave blank for the model's default."
         self.fields["reasoning_effort"].label = "Reasoning effort"
         self.fields["sampling"].label = "Sampling"
         sampling = self.fields["sampling"]

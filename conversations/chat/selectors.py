@@ -19,6 +19,7 @@ from conversations.catalogue.selectors import (
     replies_mark_model_changes,
     thread_in_context,
 )
+from conversations.chat.plain_text import markdown_plain
 from conversations.gateway.payload import TurnRequest
 from conversations.models import (
     Conversation,
@@ -400,6 +401,8 @@ def messages_with_versions(*, messages: list[Message]) -> list[Message]:
 class SearchHit:
     conversation: Conversation
     snippet: str
+    # The message the snippet comes from, so the result can open the page at it.
+    message_id: uuid.UUID | None = None
 
 
 def conversation_search_for_user(
@@ -425,14 +428,17 @@ def conversation_search_for_user(
     hits = []
     for conversation in conversations:
         snippet = ""
+        message_id = None
         if query.lower() not in conversation.title.lower():
-            content = (
+            match = (
                 Message.objects.filter(conversation=conversation, content__icontains=query)
-                .values_list("content", flat=True)
+                .values_list("id", "content")
                 .first()
             )
-            snippet = _snippet(content or "", query)
-        hits.append(SearchHit(conversation=conversation, snippet=snippet))
+            if match is not None:
+                message_id = match[0]
+                snippet = _snippet(markdown_plain(match[1]), query)
+        hits.append(SearchHit(conversation=conversation, snippet=snippet, message_id=message_id))
     return hits
 
 

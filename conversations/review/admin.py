@@ -9,6 +9,7 @@ lists only for staff with the `view_conversation_title` permission. There is no 
 a message is read in its transcript.
 """
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -191,6 +192,34 @@ class ReviewedFilter(_YesNoFilter):
         return Q(review__reviewed_at__isnull=False)
 
 
+class EmptyConversationFilter(admin.SimpleListFilter):
+    """Blank "New chat" rows (no message) only clutter the list: hidden unless asked for."""
+
+    title = "messages"
+    parameter_name = "empty"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
+        return [("include", "Including empty"), ("only", "Empty only")]
+
+    def choices(self, changelist: Any) -> Iterator[Any]:
+        for choice in super().choices(changelist):
+            if choice["query_string"] == changelist.get_query_string(remove=[self.parameter_name]):
+                choice["display"] = "With messages"
+            yield choice
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> QuerySet[Conversation]:
+        has_messages = Exists(Message.objects.filter(conversation=OuterRef("pk")))
+        if self.value() == "include":
+            return queryset
+        if self.value() == "only":
+            return queryset.filter(~has_messages)
+        return queryset.filter(has_messages)
+
+
 # --- Conversations -----------------------------------------------------------------------
 
 
@@ -211,10 +240,10 @@ class ConversationReviewInline(admin.StackedInline[ConversationReview, Conversat
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin[Conversation]):
+    # Fits a 1280 px screen beside the filters: creation date is in the date filter instead.
     list_display = (
         "label_column",
         "owner",
-        "created_at",
         "updated_at",
         "messages_column",
         "tokens_column",
@@ -226,6 +255,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     )
     list_select_related = ("owner", "review")
     list_filter = (
+        EmptyConversationFilter,
         ("owner", admin.RelatedOnlyFieldListFilter),
         ("created_at", admin.DateFieldListFilter),
         ModelFilter,
@@ -264,7 +294,8 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     def get_list_display(self, request: HttpRequest) -> tuple[Any, ...]:
         columns = tuple(super().get_list_display(request))
         if can_see_titles(request):
-            return ("title", *columns)
+            # The title names the row; the short label beside it would only cost width.
+            return ("title", *(column for column in columns if column != "label_column"))
         return columns
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[Any, ...]:
@@ -368,7 +399,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         review = _review_of(obj)
         if review is None or review.reviewed_at is None:
             return "–"
-        return f"{review.reviewed_at:%Y-%m-%d} by {_username(review.reviewed_by)}"
+        return f"{review.reviewed_at:%d %b} by {_username(review.reviewed_by)}"
 
     @admin.display(description="transcript")
     def transcript_link(self, obj: Conversation) -> str:

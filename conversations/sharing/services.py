@@ -121,13 +121,23 @@ def share_link_record_view(*, link: ShareLink) -> None:
     ShareLink.objects.filter(id=link.id).update(view_count=F("view_count") + 1)
 
 
+COPY_SUFFIX = " (copy)"
+
+
+def copy_title(*, title: str) -> str:
+    """A copy says it is one ("Rust lifetimes (copy)"), within the title's length."""
+    room = (Conversation._meta.get_field("title").max_length or 200) - len(COPY_SUFFIX)
+    base = title if len(title) <= room else title[: room - 1].rstrip() + "…"
+    return base + COPY_SUFFIX
+
+
 def conversation_create_from_share(*, link: ShareLink, owner: User) -> Conversation:
     """Continue this conversation: a new conversation of the viewer's own, holding a copy of
     the published messages (never anything the snapshot left out)."""
     with transaction.atomic():
         conversation = Conversation.objects.create(
             owner=owner,
-            title=link.title[: Conversation._meta.get_field("title").max_length],
+            title=copy_title(title=link.title),
             system_prompt=link.system_prompt,
         )
         parent: Message | None = None

@@ -19,6 +19,8 @@ from conversations.sharing import selectors as sharing_selectors
 from conversations.sharing import services as sharing_services
 from conversations.sharing.forms import ShareOptionsForm
 
+NOTHING_TO_SHARE = "Nothing to share yet: send a message first, then create the link."
+
 
 def _owned_conversation(request: AuthenticatedHttpRequest, conversation_id: str) -> Conversation:
     conversation = selectors.conversation_get_for_user(
@@ -73,6 +75,10 @@ def share_dialog(request: AuthenticatedHttpRequest, conversation_id: str) -> Htt
     form = ShareOptionsForm(request.POST)
     if not form.is_valid():
         return _dialog(request, conversation, form=form, notice="Check the options below.")
+    if not sharing_selectors.share_snapshot_build(
+        conversation=conversation, include_system_prompt=False, include_thinking=False
+    ).messages:
+        return _dialog(request, conversation, form=form, notice=NOTHING_TO_SHARE)
     _, created = sharing_services.share_link_publish(
         conversation_id=conversation.id, user=request.user, options=form.options()
     )
