@@ -1,5 +1,6 @@
 """End to end in headless Chromium: pin and archive (live in every tab), feedback on a reply
-(keyboard and screen-reader state included), and Copy as Markdown of the whole thread."""
+(keyboard and screen-reader state included), and Copy as Markdown of the whole thread; axe-core
+on every state these add, and no CSP violation."""
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -8,6 +9,7 @@ from conversations.chat import services
 from conversations.models import Conversation, MessageFeedback
 from tests.conftest import DaphneServer, sign_in
 from tests.factories import exchange
+from tests.support.browser_audit import assert_accessible, watch_csp
 from tests.upstream_server import FakeUpstream
 
 pytestmark = pytest.mark.browser
@@ -34,6 +36,7 @@ def test_pin_and_archive_update_every_tab_and_archived_ones_leave_search(
     owls = _conversation(user, "About owls", "Owls turn their heads.")
     context = chromium_browser.new_context(base_url=live.url)
     context.set_default_timeout(15_000)
+    csp_violations = watch_csp(context)
     page = context.new_page()
     sign_in(page, username=user.username)
     page.goto(f"/c/{otters.id}/")
@@ -51,6 +54,8 @@ def test_pin_and_archive_update_every_tab_and_archived_ones_leave_search(
     expect(elsewhere.get_by_role("heading", name="Recent")).to_be_visible()
     _more(page)
     expect(page.get_by_role("button", name="Unpin")).to_be_visible()
+    assert_accessible(page, "More open on a pinned conversation")
+    assert_accessible(other_tab, "a sidebar with a Pinned section")
 
     page.get_by_role("button", name="Archive", exact=True).click()
 
@@ -59,16 +64,19 @@ def test_pin_and_archive_update_every_tab_and_archived_ones_leave_search(
     expect(pinned_list).to_have_count(0)
     conversation = Conversation.objects.get(id=otters.id)
     assert conversation.archived_at is not None and conversation.pinned_at is None
+    assert_accessible(page, "an archived conversation")
 
     other_tab.get_by_label("Search conversations").fill("otters")
     results = other_tab.locator("#search-results")
     expect(results).to_contain_text("No conversations match")
     results.get_by_role("button", name="Search archived conversations too").click()
     expect(results.get_by_role("link")).to_contain_text("About otters (archived)")
+    assert_accessible(other_tab, "search results with archived matches")
 
     # The archived list brings it back, without scripts needed.
     other_tab.get_by_role("link", name="Archived conversations").click()
     expect(other_tab.get_by_role("heading", level=1)).to_have_text("Archived conversations")
+    assert_accessible(other_tab, "the archived list")
     other_tab.get_by_role("button", name="Unarchive About otters").click()
     expect(other_tab.get_by_text("Nothing is archived")).to_be_visible()
     # The first tab, still on the conversation, drops its archived note live.
@@ -76,6 +84,7 @@ def test_pin_and_archive_update_every_tab_and_archived_ones_leave_search(
     sidebar = page.get_by_role("navigation", name="Conversations")
     expect(sidebar.get_by_role("link", name="About otters")).to_be_visible()
     context.close()
+    assert csp_violations == []
 
 
 def test_thumbs_and_comment_by_keyboard_then_taken_back(
@@ -102,6 +111,7 @@ def test_thumbs_and_comment_by_keyboard_then_taken_back(
     comment.fill("2+2 is 4, not five")
     reply.get_by_role("button", name="Save comment").click()
     expect(reply.get_by_text("Your comment")).to_be_visible()
+    assert_accessible(page, "a reply rated down with a comment")
     feedback = MessageFeedback.objects.get()
     assert (feedback.rating, feedback.comment) == ("down", "2+2 is 4, not five")
 
@@ -122,6 +132,7 @@ def test_copy_as_markdown_copies_the_whole_thread_including_a_reply_just_streame
     context = chromium_browser.new_context(base_url=live.url)
     context.set_default_timeout(15_000)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live.url)
+    csp_violations = watch_csp(context)
     page = context.new_page()
     sign_in(page, username=user.username)
     page.goto(f"/c/{conversation.id}/")
@@ -142,3 +153,4 @@ def test_copy_as_markdown_copies_the_whole_thread_including_a_reply_just_streame
     assert "## You\n\nFirst question\n\n## Claude\n\nFirst **answer**." in text
     assert "## You\n\nSecond question\n\n## Claude\n\nHello from the fake upstream." in text
     context.close()
+    assert csp_violations == []
