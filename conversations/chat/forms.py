@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 
 from conversations.catalogue.selectors import ModelChoice
 from conversations.gateway.profiles import TurnSettings
-from conversations.models import ReasoningEffort, Sampling
+from conversations.models import MessageFeedback, ReasoningEffort, Sampling
 
 STOP_FIELDS = ("stop_1", "stop_2", "stop_3", "stop_4")
 STOP_MAX_CHARS = 200
@@ -175,6 +175,27 @@ class RenameForm(forms.Form):
         if not title:
             raise forms.ValidationError("A title cannot be empty.")
         return title
+
+
+class SwitchForm(forms.Form):
+    """On or off, for pin and archive: explicit, so a repeated request changes nothing."""
+
+    state = forms.ChoiceField(choices=[("on", "on"), ("off", "off")])
+
+    @property
+    def is_on(self) -> bool:
+        return bool(self.cleaned_data["state"] == "on")
+
+
+class FeedbackForm(forms.Form):
+    """A rating (blank: take the feedback back) and an optional comment."""
+
+    rating = forms.ChoiceField(
+        choices=[("", "none"), *MessageFeedback.Rating.choices], required=False
+    )
+    comment = forms.CharField(
+        required=False, max_length=MessageFeedback.COMMENT_MAX_CHARS, widget=forms.Textarea
+    )
 
 
 class SignupForm(UserCreationForm[User]):

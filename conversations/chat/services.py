@@ -27,6 +27,7 @@ from conversations.gateway.profiles import (
 from conversations.models import (
     Conversation,
     Message,
+    MessageFeedback,
     UserPreferences,
 )
 
@@ -613,3 +614,86 @@ def reply_retry(
         conversation.active_leaf = reply
         conversation.save(update_fields=["active_leaf", "updated_at"])
     return failed, reply
+
+
+# Organising: pin and archive. A queryset update, so updated_at (the last activity, which
+# orders the sidebar) stays what it was.
+
+
+def conversation_pin_set(
+    *, conversation_id: uuid.UUID | str, owner: User, pinned: bool
+) -> Conversation:
+    """Pin (to the top of the sidebar) or unpin. An archived conversation is unarchived by
+    pinning it: pinned means wanted at hand. Raises Conversation.DoesNotExist for anyone but
+    the owner."""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
+        if pinned:
+            conversation.pinned_at = conversation.pinned_at or timezone.now()
+            conversation.archived_at = None
+        else:
+            conversation.pinned_at = None
+        Conversation.objects.filter(pk=conversation.pk).update(
+            pinned_at=conversation.pinned_at, archived_at=conversation.archived_at
+        )
+    return conversation
+
+
+def conversation_archive_set(
+    *, conversation_id: uuid.UUID | str, owner: User, archived: bool
+) -> Conversation:
+    """Archive (out of the sidebar and search, kept whole) or unarchive. Archiving unpins.
+    Raises Conversation.DoesNotExist for anyone but the owner."""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
+        if archived:
+            conversation.archived_at = conversation.archived_at or timezone.now()
+            conversation.pinned_at = None
+        else:
+            conversation.archived_at = None
+        Conversation.objects.filter(pk=conversation.pk).update(
+            pinned_at=conversation.pinned_at, archived_at=conversation.archived_at
+        )
+    return conversation
+
+
+# Feedback on replies.
+
+
+class FeedbackRefused(Exception):
+    """Feedback cannot be given on this message; the message says why, in words for the user."""
+
+
+def _reply_for_feedback(*, message_id: uuid.UUID | str, owner: User) -> Message:
+    """The owner's finished reply. Raises Message.DoesNotExist for anyone else's message."""
+    message = Message.objects.get(id=message_id, conversation__owner=owner)
+    if message.role != Message.Role.ASSISTANT:
+        raise FeedbackRefused("Feedback is for Claude's replies.")
+    if message.status == Message.Status.STREAMING:
+        raise FeedbackRefused("Wait for the reply to finish before rating it.")
+    return message
+
+
+def message_feedback_set(
+    *, message_id: uuid.UUID | str, owner: User, rating: str, comment: str
+) -> MessageFeedback:
+    """Rate a reply up or down, with an optional comment; rating it again replaces both."""
+    if rating not in MessageFeedback.Rating.values:
+        raise FeedbackRefused("Rate the reply up or down.")
+    comment = comment.strip()
+    if len(comment) > MessageFeedback.COMMENT_MAX_CHARS:
+        raise FeedbackRefused(
+            f"Keep the comment under {MessageFeedback.COMMENT_MAX_CHARS} characters."
+        )
+    with transaction.atomic():
+        message = _reply_for_feedback(message_id=message_id, owner=owner)
+        feedback, _ = MessageFeedback.objects.update_or_create(
+            message=message, defaults={"rating": rating, "comment": comment}
+        )
+    return feedback
+
+
+def message_feedback_clear(*, message_id: uuid.UUID | str, owner: User) -> None:
+    """Take the rating and comment back. Raises Message.DoesNotExist for anyone else's."""
+    message = Message.objects.get(id=message_id, conversation__owner=owner)
+    MessageFeedback.objects.filter(message=message).delete()
