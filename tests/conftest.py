@@ -8,12 +8,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.test import Client
 
 from conversations.realtime import runtime
@@ -89,15 +90,23 @@ def _no_rate_limit_unless_asked(settings) -> None:
 
 @pytest.fixture
 def make_user(db: None):
-    def make(username: str = "alice", **extra: object) -> AbstractBaseUser:
+    def make(username: str = "alice", **extra: object) -> User:
         return get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
 
     return make
 
 
 @pytest.fixture
-def user(make_user) -> AbstractBaseUser:
+def user(make_user) -> User:
     return make_user("alice")
+
+
+@pytest.fixture
+def conversation(user: User) -> Any:
+    """An empty conversation of `user`; modules that need a transcript override it."""
+    from conversations.chat.services import conversation_create
+
+    return conversation_create(owner=user)
 
 
 @pytest.fixture

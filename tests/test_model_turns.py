@@ -19,7 +19,13 @@ from conversations.gateway.profiles import BUILT_IN, OPUS_4_5, SONNET_4_5, SONNE
 from conversations.models import Conversation, Message
 from conversations.realtime import generation
 from tests.factories import exchange, finish, turn_settings
-from tests.test_consumers import SEND, communicator_for, finished, receive_until
+from tests.support.sockets import (
+    COMPLETE,
+    SEND,
+    communicator_for,
+    finished,
+    receive_until,
+)
 from tests.upstream_server import (
     ErrorReply,
     FakeUpstream,
@@ -28,7 +34,6 @@ from tests.upstream_server import (
     gateway_chunks,
 )
 
-COMPLETE = 'data-role="assistant" data-status="complete"'
 SONNET_5 = "anthropic/claude-sonnet-5"
 RETIRED_NOTE = "Claude Sonnet 4.5 was retired on 30 Nov 2026; this reply is from Claude Sonnet 4.6."
 
