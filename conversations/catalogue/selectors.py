@@ -29,7 +29,14 @@ from conversations.gateway.profiles import (
     profile_index,
     profile_of_kind,
 )
-from conversations.models import Conversation, GatewayModel, Message, ModelOffer, UserPreferences
+from conversations.models import (
+    Conversation,
+    GatewayModel,
+    Message,
+    ModelDialect,
+    ModelOffer,
+    UserPreferences,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -352,3 +359,13 @@ def model_in_service(*, model_id: str) -> str:
         return model_id
     successor = replacement_for(profile=profile, catalogue=current, on=today())
     return successor.id if successor is not None else model_id
+
+
+def dialect_remembered(*, gateway: str, model_id: str) -> object | None:
+    """The stored request dialect that worked for ``model_id`` at ``gateway`` (as stored: the
+    caller validates it), or None."""
+    return (
+        ModelDialect.objects.filter(gateway=gateway[:200], model_id=model_id[:100])
+        .values_list("dialect", flat=True)
+        .first()
+    )

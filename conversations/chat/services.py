@@ -49,6 +49,10 @@ class ReplyOutcome:
     usage_estimated: bool = False
     time_to_first_token_ms: int | None = None
     duration_ms: int | None = None
+    # Parameters the request did not carry, and why, in words (shown on the reply).
+    request_notes: list[str] = field(default_factory=list)
+    # The first event of a stream the app could not read, for staff (see Message.raw_event).
+    raw_event: str = ""
 
 
 def conversation_create(*, owner: AbstractBaseUser) -> Conversation:
@@ -232,6 +236,20 @@ def _cost_of(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> tuple[Decimal |
     return estimate, estimate is not None
 
 
+# A reply's notes are a handful of short sentences; anything beyond is not one of them.
+REQUEST_NOTES_MAX = 8
+REQUEST_NOTE_MAX_CHARS = 300
+RAW_EVENT_MAX_CHARS = 4000
+
+
+def request_notes_bounded(*, notes: list[str]) -> list[str]:
+    kept: list[str] = []
+    for note in notes:
+        if isinstance(note, str) and note and note not in kept:
+            kept.append(note[:REQUEST_NOTE_MAX_CHARS])
+    return kept[:REQUEST_NOTES_MAX]
+
+
 def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
     """Save the end of a reply, once. A reply the recovery sweep marked `interrupted` while its
     process could not reach the database is still saved: its text is the whole truth."""
@@ -258,6 +276,8 @@ def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
             usage_estimated=outcome.usage_estimated,
             time_to_first_token_ms=outcome.time_to_first_token_ms,
             duration_ms=outcome.duration_ms,
+            request_notes=request_notes_bounded(notes=outcome.request_notes),
+            raw_event=outcome.raw_event[:RAW_EVENT_MAX_CHARS],
             updated_at=timezone.now(),
         )
         if updated:

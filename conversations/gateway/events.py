@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Final
 
 from conversations.gateway.dialect import Aspect, Dialect
 
@@ -74,6 +75,21 @@ class ParameterNotSent:
     parameter: str
     reason: str
 
+    @property
+    def sentence(self) -> str:
+        """The notice in words for the user, e.g. "Temperature was not sent: …"."""
+        label = _PARAMETER_LABELS.get(self.parameter, self.parameter)
+        return f"{label} was not sent as set: {self.reason}"
+
+
+_PARAMETER_LABELS: Final = {
+    "temperature": "Temperature",
+    "top_p": "Top P",
+    "reasoning_effort": "Thinking",
+    "max_tokens": "Max tokens",
+    "stop": "Stop sequences",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class DialectSwitched:
@@ -83,6 +99,13 @@ class DialectSwitched:
     model: str
     aspect: Aspect
     dialect: Dialect
+
+    @property
+    def sentence(self) -> str:
+        return (
+            f"The gateway refused the request's form for {self.aspect.value}; it was sent again "
+            f"with {self.dialect.describe(self.aspect)}."
+        )
 
 
 Event = (
