@@ -102,10 +102,19 @@ class DialectSwitched:
 
     @property
     def sentence(self) -> str:
+        """The switch in words for the user and the operator."""
         return (
-            f"The gateway refused the request's form for {self.aspect.value}; it was sent again "
-            f"with {self.dialect.describe(self.aspect)}."
+            f"The gateway did not take {_ASPECT_NAMES[self.aspect]} in the form sent; the request "
+            f"was sent again with {self.dialect.describe(self.aspect)}."
         )
+
+
+_ASPECT_NAMES: Final = {
+    Aspect.SYSTEM: "the system prompt",
+    Aspect.REASONING: "the thinking switch",
+    Aspect.STOP: "the stop sequences",
+    Aspect.CONTENT: "the images and files",
+}
 
 
 Event = (

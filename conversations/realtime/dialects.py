@@ -7,9 +7,8 @@ refusal sends its first turn in the learned shape straight away.
 
 import logging
 
-from channels.db import database_sync_to_async
-
 from conversations.catalogue import selectors, services
+from conversations.chat.orm import orm_concurrent
 from conversations.gateway.dialect import Dialect
 
 logger = logging.getLogger(__name__)
@@ -24,7 +23,7 @@ class DatabaseDialects:
 
     async def get(self, model_id: str) -> Dialect | None:
         try:
-            stored = await database_sync_to_async(selectors.dialect_remembered)(
+            stored = await orm_concurrent(selectors.dialect_remembered)(
                 gateway=self.gateway, model_id=model_id
             )
         except Exception:
@@ -34,7 +33,7 @@ class DatabaseDialects:
 
     async def remember(self, model_id: str, dialect: Dialect) -> None:
         try:
-            await database_sync_to_async(services.dialect_remember)(
+            await orm_concurrent(services.dialect_remember)(
                 gateway=self.gateway, model_id=model_id, dialect=dialect.as_json()
             )
         except Exception:

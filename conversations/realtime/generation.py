@@ -167,6 +167,8 @@ class Generation:
             self._turn, _ = await database_sync_to_async(_reply_prepare_by_id)(
                 reply_id=self.reply_id
             )
+            # The refused model's notices no longer apply; the replacement's come with its turn.
+            self._upstream.notes.clear()
             await self._notice(note)
             await self._consume()
 
