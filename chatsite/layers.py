@@ -54,9 +54,9 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
         if now < self._next_clean:
             return
         self._next_clean = now + CLEAN_EVERY
-        super()._clean_expired()
+        super()._clean_expired()  # type: ignore[misc]  # private, so absent from the stubs
 
-    async def send(self, channel: str, message: dict) -> None:
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_channel_name(channel)
         assert "__asgi_channel__" not in message
@@ -68,7 +68,7 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
         except asyncio.QueueFull:
             raise ChannelFull(channel) from None
 
-    async def group_send(self, group: str, message: dict) -> None:
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
         assert isinstance(message, dict), "Message is not a dict"
         self.require_valid_group_name(group)
         self._clean_expired()
@@ -80,12 +80,12 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
                 await self.send(channel, message)
 
 
-class FrameBuffer(asyncio.Queue):
+class FrameBuffer(asyncio.Queue[dict[str, Any]]):
     """One socket's buffer of messages: when full it drops the oldest frame that a later one
     makes up for (a delta or render: the next delta shows the gap and brings a snapshot; a
     sidebar update: the next one redraws it all), never the end of a reply or a turn."""
 
-    def put_nowait(self, item: Any) -> None:
+    def put_nowait(self, item: dict[str, Any]) -> None:
         if self.full():
             held = [self.get_nowait() for _ in range(self.qsize())]
             drop = next((index for index, message in enumerate(held) if _replaceable(message)), 0)
@@ -102,7 +102,7 @@ def _replaceable(message: Any) -> bool:
     return isinstance(message, dict) and message.get("type") in REPLACEABLE
 
 
-class LocalFirstRedisChannelLayer(RedisChannelLayer):
+class LocalFirstRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]  # untyped library
     """channels_redis's layer, with this process's own sockets served without Redis.
 
     Every process-local channel of a process shares one Redis queue and its capacity, so
@@ -121,7 +121,9 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.receive_buffer = collections.defaultdict(functools.partial(FrameBuffer, self.capacity))
+        self.receive_buffer: collections.defaultdict[str, FrameBuffer] = collections.defaultdict(
+            functools.partial(FrameBuffer, self.capacity)
+        )
         self._local_groups: dict[str, set[str]] = {}
         self._home_loop: asyncio.AbstractEventLoop | None = None
         self._pump_task: asyncio.Task[None] | None = None
@@ -150,7 +152,7 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
     def _buffer_put(self, channel: str, message: dict[str, Any]) -> None:
         self.receive_buffer[channel].put_nowait(message)
 
-    async def send(self, channel: str, message: dict) -> None:
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
         if self._is_local(channel):
             assert isinstance(message, dict), "message is not a dict"
             self._deliver_locally(channel, message)
@@ -159,9 +161,10 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
             lambda: super(LocalFirstRedisChannelLayer, self).send(channel, message)
         )
 
-    async def receive(self, channel: str) -> dict:
+    async def receive(self, channel: str) -> dict[str, Any]:
         if not self._is_local(channel):
-            return await super().receive(channel)
+            remote: dict[str, Any] = await super().receive(channel)
+            return remote
         loop = asyncio.get_running_loop()
         if self._home_loop is not loop:
             self._home_loop, self._pump_task = loop, None
@@ -229,7 +232,7 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
             lambda: super(LocalFirstRedisChannelLayer, self).group_discard(group, channel)
         )
 
-    async def group_send(self, group: str, message: dict) -> None:
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """This process's members first and directly, then the others through Redis (whose
         failure, raised, costs only the other processes' viewers their frames)."""
         assert self.require_valid_group_name(group), "Group name not valid"
@@ -237,7 +240,7 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
             self._deliver_locally(channel, message)
         await _once_more_if_stale(lambda: self._group_send_remote(group, message))
 
-    async def _group_send_remote(self, group: str, message: dict) -> None:
+    async def _group_send_remote(self, group: str, message: dict[str, Any]) -> None:
         key = self._group_key(group)
         connection = self.connection(self.consistent_hash(group))
         await connection.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
@@ -249,7 +252,9 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
         if remote:
             await self._send_through_redis(group, remote, message)
 
-    async def _send_through_redis(self, group: str, channels: list[str], message: dict) -> None:
+    async def _send_through_redis(
+        self, group: str, channels: list[str], message: dict[str, Any]
+    ) -> None:
         """channels_redis's group send, for the given members only."""
         by_connection, messages, capacities = self._map_channel_keys_to_connection(
             channels, message

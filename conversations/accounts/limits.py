@@ -16,7 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import Coalesce
@@ -78,7 +78,7 @@ class QuotaUsage:
 
 
 def limits_for_user(
-    *, user: AbstractBaseUser, quota: UserQuota | None = None, quota_read: bool = False
+    *, user: User, quota: UserQuota | None = None, quota_read: bool = False
 ) -> Limits:
     """The user's limits: the staff's overrides, else defaults. `quota` is read here unless the
     caller has read it already (`quota_read`: then None means the user has no overrides)."""
@@ -89,9 +89,13 @@ def limits_for_user(
         return default if override is None else override
 
     return Limits(
-        per_minute=pick(quota and quota.messages_per_minute, settings.CHAT_RATE_LIMIT_PER_MINUTE),
-        per_day=pick(quota and quota.messages_per_day, settings.CHAT_DAILY_MESSAGE_QUOTA),
-        tokens_per_day=pick(quota and quota.tokens_per_day, settings.CHAT_DAILY_TOKEN_QUOTA),
+        per_minute=pick(
+            quota.messages_per_minute if quota else None, settings.CHAT_RATE_LIMIT_PER_MINUTE
+        ),
+        per_day=pick(quota.messages_per_day if quota else None, settings.CHAT_DAILY_MESSAGE_QUOTA),
+        tokens_per_day=pick(
+            quota.tokens_per_day if quota else None, settings.CHAT_DAILY_TOKEN_QUOTA
+        ),
     )
 
 
@@ -103,7 +107,7 @@ def _day_bounds(now: datetime.datetime) -> tuple[datetime.datetime, datetime.dat
 
 def quota_usage_for_user(
     *,
-    user: AbstractBaseUser,
+    user: User,
     now: datetime.datetime | None = None,
     quota: UserQuota | None = None,
     quota_read: bool = False,
@@ -175,7 +179,7 @@ def _wait_text(seconds: float) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
-def turn_allowance_check(*, user: AbstractBaseUser, max_tokens: int = 0) -> QuotaUsage:
+def turn_allowance_check(*, user: User, max_tokens: int = 0) -> QuotaUsage:
     """Raise LimitReached if the user may not start a reply of up to `max_tokens` now; else
     return the usage counting the reply about to be created.
 
@@ -258,7 +262,9 @@ def login_locked_for(*, username: str, address: str) -> float:
     locked = LoginThrottle.objects.filter(key__in=keys, locked_until__gt=now).values_list(
         "locked_until", flat=True
     )
-    return max(((until - now).total_seconds() for until in locked), default=0.0)
+    return max(
+        ((until - now).total_seconds() for until in locked if until is not None), default=0.0
+    )
 
 
 def login_failure_record(*, username: str, address: str) -> None:

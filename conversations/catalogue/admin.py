@@ -2,13 +2,15 @@
 them, which request shape each model was found to take, and which conversations sit on a model
 that is retiring."""
 
+from typing import Any
+
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from conversations.catalogue import selectors
 from conversations.gateway.dialect import Dialect
-from conversations.models import GatewayModel, ModelDialect, ModelOffer
+from conversations.models import Conversation, GatewayModel, ModelDialect, ModelOffer
 
 
 class RetiringModelFilter(admin.SimpleListFilter):
@@ -18,10 +20,14 @@ class RetiringModelFilter(admin.SimpleListFilter):
     title = "model retiring"
     parameter_name = "model_retiring"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
         return [("yes", "Retiring or retired"), ("no", "No")]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> QuerySet[Conversation]:
         if self.value() not in ("yes", "no"):
             return queryset
         ids = selectors.retiring_model_ids(
@@ -33,7 +39,7 @@ class RetiringModelFilter(admin.SimpleListFilter):
 
 
 @admin.register(ModelOffer)
-class ModelOfferAdmin(admin.ModelAdmin):
+class ModelOfferAdmin(admin.ModelAdmin[ModelOffer]):
     list_display = ("model_id", "groups_column")
     filter_horizontal = ("groups",)
 
@@ -44,7 +50,7 @@ class ModelOfferAdmin(admin.ModelAdmin):
 
 
 @admin.register(GatewayModel)
-class GatewayModelAdmin(admin.ModelAdmin):
+class GatewayModelAdmin(admin.ModelAdmin[GatewayModel]):
     """Read-only: the background refresh writes these; the operator's file overrides them."""
 
     list_display = (
@@ -68,7 +74,7 @@ class GatewayModelAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelDialect)
-class ModelDialectAdmin(admin.ModelAdmin):
+class ModelDialectAdmin(admin.ModelAdmin[ModelDialect]):
     """What the gateway was found to take, per model, in words. Deleting a row makes the next
     turn start from the configured dialect again (and learn anew if it is refused)."""
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Q
 from django.utils import timezone
 
@@ -134,7 +134,7 @@ def default_model_id(*, catalogue: Catalogue) -> str:
 
 
 def models_offered_for_user(
-    *, user: AbstractBaseUser, catalogue: Catalogue, on: datetime.date
+    *, user: User, catalogue: Catalogue, on: datetime.date
 ) -> list[ModelProfile]:
     """What the picker lists: staff's offers for the user's groups (everything when staff
     made no offers), without retired models."""
@@ -142,7 +142,7 @@ def models_offered_for_user(
     profiles = [p for p in catalogue.profiles if not p.retired_on(on)]
     if not offers.exists():
         return profiles
-    group_ids = list(user.groups.values_list("id", flat=True))  # type: ignore[attr-defined]
+    group_ids = list(user.groups.values_list("id", flat=True))
     offered = set(
         offers.filter(Q(groups__isnull=True) | Q(groups__in=group_ids)).values_list(
             "model_id", flat=True
@@ -151,7 +151,7 @@ def models_offered_for_user(
     return [p for p in profiles if offered.intersection(p.ids)]
 
 
-def model_for_new_conversation(*, user: AbstractBaseUser, catalogue: Catalogue) -> str:
+def model_for_new_conversation(*, user: User, catalogue: Catalogue) -> str:
     preferences = UserPreferences.objects.filter(user=user).first()
     if preferences is not None and preferences.model:
         offered = models_offered_for_user(user=user, catalogue=catalogue, on=today())
@@ -321,7 +321,7 @@ class ModelChoice:
         return self.offered
 
 
-def model_choice_for_user(*, user: AbstractBaseUser, current: str = "") -> ModelChoice:
+def model_choice_for_user(*, user: User, current: str = "") -> ModelChoice:
     catalogue = catalogue_current()
     offered = models_offered_for_user(user=user, catalogue=catalogue, on=today())
     if not current:

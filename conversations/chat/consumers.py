@@ -9,7 +9,7 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import InterfaceError, OperationalError
 from django.db.models import F
 
@@ -411,7 +411,7 @@ class TurnStart:
 def _turn_start(
     *,
     conversation_id: uuid.UUID,
-    owner: AbstractBaseUser,
+    owner: User,
     content: str,
     turn_settings: services.TurnSettings,
     model: str,

@@ -4,6 +4,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.models import User
 
 from conversations.catalogue.selectors import ModelChoice
 from conversations.gateway.profiles import TurnSettings
@@ -57,7 +58,7 @@ class TurnSettingsForm(forms.Form):
         return model
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         stops: list[str] = []
         for name in STOP_FIELDS:
             value = cleaned.get(name) or ""
@@ -108,7 +109,7 @@ def form_error_text(form: forms.Form) -> str:
     for field, errors in form.errors.items():
         label = form.fields[field].label or field.replace("_", " ").capitalize()
         for error in errors:
-            problems.append(error if field in ("message", "__all__") else f"{label}: {error}")
+            problems.append(str(error) if field in ("message", "__all__") else f"{label}: {error}")
     return " ".join(problems)
 
 
@@ -161,7 +162,7 @@ class RenameForm(forms.Form):
         return title
 
 
-class SignupForm(UserCreationForm):
+class SignupForm(UserCreationForm[User]):
     pass
 
 

@@ -157,7 +157,7 @@ def transcript_pieces(*, window: selectors.ThreadWindow) -> list[str] | None:
     if frame_fits(whole):
         return [whole]
     limit = settings.CHAT_WS_FRAME_MAX_BYTES - PIECE_OVERHEAD_BYTES
-    parts = [render_to_string("chat/_older.html", {"window": window})]
+    parts: list[str] = [render_to_string("chat/_older.html", {"window": window})]
     parts += [message_article(message=message) for message in window.messages]
     pieces: list[list[str]] = [[]]
     size = 0

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import connections
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -26,7 +26,7 @@ from conversations.models import (
 
 
 def conversation_get_for_user(
-    *, conversation_id: uuid.UUID | str, user: AbstractBaseUser
+    *, conversation_id: uuid.UUID | str, user: User
 ) -> Conversation | None:
     """The conversation if it exists and belongs to the user, otherwise None (never a hint)."""
     if not user.is_authenticated:
@@ -37,11 +37,11 @@ def conversation_get_for_user(
         return None
 
 
-def conversation_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Conversation]:
+def conversation_list_for_user(*, user: User) -> QuerySet[Conversation]:
     return Conversation.objects.filter(owner=user).order_by("-updated_at")
 
 
-def conversation_empty_for_user(*, user: AbstractBaseUser) -> Conversation | None:
+def conversation_empty_for_user(*, user: User) -> Conversation | None:
     """The user's newest conversation without messages, reused so '/' doesn't pile up blanks."""
     return (
         Conversation.objects.filter(owner=user, messages__isnull=True)
@@ -75,7 +75,7 @@ def streaming_reply_get(*, conversation_id: uuid.UUID) -> Message | None:
     ).first()
 
 
-def message_get_for_user(*, message_id: uuid.UUID | str, user: AbstractBaseUser) -> Message | None:
+def message_get_for_user(*, message_id: uuid.UUID | str, user: User) -> Message | None:
     if not user.is_authenticated:
         return None
     try:
@@ -108,7 +108,7 @@ def _ancestors(
     meta = Message._meta
     conversation_field = meta.get_field("conversation")
     table = quote(meta.db_table)
-    pk = quote(meta.pk.column)
+    pk = quote(meta.pk.db_column or meta.pk.attname)
     parent = quote(meta.get_field("parent").column)
     conversation = quote(conversation_field.column)
     # Prepared by the fields themselves: SQLite stores UUIDs as 32-character hex, PostgreSQL
@@ -369,7 +369,7 @@ class SearchHit:
 
 
 def conversation_search_for_user(
-    *, user: AbstractBaseUser, query: str, limit: int = SEARCH_LIMIT
+    *, user: User, query: str, limit: int = SEARCH_LIMIT
 ) -> list[SearchHit]:
     """The user's own conversations whose title or any message text contains `query`."""
     query = " ".join(query.split())[:200]
@@ -406,7 +406,7 @@ def _snippet(text: str, query: str) -> str:
 
 
 def conversation_sidebar_for_user(
-    *, user: AbstractBaseUser, current_id: uuid.UUID | None, limit: int
+    *, user: User, current_id: uuid.UUID | None, limit: int
 ) -> list[Conversation]:
     """The sidebar: conversations with at least one message, newest activity first, plus the
     one on screen (a blank 'New chat' is listed only while it is open)."""
@@ -427,7 +427,7 @@ class TitleRequest:
 def title_request_for(*, conversation_id: uuid.UUID) -> TitleRequest | None:
     """What a title is made from: the first exchange on screen, if its reply completed."""
     conversation = Conversation.objects.filter(id=conversation_id).first()
-    if conversation is None or conversation.active_leaf_id is None:
+    if conversation is None or conversation.active_leaf is None:
         return None
     path = message_path(message=conversation.active_leaf)
     if len(path) < 2 or path[1].status != Message.Status.COMPLETE or not path[1].content:

@@ -6,7 +6,7 @@ from decimal import Decimal
 from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
@@ -55,7 +55,7 @@ class ReplyOutcome:
     raw_event: str = ""
 
 
-def conversation_create(*, owner: AbstractBaseUser) -> Conversation:
+def conversation_create(*, owner: User) -> Conversation:
     """A new conversation starts from the owner's default model, system prompt and parameters."""
     model = catalogue.model_for_new_conversation(
         user=owner, catalogue=catalogue.catalogue_current()
@@ -85,7 +85,7 @@ class StartedTurn:
 def turn_start(
     *,
     conversation_id: uuid.UUID,
-    owner: AbstractBaseUser,
+    owner: User,
     content: str,
     settings: TurnSettings,
     model: str,
@@ -164,7 +164,7 @@ def _turn_start_state(*, conversation: Conversation) -> _TurnStartState:
     leaf = conversation.active_leaf_id
     children = Message.objects.filter(conversation_id=OuterRef("pk"))
     children = children.filter(parent_id=leaf) if leaf else children.filter(parent__isnull=True)
-    leaf_row = Message.objects.filter(pk=leaf)
+    leaf_row = Message.objects.filter(pk=OuterRef("active_leaf_id"))
     reply_streaming, newer_exists, leaf_has_children, leaf_role, leaf_model = (
         Conversation.objects.filter(pk=conversation.pk)
         .annotate(
@@ -295,7 +295,7 @@ def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
 # --- Deleting ------------------------------------------------------------------
 
 
-def conversation_delete(*, conversation_id: uuid.UUID | str, owner: AbstractBaseUser) -> None:
+def conversation_delete(*, conversation_id: uuid.UUID | str, owner: User) -> None:
     """Delete the conversation with its messages, share links and review (cascade); the staff
     access log keeps its entries. Raises Conversation.DoesNotExist for anyone but the owner.
 
@@ -313,7 +313,7 @@ def conversation_delete(*, conversation_id: uuid.UUID | str, owner: AbstractBase
 # The workspace: branching turns, titles, rename/delete, preferences.
 
 
-def _conversation_lock_idle(*, conversation_id: uuid.UUID, owner: AbstractBaseUser) -> Conversation:
+def _conversation_lock_idle(*, conversation_id: uuid.UUID, owner: User) -> Conversation:
     """Lock the owner's conversation for a change to its tree; refused while a reply streams,
     because the branch on screen must not move under a reply being written."""
     conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
@@ -387,7 +387,7 @@ def _model_changes(*, parent: Message | None, model: str) -> bool:
 def reply_regenerate(
     *,
     conversation_id: uuid.UUID,
-    owner: AbstractBaseUser,
+    owner: User,
     reply_id: uuid.UUID | str,
     settings: TurnSettings,
     model: str,
@@ -399,6 +399,8 @@ def reply_regenerate(
         old = _message_of(
             conversation=conversation, message_id=reply_id, role=Message.Role.ASSISTANT
         )
+        if old.parent is None:  # replies always answer a message; this row is damaged
+            raise TurnRefused("That reply has no message to answer.")
         plan = _turn_plan(conversation=conversation, settings=settings, model=model)
         _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
         return _reply_create(conversation=conversation, parent=old.parent, plan=plan)
@@ -407,7 +409,7 @@ def reply_regenerate(
 def turn_edit(
     *,
     conversation_id: uuid.UUID,
-    owner: AbstractBaseUser,
+    owner: User,
     message_id: uuid.UUID | str,
     content: str,
     settings: TurnSettings,
@@ -434,7 +436,7 @@ def turn_edit(
 def reply_continue(
     *,
     conversation_id: uuid.UUID,
-    owner: AbstractBaseUser,
+    owner: User,
     reply_id: uuid.UUID | str,
     settings: TurnSettings,
     model: str,
@@ -460,7 +462,7 @@ def reply_continue(
 
 
 def branch_switch(
-    *, conversation_id: uuid.UUID, owner: AbstractBaseUser, message_id: uuid.UUID | str
+    *, conversation_id: uuid.UUID, owner: User, message_id: uuid.UUID | str
 ) -> Conversation:
     """Show another version of a message: the branch through it, down to its newest leaf."""
     with transaction.atomic():
@@ -486,9 +488,7 @@ def branch_switch(
     return conversation
 
 
-def conversation_rename(
-    *, conversation_id: uuid.UUID, owner: AbstractBaseUser, title: str
-) -> Conversation:
+def conversation_rename(*, conversation_id: uuid.UUID, owner: User, title: str) -> Conversation:
     conversation = Conversation.objects.get(id=conversation_id, owner=owner)
     conversation.title = title
     conversation.save(update_fields=["title", "updated_at"])
@@ -512,7 +512,7 @@ def conversation_title_generated_set(
     )
 
 
-def _allowance_check(*, user: AbstractBaseUser, max_tokens: int) -> limits.QuotaUsage:
+def _allowance_check(*, user: User, max_tokens: int) -> limits.QuotaUsage:
     try:
         return limits.turn_allowance_check(user=user, max_tokens=max_tokens)
     except limits.LimitReached as exc:
@@ -526,7 +526,7 @@ def reply_retry(
     *,
     conversation_id: uuid.UUID,
     message_id: uuid.UUID,
-    owner: AbstractBaseUser,
+    owner: User,
     model: str,
 ) -> tuple[Message, Message]:
     """Write a failed reply again: a new streaming sibling under the same user message.

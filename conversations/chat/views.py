@@ -25,20 +25,21 @@ from conversations.chat.forms import (
     settings_of,
 )
 from conversations.chat.frames import SIDEBAR_SIZE
+from conversations.http import AuthenticatedHttpRequest
 from conversations.models import Conversation
 from conversations.realtime import live
 
 
 @require_GET
 @login_required
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: AuthenticatedHttpRequest) -> HttpResponse:
     conversation = selectors.conversation_empty_for_user(
         user=request.user
     ) or services.conversation_create(owner=request.user)
     return redirect("conversation", conversation_id=conversation.id)
 
 
-def _owned(request: HttpRequest, conversation_id: object) -> Conversation:
+def _owned(request: AuthenticatedHttpRequest, conversation_id: str) -> Conversation:
     conversation = selectors.conversation_get_for_user(
         conversation_id=conversation_id, user=request.user
     )
@@ -49,7 +50,7 @@ def _owned(request: HttpRequest, conversation_id: object) -> Conversation:
 
 @require_GET
 @login_required
-def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def conversation_detail(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     conversation = _owned(request, conversation_id)
     catalogue_refresh_soon()
     choice = catalogue.model_choice_for_user(user=request.user, current=conversation.model)
@@ -88,7 +89,7 @@ def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpRespo
 
 @require_GET
 @login_required
-def conversation_older(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def conversation_older(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     """Earlier messages of the branch on screen, loaded as the reader scrolls up; without
     `before`, the latest window, which the page loads when it was too large for a socket frame."""
     conversation = _owned(request, conversation_id)
@@ -105,7 +106,7 @@ def conversation_older(request: HttpRequest, conversation_id: str) -> HttpRespon
 
 @require_POST
 @login_required
-def conversation_rename(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def conversation_rename(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     conversation = _owned(request, conversation_id)
     form = RenameForm(request.POST)
     if form.is_valid():
@@ -130,7 +131,7 @@ def conversation_rename(request: HttpRequest, conversation_id: str) -> HttpRespo
 
 @require_http_methods(["GET", "POST"])
 @login_required
-def conversation_delete(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def conversation_delete(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     """GET asks for confirmation (naming the share links that die with it); POST deletes."""
     conversation = _owned(request, conversation_id)
     if request.method == "GET":
@@ -148,7 +149,7 @@ def conversation_delete(request: HttpRequest, conversation_id: str) -> HttpRespo
 
 @require_GET
 @login_required
-def conversation_search(request: HttpRequest) -> HttpResponse:
+def conversation_search(request: AuthenticatedHttpRequest) -> HttpResponse:
     # PostgreSQL text cannot hold NUL: a query with one would fail rather than find nothing.
     query = request.GET.get("q", "").replace("\x00", "")
     hits = selectors.conversation_search_for_user(user=request.user, query=query)
@@ -161,7 +162,7 @@ def conversation_search(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @login_required
-def preferences(request: HttpRequest) -> HttpResponse:
+def preferences(request: AuthenticatedHttpRequest) -> HttpResponse:
     current = accounts_selectors.preferences_for_user(user=request.user)
     form = PreferencesForm(
         request.POST or None,

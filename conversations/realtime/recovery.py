@@ -20,7 +20,6 @@ from collections.abc import Container
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -134,7 +133,7 @@ async def sweep_once(*, live: runtime.Runtime | None = None) -> int:
     live = live or runtime.current()
     await database_sync_to_async(spool.spool_replay)(worker=worker_id())
     interrupted = await database_sync_to_async(replies_orphaned_interrupt)(spare=live.generations)
-    layer = get_channel_layer()
+    layer = events.channel_layer()
     for conversation_id, message_id in interrupted:
         await events.reply_finished_send(
             layer, conversation_id=conversation_id, message_id=str(message_id)
@@ -197,4 +196,5 @@ def install_under_daphne() -> None:
         return defer.Deferred.fromFuture(asyncio.ensure_future(shutdown()))
 
     reactor.callWhenRunning(start)
-    reactor.addSystemEventTrigger("before", "shutdown", stop)
+    # Twisted declares IReactorCore's methods with `self`, which mypy reads as one more argument.
+    reactor.addSystemEventTrigger("before", "shutdown", stop)  # type: ignore[arg-type]

@@ -5,7 +5,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -76,9 +76,7 @@ def share_link_live_for_conversation(*, conversation: Conversation) -> ShareLink
     )
 
 
-def share_link_get_for_user(
-    *, link_id: uuid.UUID | str, user: AbstractBaseUser
-) -> ShareLink | None:
+def share_link_get_for_user(*, link_id: uuid.UUID | str, user: User) -> ShareLink | None:
     if not user.is_authenticated:
         return None
     try:
@@ -89,7 +87,7 @@ def share_link_get_for_user(
         return None
 
 
-def share_link_list_for_user(*, user: AbstractBaseUser) -> QuerySet[ShareLink]:
+def share_link_list_for_user(*, user: User) -> QuerySet[ShareLink]:
     return (
         ShareLink.objects.filter(conversation__owner=user)
         .select_related("conversation")

@@ -5,7 +5,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -56,7 +56,7 @@ def _share_apply(*, link: ShareLink, conversation: Conversation, options: ShareO
 
 
 def share_link_create(
-    *, conversation_id: uuid.UUID | str, user: AbstractBaseUser, options: ShareOptions
+    *, conversation_id: uuid.UUID | str, user: User, options: ShareOptions
 ) -> tuple[ShareLink, str]:
     """Publish the branch on screen. Returns the link and its token; raises
     Conversation.DoesNotExist unless the user owns the conversation."""
@@ -74,7 +74,7 @@ def share_link_create(
 
 
 def share_link_publish(
-    *, conversation_id: uuid.UUID | str, user: AbstractBaseUser, options: ShareOptions
+    *, conversation_id: uuid.UUID | str, user: User, options: ShareOptions
 ) -> tuple[ShareLink, bool]:
     """What the dialog's button does: update the conversation's live link, or create one.
     The decision is taken under the conversation's row lock, so two clicks racing each other
@@ -88,9 +88,7 @@ def share_link_publish(
     return link, True
 
 
-def share_link_update(
-    *, link_id: uuid.UUID | str, user: AbstractBaseUser, options: ShareOptions
-) -> ShareLink:
+def share_link_update(*, link_id: uuid.UUID | str, user: User, options: ShareOptions) -> ShareLink:
     """Refresh the snapshot and options under the same URL. Only a live link can be updated:
     a revoked one stays dead. Raises ShareLink.DoesNotExist for anyone but the owner."""
     with transaction.atomic():
@@ -104,7 +102,7 @@ def share_link_update(
     return link
 
 
-def share_link_revoke(*, link_id: uuid.UUID | str, user: AbstractBaseUser) -> ShareLink:
+def share_link_revoke(*, link_id: uuid.UUID | str, user: User) -> ShareLink:
     """The link answers 404 from now on. Raises ShareLink.DoesNotExist for anyone but the
     owner; revoking twice keeps the first time."""
     link = ShareLink.objects.get(id=link_id, conversation__owner=user)
@@ -120,7 +118,7 @@ def share_link_record_view(*, link: ShareLink) -> None:
     ShareLink.objects.filter(id=link.id).update(view_count=F("view_count") + 1)
 
 
-def conversation_create_from_share(*, link: ShareLink, owner: AbstractBaseUser) -> Conversation:
+def conversation_create_from_share(*, link: ShareLink, owner: User) -> Conversation:
     """Continue this conversation: a new conversation of the viewer's own, holding a copy of
     the published messages (never anything the snapshot left out)."""
     with transaction.atomic():

@@ -13,13 +13,14 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from conversations.chat import selectors
+from conversations.http import AuthenticatedHttpRequest
 from conversations.models import Conversation, ShareLink
 from conversations.sharing import selectors as sharing_selectors
 from conversations.sharing import services as sharing_services
 from conversations.sharing.forms import ShareOptionsForm
 
 
-def _owned_conversation(request: HttpRequest, conversation_id: str) -> Conversation:
+def _owned_conversation(request: AuthenticatedHttpRequest, conversation_id: str) -> Conversation:
     conversation = selectors.conversation_get_for_user(
         conversation_id=conversation_id, user=request.user
     )
@@ -35,7 +36,7 @@ def _share_url(request: HttpRequest, link: ShareLink | None) -> str:
 
 
 def _dialog(
-    request: HttpRequest,
+    request: AuthenticatedHttpRequest,
     conversation: Conversation,
     *,
     form: ShareOptionsForm | None = None,
@@ -63,7 +64,7 @@ def _dialog(
 
 @require_http_methods(["GET", "POST"])
 @login_required
-def share_dialog(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def share_dialog(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     """GET: the dialog. POST: create the link, or update the live one under the same URL."""
     conversation = _owned_conversation(request, conversation_id)
     if request.method == "GET":
@@ -85,7 +86,7 @@ def share_dialog(request: HttpRequest, conversation_id: str) -> HttpResponse:
 
 @require_GET
 @login_required
-def share_preview(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def share_preview(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     conversation = _owned_conversation(request, conversation_id)
     form = ShareOptionsForm(request.GET)
     form.is_valid()
@@ -100,7 +101,7 @@ def share_preview(request: HttpRequest, conversation_id: str) -> HttpResponse:
 
 @require_POST
 @login_required
-def share_link_revoke(request: HttpRequest, link_id: str) -> HttpResponse:
+def share_link_revoke(request: AuthenticatedHttpRequest, link_id: str) -> HttpResponse:
     link = sharing_selectors.share_link_get_for_user(link_id=link_id, user=request.user)
     if link is None:
         raise Http404("No such link.")
@@ -114,7 +115,7 @@ def share_link_revoke(request: HttpRequest, link_id: str) -> HttpResponse:
 
 @require_GET
 @login_required
-def shared_links(request: HttpRequest) -> HttpResponse:
+def shared_links(request: AuthenticatedHttpRequest) -> HttpResponse:
     links = sharing_selectors.share_link_list_for_user(user=request.user)
     rows = [{"link": link, "url": _share_url(request, link)} for link in links]
     return render(request, "sharing/links.html", {"rows": rows})
