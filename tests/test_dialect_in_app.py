@@ -5,19 +5,25 @@ cannot read keeps its first event for the logged transcript. Against the loopbac
 
 from __future__ import annotations
 
+import asyncio
 import json
+from html import unescape
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from conversations.chat import services
+from conversations.chat.routing import websocket_urlpatterns
 from conversations.gateway.dialect import Dialect
 from conversations.gateway.profiles import SONNET_4_5
 from conversations.models import Conversation, Message, ModelDialect
 from conversations.realtime import generation, runtime
 from tests.factories import turn_settings
+from tests.support.ws import SEND
 from tests.upstream_server import Event, FakeUpstream, Stream, strict_gateway
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -170,3 +176,29 @@ async def test_an_unreadable_stream_keeps_its_first_event_for_the_logged_transcr
     # The user sees the error, never the gateway's raw text.
     page = await database_sync_to_async(page_of)(user, reply.conversation_id)
     assert "could not be read" in page and RAW_CANARY not in page
+
+
+async def test_the_user_is_told_in_words_when_the_request_is_sent_again_in_another_form(
+    upstream: FakeUpstream, user: Any
+) -> None:
+    upstream.default_reply = strict_gateway({"system-role"})
+    conversation = await database_sync_to_async(services.conversation_create)(owner=user)
+    conversation.model, conversation.system_prompt = MODEL, SYSTEM
+    await conversation.asave(update_fields=["model", "system_prompt"])
+    comm = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/c/{conversation.id}/")
+    comm.scope["user"] = user
+    assert (await comm.connect())[0]
+
+    await comm.send_to(text_data=json.dumps(SEND))
+    frames: list[str] = []
+    async with asyncio.timeout(30):
+        while 'data-role="assistant" data-status="complete"' not in "".join(frames):
+            frames.append(await comm.receive_from(timeout=30))
+    await comm.disconnect()
+
+    shown = unescape("".join(frames))
+    assert (
+        "The gateway did not take the system prompt in the form sent; the request was sent "
+        "again with the system prompt as a top-level field." in shown
+    )
+    assert "Hello from the fake upstream." in shown
