@@ -7,7 +7,7 @@ import datetime
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +196,8 @@ class TurnPlan:
     model: str
     params: dict[str, Any]
     note: str = ""
+    # What the user set that the replacement does not take, in words (kept on the reply).
+    notes: list[str] = field(default_factory=list)
 
 
 def turn_plan(
@@ -211,6 +213,7 @@ def turn_plan(
                 model=successor.id,
                 params=settings.fitted(successor).request_params(successor),
                 note=retired_note(retired=profile, successor=successor),
+                notes=settings.fitting_notes(successor),
             )
     return TurnPlan(model=chosen, params=settings.request_params(profile))
 

@@ -174,18 +174,26 @@ def reply_switch_model(*, reply_id: Any, on: datetime.date) -> str | None:
                 f"The gateway no longer offers {refused.display_name}; this reply is from "
                 f"{successor.display_name}."
             )
-        fitted = settings_from_params(reply.request_params, model=reply.model).fitted(successor)
-        params = fitted.request_params(successor)
+        chosen = settings_from_params(reply.request_params, model=reply.model)
+        params = chosen.fitted(successor).request_params(successor)
         if "reasoning_effort" not in reply.request_params:
             # A continuation never thinks; neither does its switched request.
             params.pop("reasoning_effort", None)
         reply.model, reply.request_params, reply.model_note = successor.id, params, note
+        reply.request_notes = chosen.fitting_notes(successor)
         reply.model_changed = selectors.previous_model_of(parent=reply.parent) not in (
             "",
             successor.id,
         )
         reply.save(
-            update_fields=["model", "request_params", "model_note", "model_changed", "updated_at"]
+            update_fields=[
+                "model",
+                "request_params",
+                "model_note",
+                "request_notes",
+                "model_changed",
+                "updated_at",
+            ]
         )
         Conversation.objects.filter(id=reply.conversation_id, model=refused.id).update(
             model=successor.id

@@ -116,6 +116,7 @@ def turn_start(
             model=plan.model,
             request_params=plan.params,
             model_note=plan.note,
+            request_notes=plan.notes,
             model_changed=(
                 _model_changes(parent=user_message, model=plan.model)
                 if state.leaf_reply_model is None
@@ -255,6 +256,12 @@ def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
     process could not reach the database is still saved: its text is the whole truth."""
     content_html = markdown_to_html(outcome.content)
     cost_usd, cost_estimated = _cost_of(message_id=message_id, outcome=outcome)
+    notes: dict[str, list[str]] = {}
+    if outcome.request_notes:
+        # Beside those the turn started with (a retired model's replacement took less).
+        started = Message.objects.filter(id=message_id).values_list("request_notes", flat=True)
+        earlier = started.first() or []
+        notes["request_notes"] = request_notes_bounded(notes=[*earlier, *outcome.request_notes])
     with transaction.atomic():
         updated = Message.objects.filter(
             id=message_id, status__in=[Message.Status.STREAMING, Message.Status.INTERRUPTED]
@@ -276,9 +283,9 @@ def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
             usage_estimated=outcome.usage_estimated,
             time_to_first_token_ms=outcome.time_to_first_token_ms,
             duration_ms=outcome.duration_ms,
-            request_notes=request_notes_bounded(notes=outcome.request_notes),
             raw_event=outcome.raw_event[:RAW_EVENT_MAX_CHARS],
             updated_at=timezone.now(),
+            **notes,
         )
         if updated:
             Conversation.objects.filter(messages__id=message_id).update(updated_at=timezone.now())
@@ -371,6 +378,7 @@ def _reply_create(
         model=plan.model,
         request_params=plan.params,
         model_note=plan.note,
+        request_notes=plan.notes,
         model_changed=_model_changes(parent=parent, model=plan.model),
     )
     accounts_services.usage_reserve(reply=reply, owner=conversation.owner)
@@ -563,6 +571,7 @@ def reply_retry(
             model=plan.model,
             request_params=plan.params,
             model_note=plan.note,
+            request_notes=plan.notes,
             model_changed=_model_changes(parent=failed.parent, model=plan.model),
         )
         accounts_services.usage_reserve(reply=reply, owner=owner)
