@@ -126,6 +126,8 @@ class Message(models.Model):
     # The first data event of a stream the app could not read (bounded, key scrubbed): it is
     # gateway text, so staff read it only in the logged transcript.
     raw_event = models.TextField(blank=True)
+    # How many files the message carries, so rendering a text-only window asks for none.
+    attachment_count = models.PositiveSmallIntegerField(default=0)
 
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
@@ -183,6 +185,7 @@ class ShareLink(models.Model):
 
     include_system_prompt = models.BooleanField(default=False)
     include_thinking = models.BooleanField(default=False)
+    include_attachments = models.BooleanField(default=False)
     visibility = models.CharField(max_length=16, choices=Visibility, default=Visibility.ANYONE)
     # The owner's choice (0 = never); expires_at counts it from the last create or update.
     expiry_days = models.PositiveSmallIntegerField(default=0)
@@ -266,6 +269,7 @@ class TranscriptAccess(models.Model):
         EXPORT_MARKDOWN = "export_markdown", "Exported as Markdown"
         SEARCH = "search", "Searched content"
         SYSTEM_PROMPT = "system_prompt", "Read default system prompt"
+        VIEW_ATTACHMENT = "view_attachment", "Opened an attachment"
 
     conversation = models.ForeignKey(
         Conversation, null=True, on_delete=models.SET_NULL, related_name="transcript_accesses"
@@ -459,3 +463,27 @@ class ModelDialect(models.Model):
 
     def __str__(self) -> str:
         return self.model_id
+
+
+# Attachments keep their own module; imported here so Django finds them as this app's models.
+from conversations.attachments.models import Attachment, MessageAttachment  # noqa: E402
+
+__all__ = [
+    "Attachment",
+    "Conversation",
+    "ConversationReview",
+    "GatewayModel",
+    "LoginThrottle",
+    "Message",
+    "MessageAttachment",
+    "ModelDialect",
+    "ModelOffer",
+    "ReasoningEffort",
+    "Sampling",
+    "ShareLink",
+    "TranscriptAccess",
+    "TurnSettingsFields",
+    "UsageRecord",
+    "UserPreferences",
+    "UserQuota",
+]

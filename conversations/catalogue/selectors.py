@@ -198,6 +198,8 @@ class TurnPlan:
     note: str = ""
     # What the user set that the replacement does not take, in words (kept on the reply).
     notes: list[str] = field(default_factory=list)
+    # The profile of `model`, when the plan was made from the catalogue.
+    profile: ModelProfile | None = None
 
 
 def turn_plan(
@@ -214,8 +216,9 @@ def turn_plan(
                 params=settings.fitted(successor).request_params(successor),
                 note=retired_note(retired=profile, successor=successor),
                 notes=settings.fitting_notes(successor),
+                profile=successor,
             )
-    return TurnPlan(model=chosen, params=settings.request_params(profile))
+    return TurnPlan(model=chosen, params=settings.request_params(profile), profile=profile)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from django.db.models import F
 
 from conversations.accounts import limits, sessions
 from conversations.accounts.sessions import CLOSE_SESSION_ENDED, SESSION_ENDED_TEXT
+from conversations.attachments import services as attachment_services
 from conversations.catalogue import context
 from conversations.catalogue.selectors import model_choice_for_user
 from conversations.chat import frames, frames_in, selectors, services, titles
@@ -164,8 +165,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 content=data["message"],
                 turn_settings=turn_settings,
                 model=turn_settings.model,
+                attachment_ids=frame.attachment_ids,
             )
-        except services.TurnRefused as exc:
+        except (services.TurnRefused, attachment_services.AttachmentRefused) as exc:
             raise FrameError(str(exc)) from exc
         user_message, reply = turn.started.user_message, turn.started.reply
         await self.send(text_data=frames.composer_accepted(client_token=frame.client_token))
@@ -212,6 +214,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     content=form.cleaned_data["message"],
                     settings=turn_settings,
                     model=turn_settings.model,
+                    keep_attachments=frame.keep_attachments,
                 )
                 reply_id = reply.id
             else:
@@ -232,7 +235,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     model=turn_settings.model,
                 )
                 reply_id = reply.id
-        except services.TurnRefused as exc:
+        except (services.TurnRefused, attachment_services.AttachmentRefused) as exc:
             raise FrameError(str(exc)) from exc
         await live.thread_changed(conversation_id=self.conversation_id)
         if reply_id is not None:
@@ -415,6 +418,7 @@ def _turn_start(
     content: str,
     turn_settings: services.TurnSettings,
     model: str,
+    attachment_ids: tuple[uuid.UUID, ...] = (),
 ) -> TurnStart:
     """One thread hop for the whole start of a turn: save it, claim the reply, build its
     upstream request and render the frame every viewer gets."""
@@ -424,6 +428,7 @@ def _turn_start(
         content=content,
         settings=turn_settings,
         model=model,
+        attachment_ids=attachment_ids,
     )
     messages = [started.user_message, started.reply]
     return TurnStart(

@@ -12,6 +12,7 @@ from django.db import connections
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from conversations.attachments import selectors as attachment_selectors
 from conversations.catalogue.payload import turn_request
 from conversations.catalogue.selectors import (
     messages_mark_context_start,
@@ -57,14 +58,17 @@ def thread_path(*, conversation: Conversation) -> list[Message]:
     return message_path(message=conversation.active_leaf)
 
 
-def upstream_context(*, thread: Sequence[Message]) -> list[dict[str, str]]:
+def upstream_context(*, thread: Sequence[Message]) -> list[dict[str, Any]]:
     """The conversation as the model should see it: replies that failed before any text are
-    left out, so a retried turn doesn't confuse the model with an empty assistant message."""
-    return [
-        {"role": message.role, "content": message.content}
+    left out, so a retried turn doesn't confuse the model with an empty assistant message.
+    A user message with attachments becomes content parts (the files, then its text)."""
+    kept = [
+        message
         for message in thread
         if message.content and message.status != Message.Status.STREAMING
     ]
+    context = [{"role": message.role, "content": message.content} for message in kept]
+    return attachment_selectors.context_with_attachments(messages=kept, context=context).messages
 
 
 def streaming_reply_get(*, conversation_id: uuid.UUID) -> Message | None:
@@ -174,6 +178,7 @@ def conversation_export_data(*, conversation: Conversation) -> dict[str, Any]:
     """The whole conversation as plain data: every message of every branch, with the ids
     needed to rebuild the tree, and the branch that was on screen."""
     messages = list(conversation.messages.order_by("created_at"))
+    attachments = attachment_selectors.attachments_by_message(message_ids=[m.id for m in messages])
     return {
         "id": str(conversation.id),
         "title": conversation.title,
@@ -205,6 +210,10 @@ def conversation_export_data(*, conversation: Conversation) -> dict[str, Any]:
                 "time_to_first_token_ms": m.time_to_first_token_ms,
                 "duration_ms": m.duration_ms,
                 "created_at": m.created_at.isoformat(),
+                "attachments": [
+                    attachment_selectors.attachment_summary(attachment=attachment)
+                    for attachment in attachments.get(m.id, [])
+                ],
             }
             for m in messages
         ],
@@ -218,9 +227,14 @@ def conversation_export_markdown(*, conversation: Conversation) -> str:
     lines.append("")
     if conversation.system_prompt:
         lines += ["## System prompt", "", conversation.system_prompt, ""]
-    for message in thread_path(conversation=conversation):
+    thread = thread_path(conversation=conversation)
+    attachments = attachment_selectors.attachments_by_message(message_ids=[m.id for m in thread])
+    for message in thread:
         speaker = "You" if message.role == Message.Role.USER else "Claude"
         lines += [f"## {speaker}", ""]
+        if attachments.get(message.id):
+            names = ", ".join(f"`{a.filename}`" for a in attachments[message.id])
+            lines += [f"_Attached: {names}_", ""]
         if message.reasoning:
             quoted = "\n".join(f"> {line}" for line in message.reasoning.splitlines())
             lines += ["> **Thinking**", ">", quoted, ""]
@@ -252,6 +266,7 @@ def messages_as_only_versions(*, messages: list[Message]) -> list[Message]:
     under a leaf): version 1 of 1, without asking the database."""
     for message in messages:
         message.version = Version(index=1, count=1, previous_id=None, next_id=None)  # type: ignore[attr-defined]
+    attachment_selectors.messages_with_attachments(messages=messages)
     return messages
 
 
@@ -262,11 +277,11 @@ class ThreadWindow:
     older_than: uuid.UUID | None
 
 
-def context_with_continuations(*, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+def context_with_continuations(*, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A continued reply is stored as a chain of assistant messages; the model sees one. A
     trailing assistant message (a continuation's prefill) loses its trailing whitespace, which
     Anthropic refuses there."""
-    merged: list[dict[str, str]] = []
+    merged: list[dict[str, Any]] = []
     for message in messages:
         if merged and message["role"] == "assistant" and merged[-1]["role"] == "assistant":
             merged[-1] = {
@@ -359,6 +374,7 @@ def messages_with_versions(*, messages: list[Message]) -> list[Message]:
             versions[(parent_id, role)].append(message_id)
     for message in messages:
         message.version = _version_of(message=message, versions=versions)  # type: ignore[attr-defined]
+    attachment_selectors.messages_with_attachments(messages=messages)
     return messages
 
 

@@ -1,6 +1,7 @@
 """Writes. Keyword-only, typed, and each one a single transaction."""
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from urllib.parse import urlsplit
@@ -13,8 +14,10 @@ from django.utils import timezone
 
 from conversations.accounts import limits
 from conversations.accounts import services as accounts_services
+from conversations.attachments import services as attachment_services
 from conversations.catalogue import selectors as catalogue
 from conversations.chat.rendering import markdown_to_html
+from conversations.chat.selectors import message_path
 from conversations.gateway.profiles import STORED_FIELDS, TurnSettings, settings_from_params
 from conversations.models import (
     Conversation,
@@ -89,8 +92,11 @@ def turn_start(
     content: str,
     settings: TurnSettings,
     model: str,
+    attachment_ids: Sequence[uuid.UUID] = (),
 ) -> StartedTurn:
-    """Save the user's message and an empty streaming reply, atomically.
+    """Save the user's message (with the uploads it carries) and an empty streaming reply,
+    atomically: an attachment refused (not the user's, over a limit, a kind the model cannot
+    read) leaves nothing behind.
 
     The conversation row is locked so that two processes cannot both start a reply in the same
     conversation: one generation at a time, never run twice.
@@ -122,6 +128,14 @@ def turn_start(
                 if state.leaf_reply_model is None
                 else bool(state.leaf_reply_model) and state.leaf_reply_model != plan.model
             ),
+        )
+        attachment_services.turn_attachments_apply(
+            user_message=user_message,
+            reply=reply,
+            owner=owner,
+            attachment_ids=attachment_ids,
+            profile=plan.profile or catalogue.catalogue_current().profile(plan.model),
+            earlier_path=lambda: message_path(message=user_message)[:-1],
         )
         accounts_services.usage_reserve(reply=reply, owner=owner)
         conversation.active_leaf = reply
@@ -310,11 +324,16 @@ def conversation_delete(*, conversation_id: uuid.UUID | str, owner: User) -> Non
     simply find no row."""
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
+        attachment_ids = attachment_services.attachment_ids_of_conversation(
+            conversation_id=conversation.id
+        )
         # The active leaf points into the messages being deleted; clear it first so the
         # deletion order can never trip over the self-reference.
         conversation.active_leaf = None
         conversation.save(update_fields=["active_leaf"])
         conversation.delete()
+        # Files no other message (another conversation's copy, a branch) still refers to.
+        attachment_services.attachments_release(attachment_ids=attachment_ids)
 
 
 # The workspace: branching turns, titles, rename/delete, preferences.
@@ -422,8 +441,11 @@ def turn_edit(
     content: str,
     settings: TurnSettings,
     model: str,
+    keep_attachments: Sequence[uuid.UUID] | None = None,
 ) -> tuple[Message, Message]:
-    """Resend an edited user message: the conversation branches where that message was."""
+    """Resend an edited user message: the conversation branches where that message was. The
+    new version keeps the original's attachments (those in `keep_attachments`, else all),
+    refused in words if the turn's model cannot read them."""
     with transaction.atomic():
         conversation = _conversation_lock_idle(conversation_id=conversation_id, owner=owner)
         original = _message_of(
@@ -436,6 +458,12 @@ def turn_edit(
             content=content,
         )
         plan = _turn_plan(conversation=conversation, settings=settings, model=model)
+        attachment_services.message_attachments_copy(
+            source_id=original.id,
+            target=user_message,
+            keep_ids=keep_attachments,
+            profile=plan.profile or catalogue.catalogue_current().profile(plan.model),
+        )
         _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
         reply = _reply_create(conversation=conversation, parent=user_message, plan=plan)
     return user_message, reply

@@ -471,6 +471,9 @@ class ModelFacts:
     deprecated_at: datetime.date | None = None
     shutdown_at: datetime.date | None = None
     replaced_by: str | None = None
+    # Whether the model reads images / PDFs (the operator's file may say it does not).
+    vision: bool | None = None
+    pdf: bool | None = None
 
 
 def apply_facts(profile: ModelProfile | None, facts: ModelFacts) -> ModelProfile:
@@ -496,6 +499,8 @@ def apply_facts(profile: ModelProfile | None, facts: ModelFacts) -> ModelProfile
         "max_output_tokens",
         "input_price_per_mtok",
         "output_price_per_mtok",
+        "vision",
+        "pdf",
     ):
         value = getattr(facts, name)
         if value is not None:
@@ -548,6 +553,10 @@ def _text(value: Any, limit: int = 100) -> str | None:
     return None
 
 
+def _flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
@@ -587,6 +596,8 @@ def facts_from_entry(entry: Mapping[str, Any]) -> ModelFacts | None:
         deprecated_at=_date(entry.get("deprecated_at")),
         shutdown_at=_date(entry.get("shutdown_at")),
         replaced_by=_model_id(entry.get("replaced_by")),
+        vision=_flag(entry.get("vision")),
+        pdf=_flag(entry.get("pdf")),
     )
 
 

@@ -25,6 +25,7 @@ SHARE_EXPIRY_DAYS = (0, 1, 7, 30)
 class ShareOptions:
     include_system_prompt: bool = False
     include_thinking: bool = False
+    include_attachments: bool = False
     visibility: str = ShareLink.Visibility.ANYONE
     expiry_days: int = 0
 
@@ -40,10 +41,12 @@ def _share_apply(*, link: ShareLink, conversation: Conversation, options: ShareO
         conversation=conversation,
         include_system_prompt=options.include_system_prompt,
         include_thinking=options.include_thinking,
+        include_attachments=options.include_attachments,
     )
     now = timezone.now()
     link.include_system_prompt = options.include_system_prompt
     link.include_thinking = options.include_thinking
+    link.include_attachments = options.include_attachments
     link.visibility = options.visibility
     link.expiry_days = options.expiry_days
     link.expires_at = (

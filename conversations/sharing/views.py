@@ -49,6 +49,7 @@ def _dialog(
         conversation=conversation,
         include_system_prompt=bool(options.get("include_system_prompt")),
         include_thinking=bool(options.get("include_thinking")),
+        include_attachments=bool(options.get("include_attachments")),
     )
     context = {
         "conversation": conversation,
@@ -95,6 +96,7 @@ def share_preview(request: AuthenticatedHttpRequest, conversation_id: str) -> Ht
         conversation=conversation,
         include_system_prompt=bool(options.get("include_system_prompt")),
         include_thinking=bool(options.get("include_thinking")),
+        include_attachments=bool(options.get("include_attachments")),
     )
     return render(request, "sharing/_share_preview.html", {"preview": preview})
 

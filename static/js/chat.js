@@ -292,7 +292,10 @@
       } else if (action === "edit-send") {
         var text = article.querySelector(".edit-box textarea").value;
         if (text.trim() === "") return;
-        sendAction("edit", { message_id: id, message: text });
+        var edit = { message_id: id, message: text };
+        // Lets attachments.js say which of the message's files the new version keeps.
+        article.dispatchEvent(new CustomEvent("chat:edit-frame", { bubbles: true, detail: edit }));
+        sendAction("edit", edit);
       } else if (action === "switch") {
         sendAction("switch", { message_id: button.getAttribute("data-target") });
       } else {

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0004_merge_models_ledger'),
+        ('conversations', '0005_att_attachments'),
     ]
 
     operations = [
