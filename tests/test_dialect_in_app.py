@@ -16,12 +16,14 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
+from conversations.attachments import services as attachment_services
 from conversations.chat import services
 from conversations.chat.routing import websocket_urlpatterns
 from conversations.gateway.dialect import Dialect
 from conversations.gateway.profiles import SONNET_4_5
 from conversations.models import Conversation, Message, ModelDialect
 from conversations.realtime import generation, runtime
+from tests import attachment_files as files
 from tests.factories import turn_settings
 from tests.support.ws import SEND
 from tests.upstream_server import Event, FakeUpstream, Stream, strict_gateway
@@ -202,3 +204,39 @@ async def test_the_user_is_told_in_words_when_the_request_is_sent_again_in_anoth
         "again with the system prompt as a top-level field." in shown
     )
     assert "Hello from the fake upstream." in shown
+
+
+async def test_an_image_part_the_gateway_refuses_is_sent_again_in_the_other_spelling(
+    upstream: FakeUpstream, user: Any, settings: Any, tmp_path: Any
+) -> None:
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "media", "base_url": None},
+        },
+    }
+    upstream.default_reply = strict_gateway({"image_url"})
+    image = await database_sync_to_async(attachment_services.attachment_upload)(
+        owner=user, data=files.png(), filename="square.png"
+    )
+    conversation = await database_sync_to_async(services.conversation_create)(owner=user)
+    comm = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/c/{conversation.id}/")
+    comm.scope["user"] = user
+    assert (await comm.connect())[0]
+
+    frame = {**SEND, "message": "What is this?", "attachments": str(image.id)}
+    await comm.send_to(text_data=json.dumps(frame))
+    async with asyncio.timeout(30):
+        while not await Message.objects.filter(
+            conversation=conversation, role=Message.Role.ASSISTANT, status="complete"
+        ).aexists():
+            await comm.receive_from(timeout=30)
+    await comm.disconnect()
+
+    first, second = (r.json["messages"][-1]["content"] for r in upstream.streamed_requests)
+    assert first[0]["type"] == "image_url"
+    assert second[0]["type"] == "image"
+    row = await ModelDialect.objects.aget(model_id=conversation.model)
+    remembered = Dialect.from_json(row.dialect)
+    assert remembered is not None and remembered.content_style.value == "anthropic"
