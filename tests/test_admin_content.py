@@ -15,6 +15,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
+from conversations.chat import services as chat_services
 from conversations.models import (
     Conversation,
     LoginThrottle,
@@ -37,12 +38,14 @@ SYSTEM_PROMPT_CANARY = "canary-system-9090"
 PREFERENCE_CANARY = "canary-preference-5151"
 # The first event of a stream the app could not read: gateway text, so content.
 RAW_EVENT_CANARY = "canary-raw-event-6262"
+FEEDBACK_CANARY = "canary-feedback-7373"
 CONTENT_CANARIES = (
     MESSAGE_CANARY,
     THINKING_CANARY,
     SYSTEM_PROMPT_CANARY,
     PREFERENCE_CANARY,
     RAW_EVENT_CANARY,
+    FEEDBACK_CANARY,
 )
 MODELS = (
     "conversation",
@@ -53,6 +56,7 @@ MODELS = (
     "userquota",
     "loginthrottle",
     "usagerecord",
+    "messagefeedback",
 )
 MAX_PAGES = 250
 
@@ -63,7 +67,13 @@ def seeded(make_user) -> dict[str, object]:
     conversation = Conversation.objects.create(
         owner=owner, title=TITLE_CANARY, system_prompt=SYSTEM_PROMPT_CANARY
     )
-    add_turn(conversation, f"remember: {MESSAGE_CANARY}", MESSAGE_CANARY, reasoning=THINKING_CANARY)
+    reply = add_turn(
+        conversation, f"remember: {MESSAGE_CANARY}", MESSAGE_CANARY, reasoning=THINKING_CANARY
+    )
+    # The owner's comment on a reply is content too.
+    chat_services.message_feedback_set(
+        message_id=reply.id, owner=owner, rating="down", comment=FEEDBACK_CANARY
+    )
     unreadable = add_turn(conversation, "and then?", "")
     unreadable.status, unreadable.error = "error", "The gateway's reply could not be read."
     unreadable.raw_event = f'{{"type": "message_start", "note": "{RAW_EVENT_CANARY}"}}'
@@ -105,6 +115,7 @@ def _seed_urls(seeded: dict[str, object]) -> list[str]:
         "/admin/",
         f"{CHANGELIST}?q=4831",
         f"{CHANGELIST}?q=canary",
+        f"{CHANGELIST}?negative_feedback=yes",
         f"{CHANGELIST}{conversation.pk}/change/",
         f"{CHANGELIST}{conversation.pk}/history/",
         f"{CHANGELIST}{conversation.pk}/delete/",

@@ -9,8 +9,8 @@ reservation until it settles, so concurrent replies cannot overrun the token quo
 
 import dataclasses
 import datetime
-import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +21,12 @@ from django.db import transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import ngettext
 
 from conversations.models import LoginThrottle, Message, UsageRecord, UserQuota
+
+# The share of a daily allowance under which the quota line shows without being asked for.
+LOW_QUOTA_SHARE = 0.2
 
 MINUTE = datetime.timedelta(minutes=1)
 
@@ -63,16 +67,38 @@ class QuotaUsage:
         return max(0, self.limits.tokens_per_day - self.tokens_today)
 
     @property
+    def running_low(self) -> bool:
+        """Under a fifth of a daily allowance left: the page shows the quota line unasked."""
+        pairs = (
+            (self.messages_left_today, self.limits.per_day),
+            (self.tokens_left_today, self.limits.tokens_per_day),
+        )
+        return any(left is not None and left < total * LOW_QUOTA_SHARE for left, total in pairs)
+
+    @property
     def summary(self) -> str:
         """What the page shows beside the composer."""
         parts = []
         if self.limits.per_day:
             parts.append(
-                f"{self.messages_left_today:,} of {self.limits.per_day:,} messages left today"
+                ngettext(
+                    "%(left)s of %(total)s message left today",
+                    "%(left)s of %(total)s messages left today",
+                    self.limits.per_day,
+                )
+                % {"left": f"{self.messages_left_today:,}", "total": f"{self.limits.per_day:,}"}
             )
         if self.limits.tokens_per_day:
             parts.append(
-                f"{self.tokens_left_today:,} of {self.limits.tokens_per_day:,} tokens left today"
+                ngettext(
+                    "%(left)s of %(total)s token left today",
+                    "%(left)s of %(total)s tokens left today",
+                    self.limits.tokens_per_day,
+                )
+                % {
+                    "left": f"{self.tokens_left_today:,}",
+                    "total": f"{self.limits.tokens_per_day:,}",
+                }
             )
         return " · ".join(parts)
 
@@ -161,12 +187,47 @@ class UsageEstimate:
     completion_tokens: int
 
 
+# What Claude counts for an attachment it reads: an image is at most about 1,600 tokens (it is
+# scaled to about 1.15 megapixels, width × height / 750); a PDF page 1,500 to 3,000 tokens of
+# text plus its page image. The base64 they travel in says nothing about either.
+IMAGE_TOKENS_ESTIMATE = 1600
+PDF_PAGE_TOKENS_ESTIMATE = 3000
+_IMAGE_PART_TYPES = frozenset({"image_url", "image"})
+_DOCUMENT_PART_TYPES = frozenset({"file", "document"})
+# The line naming a message's files says how many pages each PDF has ("r.pdf (PDF, 3 pages)").
+_PDF_PAGES = re.compile(r"\(PDF, (\d{1,4}) pages?\)")
+
+
+def _prompt_tokens_estimate(messages: Any) -> int:
+    if not isinstance(messages, list):
+        return 0
+    chars = tokens = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+            continue
+        if not isinstance(content, list):
+            continue
+        texts = [
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        ]
+        chars += sum(len(text) for text in texts)
+        kinds = [p.get("type") for p in content if isinstance(p, dict)]
+        tokens += IMAGE_TOKENS_ESTIMATE * sum(kind in _IMAGE_PART_TYPES for kind in kinds)
+        documents = sum(kind in _DOCUMENT_PART_TYPES for kind in kinds)
+        if documents:
+            pages = [int(n) for text in texts for n in _PDF_PAGES.findall(text)]
+            tokens += PDF_PAGE_TOKENS_ESTIMATE * max(sum(pages), documents)
+    return tokens + math.ceil(chars / CHARS_PER_TOKEN_ESTIMATE)
+
+
 def usage_estimate(*, payload: dict[str, Any], written: str) -> UsageEstimate:
     """Tokens of a reply whose stream ended without a usage report (Stop, a dropped stream),
-    estimated from the request's messages and the text written so far."""
-    prompt_chars = len(json.dumps(payload.get("messages", []), ensure_ascii=False))
+    estimated from the request's messages and the text written so far. Attachments count as
+    Claude counts them, not by the length of their base64."""
     return UsageEstimate(
-        prompt_tokens=math.ceil(prompt_chars / CHARS_PER_TOKEN_ESTIMATE),
+        prompt_tokens=_prompt_tokens_estimate(payload.get("messages")),
         completion_tokens=math.ceil(len(written) / CHARS_PER_TOKEN_ESTIMATE),
     )
 
@@ -213,19 +274,33 @@ def turn_allowance_check(*, user: User, max_tokens: int = 0) -> QuotaUsage:
         )
         wait = (oldest + MINUTE - now).total_seconds() if oldest else 60
         raise LimitReached(
-            f"You are sending messages too quickly: the limit is {limits.per_minute} per "
-            f"minute. Try again in {_wait_text(wait)}. Nothing was sent."
+            ngettext(
+                "You are sending messages too quickly: the limit is %(count)s message per minute.",
+                "You are sending messages too quickly: the limit is %(count)s messages per minute.",
+                limits.per_minute,
+            )
+            % {"count": limits.per_minute}
+            + f" Try again in {_wait_text(wait)}. Nothing was sent."
         )
     resets = _wait_text((usage.day_ends_at - now).total_seconds())
     if limits.per_day and usage.messages_today >= limits.per_day:
+        used = ngettext(
+            "You have used your %(count)s message for today.",
+            "You have used all %(count)s messages for today.",
+            limits.per_day,
+        ) % {"count": f"{limits.per_day:,}"}
         raise LimitReached(
-            f"You have used all {limits.per_day:,} messages for today. The quota resets at "
-            f"midnight {settings.TIME_ZONE} (in {resets}). Nothing was sent."
+            f"{used} The quota resets at midnight {settings.TIME_ZONE} (in {resets}). "
+            "Nothing was sent."
         )
     if limits.tokens_per_day and usage.tokens_today >= limits.tokens_per_day:
+        used = ngettext(
+            "You have used your %(count)s token of today's quota.",
+            "You have used all %(count)s tokens of today's quota.",
+            limits.tokens_per_day,
+        ) % {"count": f"{limits.tokens_per_day:,}"}
         raise LimitReached(
-            f"You have used all {limits.tokens_per_day:,} tokens of today's quota. It resets at "
-            f"midnight {settings.TIME_ZONE} (in {resets}). Nothing was sent."
+            f"{used} It resets at midnight {settings.TIME_ZONE} (in {resets}). Nothing was sent."
         )
     if (
         limits.tokens_per_day

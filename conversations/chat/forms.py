@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 
 from conversations.catalogue.selectors import ModelChoice
 from conversations.gateway.profiles import TurnSettings
-from conversations.models import ReasoningEffort, Sampling
+from conversations.models import MessageFeedback, ReasoningEffort, Sampling
 
 STOP_FIELDS = ("stop_1", "stop_2", "stop_3", "stop_4")
 STOP_MAX_CHARS = 200
@@ -29,7 +29,8 @@ class TurnSettingsForm(forms.Form):
     temperature = forms.FloatField(initial=1.0, min_value=0.0, max_value=2.0)
     top_p = forms.FloatField(label="Top P", initial=1.0, min_value=0.0, max_value=1.0)
     reasoning_effort = forms.ChoiceField(choices=ReasoningEffort, initial=ReasoningEffort.OFF)
-    max_tokens = forms.IntegerField(min_value=1)
+    # Blank means the model's default; the range is the profile's, checked in its words.
+    max_tokens = forms.IntegerField(required=False)
     system_prompt = forms.CharField(
         required=False, strip=False, max_length=SYSTEM_PROMPT_MAX_CHARS, widget=forms.Textarea
     )
@@ -67,9 +68,11 @@ class TurnSettingsForm(forms.Form):
             elif value and value not in stops:
                 stops.append(value)
         cleaned["stop"] = tuple(stops)
+        profile = self.choice.catalogue.profile(cleaned.get("model") or self.choice.current)
+        if cleaned.get("max_tokens") is None and "max_tokens" not in self.errors:
+            cleaned["max_tokens"] = profile.default_max_tokens
         if self.errors:
             return cleaned
-        profile = self.choice.catalogue.profile(cleaned.get("model") or self.choice.current)
         for field, problem in settings_of(cleaned).problems(profile).items():
             self.add_error(field if field in self.fields else None, problem)
         return cleaned
@@ -89,11 +92,16 @@ def settings_of(data: dict[str, Any], *, system_prompt: str | None = None) -> Tu
 
 
 class TurnForm(TurnSettingsForm):
-    message = forms.CharField(strip=False)
+    # Not required as a field: an empty message gets the same words as a blank one.
+    message = forms.CharField(strip=False, required=False)
+    # Whether the turn needs words; a message that carries files may be the files alone.
+    text_required = True
 
     def clean_message(self) -> str:
-        message: str = self.cleaned_data["message"]
+        message: str = self.cleaned_data.get("message") or ""
         if not message.strip():
+            if not self.text_required:
+                return ""
             raise forms.ValidationError("Type a message before sending.")
         if len(message) > settings.CHAT_MAX_MESSAGE_CHARS:
             raise forms.ValidationError(
@@ -101,6 +109,12 @@ class TurnForm(TurnSettingsForm):
                 f"{settings.CHAT_MAX_MESSAGE_CHARS:,}. Shorten it or split it into parts."
             )
         return message
+
+
+class TurnWithFilesForm(TurnForm):
+    """A turn whose message carries attachments: the text may be left empty."""
+
+    text_required = False
 
 
 def form_error_text(form: forms.Form) -> str:
@@ -146,6 +160,7 @@ class PreferencesForm(TurnSettingsForm):
             choices=[(p.id, p.display_name) for p in offered],
         )
         self.fields["max_tokens"].label = "Max tokens"
+        self.fields["max_tokens"].help_text = "Leave blank for the model's default."
         self.fields["reasoning_effort"].label = "Reasoning effort"
         self.fields["sampling"].label = "Sampling"
         sampling = self.fields["sampling"]
@@ -160,6 +175,27 @@ class RenameForm(forms.Form):
         if not title:
             raise forms.ValidationError("A title cannot be empty.")
         return title
+
+
+class SwitchForm(forms.Form):
+    """On or off, for pin and archive: explicit, so a repeated request changes nothing."""
+
+    state = forms.ChoiceField(choices=[("on", "on"), ("off", "off")])
+
+    @property
+    def is_on(self) -> bool:
+        return bool(self.cleaned_data["state"] == "on")
+
+
+class FeedbackForm(forms.Form):
+    """A rating (blank: take the feedback back) and an optional comment."""
+
+    rating = forms.ChoiceField(
+        choices=[("", "none"), *MessageFeedback.Rating.choices], required=False
+    )
+    comment = forms.CharField(
+        required=False, max_length=MessageFeedback.COMMENT_MAX_CHARS, widget=forms.Textarea
+    )
 
 
 class SignupForm(UserCreationForm[User]):

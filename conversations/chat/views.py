@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from conversations.accounts import limits
@@ -129,18 +130,11 @@ def conversation_rename(request: AuthenticatedHttpRequest, conversation_id: str)
     )
 
 
-@require_http_methods(["GET", "POST"])
+@require_POST
 @login_required
 def conversation_delete(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
-    """GET asks for confirmation (naming the share links that die with it); POST deletes."""
+    """The chat page's Delete dialog is the one place that asks; this only deletes."""
     conversation = _owned(request, conversation_id)
-    if request.method == "GET":
-        live_links = conversation.share_links.filter(revoked_at__isnull=True).count()
-        return render(
-            request,
-            "sharing/confirm_delete.html",
-            {"conversation": conversation, "live_links": live_links},
-        )
     live.reply_stop_sync(conversation_id=conversation.id)
     services.conversation_delete(conversation_id=conversation.id, owner=request.user)
     live.sidebar_changed_sync(user_id=request.user.pk)
@@ -152,11 +146,19 @@ def conversation_delete(request: AuthenticatedHttpRequest, conversation_id: str)
 def conversation_search(request: AuthenticatedHttpRequest) -> HttpResponse:
     # PostgreSQL text cannot hold NUL: a query with one would fail rather than find nothing.
     query = request.GET.get("q", "").replace("\x00", "")
-    hits = selectors.conversation_search_for_user(user=request.user, query=query)
+    include_archived = request.GET.get("archived") == "1"
+    hits = selectors.conversation_search_for_user(
+        user=request.user, query=query, include_archived=include_archived
+    )
     return render(
         request,
         "chat/_search_results.html",
-        {"hits": hits, "query": query.strip()},
+        {
+            "hits": [hit for hit in hits if hit.conversation.archived_at is None],
+            "archived_hits": [hit for hit in hits if hit.conversation.archived_at is not None],
+            "query": query.strip(),
+            "include_archived": include_archived,
+        },
     )
 
 
@@ -164,11 +166,13 @@ def conversation_search(request: AuthenticatedHttpRequest) -> HttpResponse:
 @login_required
 def preferences(request: AuthenticatedHttpRequest) -> HttpResponse:
     current = accounts_selectors.preferences_for_user(user=request.user)
+    choice = catalogue.model_choice_for_user(user=request.user)
+    # Ids as on the chat page, so the same controls script follows the chosen model here too.
     form = PreferencesForm(
-        request.POST or None,
-        choice=catalogue.model_choice_for_user(user=request.user),
-        initial=current.settings_values(),
+        request.POST or None, choice=choice, initial=current.settings_values(), auto_id="%s"
     )
+    chosen = str(form["model"].value() or "")
+    profile = choice.catalogue.profile(chosen if chosen in choice.allowed_ids else choice.current)
     saved = False
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -182,6 +186,8 @@ def preferences(request: AuthenticatedHttpRequest) -> HttpResponse:
         {
             "form": form,
             "saved": saved,
+            "profile": profile,
+            "model_profiles": {p.id: p.controls() for p in choice.picker()},
             "system_prompt_read": accounts_selectors.system_prompt_last_read(user=request.user),
         },
     )
@@ -195,6 +201,7 @@ def signup(request: HttpRequest) -> HttpResponse:
         return redirect("home")
     form = SignupForm(request.POST or None)
     address = client_address(request)
+    next_url = _signup_next(request)
     if request.method == "POST" and (wait := limits.signup_wait_for(address=address)):
         form.is_valid()
         form.add_error(
@@ -202,13 +209,26 @@ def signup(request: HttpRequest) -> HttpResponse:
             "Too many accounts were created from your network recently. Try again in "
             f"{limits.lock_wait_text(wait)}.",
         )
-        return render(request, "registration/signup.html", {"form": form}, status=429)
+        return render(
+            request, "registration/signup.html", {"form": form, "next": next_url}, status=429
+        )
     if request.method == "POST" and form.is_valid():
         user = form.save()
         limits.signup_record(address=address)
         login(request, user, backend=settings.AUTHENTICATION_BACKENDS[0])
-        return redirect("home")
-    return render(request, "registration/signup.html", {"form": form})
+        return redirect(next_url or "home")
+    return render(request, "registration/signup.html", {"form": form, "next": next_url})
+
+
+def _signup_next(request: HttpRequest) -> str:
+    """Where sign-up should land (the shared conversation the visitor came from), if it is a
+    page of this site; the same rule Django's sign-in applies to its `next`."""
+    next_url = str(request.POST.get("next") or request.GET.get("next") or "")[:2000]
+    if url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return next_url
+    return ""
 
 
 @require_GET

@@ -61,6 +61,8 @@ class ModelProfile:
     display_name: str
     context_window: int
     max_output_tokens: int
+    # What a blank "Max tokens" asks for: the cap a reply gets unless the user sets one.
+    default_max_tokens: int = 4096
     # Other ids the gateway accepts for the same model.
     aliases: tuple[str, ...] = ()
     dialect: RequestStyle = RequestStyle.OPENAI
@@ -150,6 +152,7 @@ class ModelProfile:
                 "" if self.takes_reasoning_switch else self.reasoning_missing_reason()
             ),
             "max_output_tokens": self.max_output_tokens,
+            "default_max_tokens": self.default_max_tokens,
             "context_window": self.context_window,
             "max_stop_sequences": self.max_stop_sequences,
         }

@@ -9,6 +9,7 @@ lists only for staff with the `view_conversation_title` permission. There is no 
 a message is read in its transcript.
 """
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -32,6 +33,7 @@ from conversations.models import (
     Conversation,
     ConversationReview,
     Message,
+    MessageFeedback,
     ShareLink,
     TranscriptAccess,
     UsageRecord,
@@ -144,6 +146,22 @@ class HasErrorFilter(_YesNoFilter):
         )
 
 
+class NegativeFeedbackFilter(_YesNoFilter):
+    """Whether the owner rated any reply down: metadata only, the comments stay behind the gate."""
+
+    title = "has negative feedback"
+    parameter_name = "negative_feedback"
+
+    def condition(self) -> Q:
+        return Q(
+            Exists(
+                MessageFeedback.objects.filter(
+                    message__conversation=OuterRef("pk"), rating=MessageFeedback.Rating.DOWN
+                )
+            )
+        )
+
+
 class SharedFilter(_YesNoFilter):
     title = "shared (live link)"
     parameter_name = "shared"
@@ -174,6 +192,34 @@ class ReviewedFilter(_YesNoFilter):
         return Q(review__reviewed_at__isnull=False)
 
 
+class EmptyConversationFilter(admin.SimpleListFilter):
+    """Blank "New chat" rows (no message) only clutter the list: hidden unless asked for."""
+
+    title = "messages"
+    parameter_name = "empty"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
+        return [("include", "Including empty"), ("only", "Empty only")]
+
+    def choices(self, changelist: Any) -> Iterator[Any]:
+        for choice in super().choices(changelist):
+            if choice["query_string"] == changelist.get_query_string(remove=[self.parameter_name]):
+                choice["display"] = "With messages"
+            yield choice
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> QuerySet[Conversation]:
+        has_messages = Exists(Message.objects.filter(conversation=OuterRef("pk")))
+        if self.value() == "include":
+            return queryset
+        if self.value() == "only":
+            return queryset.filter(~has_messages)
+        return queryset.filter(has_messages)
+
+
 # --- Conversations -----------------------------------------------------------------------
 
 
@@ -194,10 +240,10 @@ class ConversationReviewInline(admin.StackedInline[ConversationReview, Conversat
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin[Conversation]):
+    # Fits a 1280 px screen beside the filters: creation date is in the date filter instead.
     list_display = (
         "label_column",
         "owner",
-        "created_at",
         "updated_at",
         "messages_column",
         "tokens_column",
@@ -209,12 +255,14 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     )
     list_select_related = ("owner", "review")
     list_filter = (
+        EmptyConversationFilter,
         ("owner", admin.RelatedOnlyFieldListFilter),
         ("created_at", admin.DateFieldListFilter),
         ModelFilter,
         RetiringModelFilter,
         MessageStatusFilter,
         HasErrorFilter,
+        NegativeFeedbackFilter,
         SharedFilter,
         FlaggedFilter,
         ReviewedFilter,
@@ -246,7 +294,8 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     def get_list_display(self, request: HttpRequest) -> tuple[Any, ...]:
         columns = tuple(super().get_list_display(request))
         if can_see_titles(request):
-            return ("title", *columns)
+            # The title names the row; the short label beside it would only cost width.
+            return ("title", *(column for column in columns if column != "label_column"))
         return columns
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[Any, ...]:
@@ -350,7 +399,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         review = _review_of(obj)
         if review is None or review.reviewed_at is None:
             return "–"
-        return f"{review.reviewed_at:%Y-%m-%d} by {_username(review.reviewed_by)}"
+        return f"{review.reviewed_at:%d %b} by {_username(review.reviewed_by)}"
 
     @admin.display(description="transcript")
     def transcript_link(self, obj: Conversation) -> str:
@@ -452,7 +501,9 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
                 "conversation": conversation,
-                "thread": selectors.thread_path(conversation=conversation),
+                "thread": selectors.messages_with_feedback(
+                    messages=selectors.thread_path(conversation=conversation)
+                ),
                 "totals": review_selectors.usage_totals_for_conversation(conversation=conversation),
                 "branch_count": conversation.messages.count(),
                 "access": access,

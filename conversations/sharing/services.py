@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from conversations.attachments import services as attachment_services
 from conversations.chat.rendering import markdown_to_html
 from conversations.models import Conversation, Message, ShareLink
 from conversations.sharing.selectors import (
@@ -121,13 +122,25 @@ def share_link_record_view(*, link: ShareLink) -> None:
     ShareLink.objects.filter(id=link.id).update(view_count=F("view_count") + 1)
 
 
+COPY_SUFFIX = " (copy)"
+
+
+def copy_title(*, title: str) -> str:
+    """A copy says it is one ("Rust lifetimes (copy)"), within the title's length."""
+    room = (Conversation._meta.get_field("title").max_length or 200) - len(COPY_SUFFIX)
+    base = title if len(title) <= room else title[: room - 1].rstrip() + "…"
+    return base + COPY_SUFFIX
+
+
 def conversation_create_from_share(*, link: ShareLink, owner: User) -> Conversation:
     """Continue this conversation: a new conversation of the viewer's own, holding a copy of
-    the published messages (never anything the snapshot left out)."""
+    the published messages (never anything the snapshot left out), with the published files
+    as the viewer's own copies. Raises AttachmentRefused when those do not fit in the viewer's
+    storage (nothing is then created)."""
     with transaction.atomic():
         conversation = Conversation.objects.create(
             owner=owner,
-            title=link.title[: Conversation._meta.get_field("title").max_length],
+            title=copy_title(title=link.title),
             system_prompt=link.system_prompt,
         )
         parent: Message | None = None
@@ -154,6 +167,16 @@ def conversation_create_from_share(*, link: ShareLink, owner: User) -> Conversat
                 citations=item.get("citations", []),
                 model=str(item.get("model", ""))[:100],
             )
+            published = item.get("attachments") if link.include_attachments else None
+            if role == Message.Role.USER and isinstance(published, list):
+                attachment_services.shared_attachments_copy(
+                    message=parent,
+                    owner=owner,
+                    source_owner_id=link.conversation.owner_id,
+                    attachment_ids=[
+                        str(a.get("id")) for a in published if isinstance(a, dict) and a.get("id")
+                    ],
+                )
         conversation.active_leaf = parent
         conversation.save()
     return conversation

@@ -12,12 +12,15 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from conversations.attachments.validation import AttachmentRefused
 from conversations.chat import selectors
 from conversations.http import AuthenticatedHttpRequest
 from conversations.models import Conversation, ShareLink
 from conversations.sharing import selectors as sharing_selectors
 from conversations.sharing import services as sharing_services
 from conversations.sharing.forms import ShareOptionsForm
+
+NOTHING_TO_SHARE = "Nothing to share yet: send a message first, then create the link."
 
 
 def _owned_conversation(request: AuthenticatedHttpRequest, conversation_id: str) -> Conversation:
@@ -73,6 +76,10 @@ def share_dialog(request: AuthenticatedHttpRequest, conversation_id: str) -> Htt
     form = ShareOptionsForm(request.POST)
     if not form.is_valid():
         return _dialog(request, conversation, form=form, notice="Check the options below.")
+    if not sharing_selectors.share_snapshot_build(
+        conversation=conversation, include_system_prompt=False, include_thinking=False
+    ).messages:
+        return _dialog(request, conversation, form=form, notice=NOTHING_TO_SHARE)
     _, created = sharing_services.share_link_publish(
         conversation_id=conversation.id, user=request.user, options=form.options()
     )
@@ -189,5 +196,11 @@ def shared_continue(request: HttpRequest, token: str) -> HttpResponse:
         return _not_found(request)
     if not request.user.is_authenticated:
         return _login_redirect(request, token)
-    conversation = sharing_services.conversation_create_from_share(link=link, owner=request.user)
+    try:
+        conversation = sharing_services.conversation_create_from_share(
+            link=link, owner=request.user
+        )
+    except AttachmentRefused as exc:
+        context = {"link": link, "token": token, "continue_error": str(exc)}
+        return _public_headers(render(request, "sharing/shared.html", context, status=409))
     return redirect("conversation", conversation_id=conversation.id)

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0005_att_attachments'),
+        ('conversations', '0006_feat_pin_archive_feedback'),
     ]
 
     operations = [
