@@ -210,6 +210,28 @@ def daphne(
     server.stop()
 
 
+@pytest.fixture
+def two_processes(
+    _sync_orm_beside_playwright: None, transactional_db: None, upstream: FakeUpstream
+) -> Iterator[tuple[DaphneServer, DaphneServer]]:
+    """Two Daphne processes sharing the test's PostgreSQL database and one Redis layer."""
+    if not os.environ.get("REDIS_URL"):
+        # On PostgreSQL without Redis the test cannot mean anything: fail, never skip quietly.
+        pytest.fail("the scale-out test needs REDIS_URL alongside PostgreSQL")
+    prefix = f"chatsite-scaleout-{uuid.uuid4().hex[:8]}"
+    servers = [
+        DaphneServer(upstream=upstream, extra_env={"CHANNELS_REDIS_PREFIX": prefix})
+        for _ in range(2)
+    ]
+    try:
+        for server in servers:
+            server.start()
+        yield servers[0], servers[1]
+    finally:
+        for server in servers:
+            server.stop()
+
+
 @pytest.fixture(scope="module")
 def chromium_browser(django_db_setup: None):
     """Per module: Playwright's sync API keeps an event loop running in this thread, which

@@ -29,6 +29,7 @@ from conversations.chat.forms import (
 )
 from conversations.chat.frames_in import FrameError
 from conversations.chat.orm import orm_concurrent
+from conversations.gateway.payload import TurnRequest
 from conversations.models import Conversation, Message
 from conversations.realtime import events, generation, live
 
@@ -415,7 +416,7 @@ def _message_and_quota(message_id: str, user: Any) -> tuple[Message | None, limi
 @dataclass(frozen=True, slots=True)
 class TurnStart:
     started: services.StartedTurn
-    prepared: tuple[dict[str, Any], uuid.UUID]
+    prepared: tuple[TurnRequest, uuid.UUID]
     frame: str
 
 
