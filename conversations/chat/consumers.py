@@ -3,7 +3,7 @@
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -22,6 +22,7 @@ from conversations.chat import frames, frames_in, selectors, services, titles
 from conversations.chat.forms import (
     TurnForm,
     TurnSettingsForm,
+    TurnWithFilesForm,
     form_error_text,
     turn_form_checked,
     turn_settings_from,
@@ -46,13 +47,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # Per message id: how much of the content and reasoning this socket has shown.
     shown: dict[str, tuple[int, int]]
 
+    @property
+    def user(self) -> User:
+        """The signed-in user: `connect` closes the socket for anyone else."""
+        return cast(User, self.scope["user"])
+
     async def connect(self) -> None:
-        user = self.scope["user"]
-        if not user.is_authenticated:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         conversation = await database_sync_to_async(selectors.conversation_get_for_user)(
-            conversation_id=self.scope["url_route"]["kwargs"]["conversation_id"], user=user
+            conversation_id=self.scope["url_route"]["kwargs"]["conversation_id"], user=self.user
         )
         if conversation is None:
             await self.close(code=CLOSE_NOT_FOUND)
@@ -62,7 +68,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(
             generation.viewers_group(self.conversation_id), self.channel_name
         )
-        await self.channel_layer.group_add(live.user_group(user.pk), self.channel_name)
+        await self.channel_layer.group_add(live.user_group(self.user.pk), self.channel_name)
         await self.accept()
         await self._snapshot_request()
         # A reply that ended between the page render and this socket joining the group has no
@@ -71,7 +77,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if finished is not None:
             await self.send(text_data=frames.message_replaced(message=finished))
 
-    async def send(
+    async def send(  # type: ignore[override]  # the signature of Channels' websocket consumer
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
     ) -> None:
         """Every frame goes out here: one too large for the socket (a huge reply, a long
@@ -107,9 +113,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(
                 generation.viewers_group(self.conversation_id), self.channel_name
             )
-            await self.channel_layer.group_discard(
-                live.user_group(self.scope["user"].pk), self.channel_name
-            )
+            await self.channel_layer.group_discard(live.user_group(self.user.pk), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
@@ -136,11 +140,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=frames.composer_error(text=DATABASE_BUSY))
 
     async def turn_send(self, frame: frames_in.SendFrame) -> None:
-        form = await self._checked_form(TurnForm, {**frame.controls, "message": frame.message})
+        # Files may be sent without a word about them.
+        form_class = TurnWithFilesForm if frame.attachment_ids else TurnForm
+        form = await self._checked_form(form_class, {**frame.controls, "message": frame.message})
         if form.errors:
             raise FrameError(form_error_text(form))
         data = form.cleaned_data
-        owner = self.scope["user"]
+        owner = self.user
         turn_settings = turn_settings_from(form=form, frame=frame.controls)
         overflow = await orm_concurrent(context.context_offers_needed)(
             conversation_id=self.conversation_id,
@@ -185,14 +191,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if user_message.parent_id is None:
             titles.title_schedule(
                 conversation_id=self.conversation_id,
-                owner_id=self.scope["user"].pk,
+                owner_id=self.user.pk,
                 after=running.task,
             )
 
     async def branch(self, frame: frames_in.BranchFrame) -> None:
         """Regenerate / retry / continue a reply, edit a user message, or page to a version:
         the branch on screen changes, so every tab of the conversation re-renders it."""
-        owner, message_id = self.scope["user"], frame.message_id
+        owner, message_id = self.user, frame.message_id
         reply_id = None
         try:
             if frame.action == "switch":
@@ -200,8 +206,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     conversation_id=self.conversation_id, owner=owner, message_id=message_id
                 )
             elif frame.action == "edit":
+                # The new version may be its files alone (the service checks it keeps some).
+                keeps_files = frame.keep_attachments is None or bool(frame.keep_attachments)
                 form = await self._checked_form(
-                    TurnForm, {**frame.controls, "message": frame.message}
+                    TurnWithFilesForm if keeps_files else TurnForm,
+                    {**frame.controls, "message": frame.message},
                 )
                 if form.errors:
                     raise FrameError(form_error_text(form))
@@ -246,7 +255,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     ) -> TurnSettingsForm:
         """The frame's controls checked against the profile of the model they name."""
         return await orm_concurrent(_checked_form)(
-            form_class, data, self.scope["user"], self.conversation_id
+            form_class, data, self.user, self.conversation_id
         )
 
     async def reply_retry(self, frame: frames_in.RetryFrame) -> None:
@@ -254,7 +263,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             failed, reply = await database_sync_to_async(services.reply_retry)(
                 conversation_id=self.conversation_id,
                 message_id=frame.message_id,
-                owner=self.scope["user"],
+                owner=self.user,
                 model=settings.CHAT_MODEL,
             )
         except services.TurnRefused as exc:
@@ -271,7 +280,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def turn_retried(self, event: dict[str, Any]) -> None:
         reply, quota = await database_sync_to_async(_message_and_quota)(
-            event["message_id"], self.scope["user"]
+            event["message_id"], self.user
         )
         if reply is None:
             return
@@ -349,7 +358,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=piece)
 
     async def sidebar_changed(self, event: dict[str, Any]) -> None:
-        user = self.scope["user"]
+        user = self.user
         conversations, current = await database_sync_to_async(_sidebar)(user, self.conversation_id)
         await self.send(text_data=frames.sidebar(conversations=conversations, current=current))
 
@@ -369,7 +378,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=event["frame"])
             return
         message, quota = await database_sync_to_async(_message_and_quota)(
-            event["message_id"], self.scope["user"]
+            event["message_id"], self.user
         )
         if message is not None:
             await self.send(
