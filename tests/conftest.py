@@ -18,7 +18,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from conversations.realtime import runtime
-from tests.support.browser_audit import watch_csp
+from tests.support.browser_audit import axe_violations, watch_csp
 from tests.support.fixtures import (  # noqa: F401 (fixtures)
     layer_through_redis_proxy,
     postgres_proxy,
@@ -284,8 +284,15 @@ def browser_page(chromium_browser, live: DaphneServer):
     csp_violations = watch_csp(context)
     page = context.new_page()
     yield page
+    # Every browser test ends with axe-core on the state it left the page in, so each state the
+    # suite visits is checked (test_browser_accessibility covers the states in between).
+    idle = page.is_closed() or page.url == "about:blank"
+    violations = [] if idle else axe_violations(page)
     context.close()
     assert csp_violations == [], f"Content-Security-Policy violations: {csp_violations}"
+    assert violations == [], f"axe-core on the final state of the test ({page.url}): " + "; ".join(
+        f"{v['id']}: {v['help']} at {[n['target'] for n in v['nodes']]}" for v in violations
+    )
 
 
 def sign_in(page, *, username: str, password: str = PASSWORD) -> None:
