@@ -19,6 +19,7 @@ from django.test import Client
 from conversations.attachments import services as attachment_services
 from conversations.chat import services
 from conversations.chat.routing import websocket_urlpatterns
+from conversations.gateway.content import RequestStyle
 from conversations.gateway.dialect import Dialect
 from conversations.gateway.profiles import SONNET_4_5
 from conversations.models import Conversation, Message, ModelDialect
@@ -26,7 +27,15 @@ from conversations.realtime import generation, runtime
 from tests import attachment_files as files
 from tests.factories import turn_settings
 from tests.support.ws import SEND
-from tests.upstream_server import Event, FakeUpstream, Stream, strict_gateway
+from tests.upstream_server import (
+    Event,
+    FakeUpstream,
+    Gate,
+    Hold,
+    Stream,
+    gateway_chunks,
+    strict_gateway,
+)
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -240,3 +249,73 @@ async def test_an_image_part_the_gateway_refuses_is_sent_again_in_the_other_spel
     row = await ModelDialect.objects.aget(model_id=conversation.model)
     remembered = Dialect.from_json(row.dialect)
     assert remembered is not None and remembered.content_style.value == "anthropic"
+
+
+SWITCH_SENTENCE = (
+    "The gateway did not take the system prompt in the form sent; the request was sent again "
+    "with the system prompt as a top-level field."
+)
+
+
+async def test_the_switch_is_kept_on_the_reply_with_the_dialect_it_was_sent_in(
+    upstream: FakeUpstream, user: Any
+) -> None:
+    upstream.default_reply = strict_gateway({"system-role"})
+
+    first = await generate(await start_reply(user))
+
+    assert first.status == Message.Status.COMPLETE
+    assert SWITCH_SENTENCE in first.request_notes
+    assert first.dialect == Dialect(system_top_level=True).code()
+    # After a reload the reply still says why it was sent twice.
+    page = unescape(await database_sync_to_async(page_of)(user, first.conversation_id))
+    assert SWITCH_SENTENCE in page
+
+    # The next turn goes straight to the learned shape: stored, but nothing to tell the user.
+    second = await generate(await start_reply(user, content="Again"))
+    assert second.dialect == Dialect(system_top_level=True).code()
+    assert second.request_notes == []
+
+
+async def test_a_reply_sent_in_the_first_shape_stores_that_shape(
+    upstream: FakeUpstream, user: Any
+) -> None:
+    reply = await generate(await start_reply(user))
+
+    assert reply.status == Message.Status.COMPLETE
+    assert reply.dialect == Dialect.of(SONNET_4_5.dialect).code()
+    assert reply.request_notes == []
+
+
+async def test_a_dialect_code_reads_back_and_stays_short() -> None:
+    for dialect in (Dialect(), Dialect.of(RequestStyle.ANTHROPIC), Dialect(stop_sequences=True)):
+        assert Dialect.from_code(dialect.code()) == dialect
+        assert len(dialect.code()) <= Message._meta.get_field("dialect").max_length
+    assert Dialect.from_code("system:sideways") is None
+
+
+async def test_a_socket_joining_mid_reply_gets_the_switch_notice(
+    upstream: FakeUpstream, user: Any
+) -> None:
+    gate = Gate()
+    held = Stream([*gateway_chunks(["Hello"])[:1], Hold(gate), *gateway_chunks(["Hello"])[1:]])
+    upstream.default_reply = strict_gateway({"system-role"}, reply=lambda request: held)
+    reply = await start_reply(user)
+    running = await generation.reply_generate(reply_id=reply.id)
+    await asyncio.to_thread(gate.wait_reached, 30)
+
+    comm = WebsocketCommunicator(
+        URLRouter(websocket_urlpatterns), f"/ws/c/{reply.conversation_id}/"
+    )
+    comm.scope["user"] = user
+    assert (await comm.connect())[0]
+    frames: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            while SWITCH_SENTENCE not in unescape("".join(frames)):
+                frames.append(await comm.receive_from(timeout=30))
+    finally:
+        gate.release()
+        await comm.disconnect()
+        await running.task
+    assert f"msg-{reply.id}-notice" in "".join(frames)
