@@ -132,6 +132,9 @@ class Message(models.Model):
     # The first data event of a stream the app could not read (bounded, key scrubbed): it is
     # gateway text, so staff read it only in the logged transcript.
     raw_event = models.TextField(blank=True)
+    # The request dialect the gateway accepted the reply in (``Dialect.code()``): metadata for
+    # staff, empty when no request was accepted.
+    dialect = models.CharField(max_length=80, blank=True)
     # How many files the message carries, so rendering a text-only window asks for none.
     attachment_count = models.PositiveSmallIntegerField(default=0)
 

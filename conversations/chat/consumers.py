@@ -336,6 +336,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             message_id=message_id, text=text, reasoning=reasoning
         ):
             await self.send(text_data=piece)
+        # An older process's snapshot has no notice.
+        if notice := event.get("notice"):
+            await self.send(text_data=frames.notice(message_id=message_id, text=str(notice)))
 
     async def reply_render(self, event: dict[str, Any]) -> None:
         shown = self.shown.get(event["message_id"])

@@ -62,6 +62,8 @@ class ReplyOutcome:
     request_notes: list[str] = field(default_factory=list)
     # The first event of a stream the app could not read, for staff (see Message.raw_event).
     raw_event: str = ""
+    # The request dialect the gateway accepted (``Dialect.code()``); empty when none was.
+    dialect: str = ""
 
 
 def conversation_create(*, owner: User) -> Conversation:
@@ -261,6 +263,7 @@ def _cost_of(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> tuple[Decimal |
 REQUEST_NOTES_MAX = 8
 REQUEST_NOTE_MAX_CHARS = 300
 RAW_EVENT_MAX_CHARS = 4000
+DIALECT_MAX_CHARS = Message._meta.get_field("dialect").max_length or 0
 
 
 def request_notes_bounded(*, notes: list[str]) -> list[str]:
@@ -304,6 +307,7 @@ def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
             time_to_first_token_ms=outcome.time_to_first_token_ms,
             duration_ms=outcome.duration_ms,
             raw_event=outcome.raw_event[:RAW_EVENT_MAX_CHARS],
+            dialect=outcome.dialect[:DIALECT_MAX_CHARS],
             updated_at=timezone.now(),
             **notes,
         )

@@ -34,6 +34,7 @@ from conversations.gateway.errors import (
 from conversations.gateway.events import (
     ContentDelta,
     DialectSwitched,
+    DialectUsed,
     Event,
     ParameterNotSent,
     Retrying,
@@ -257,6 +258,8 @@ class UpstreamClient:
                 if switched and dialect is not None:
                     await self._dialects.remember(model, dialect)
                 try:
+                    if dialect is not None:
+                        yield DialectUsed(model=model, dialect=dialect)
                     async for event in self._events(response):
                         produced = True
                         yield event

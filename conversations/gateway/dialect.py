@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from itertools import product
 from typing import Any, Protocol
 
 from conversations.gateway.content import RequestStyle
@@ -79,6 +80,30 @@ class Dialect:
             return None
         system, thinking, stop = flags
         return cls(bool(system), bool(thinking), bool(stop), style)
+
+    def code(self) -> str:
+        """The four aspects in a short, stable form for storing on a reply and filtering by,
+        e.g. ``system=message reasoning=effort stop=stop content=openai``."""
+        return " ".join(f"{aspect.value}={value}" for aspect, value in self._spelling().items())
+
+    @classmethod
+    def from_code(cls, code: str) -> Dialect | None:
+        """The dialect a stored ``code()`` names, or None when it names none. There are only
+        sixteen dialects, so each is spelled and compared rather than the code parsed."""
+        flags = (False, True)
+        for system, thinking, stop, style in product(flags, flags, flags, RequestStyle):
+            candidate = cls(system, thinking, stop, style)
+            if candidate.code() == code:
+                return candidate
+        return None
+
+    def _spelling(self) -> dict[Aspect, str]:
+        return {
+            Aspect.SYSTEM: "top-level" if self.system_top_level else "message",
+            Aspect.REASONING: "budget" if self.thinking_budget else "effort",
+            Aspect.STOP: "stop_sequences" if self.stop_sequences else "stop",
+            Aspect.CONTENT: self.content_style.value,
+        }
 
     def describe(self, aspect: Aspect) -> str:
         """How this dialect spells ``aspect``, in words for the user and the operator."""

@@ -109,6 +109,15 @@ class DialectSwitched:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class DialectUsed:
+    """The gateway accepted the turn in ``dialect`` (the one remembered for ``model``, its
+    profile's, or one switched to); comes before the turn's first delta."""
+
+    model: str
+    dialect: Dialect
+
+
 _ASPECT_NAMES: Final = {
     Aspect.SYSTEM: "the system prompt",
     Aspect.REASONING: "the thinking switch",
@@ -127,4 +136,5 @@ Event = (
     | Retrying
     | ParameterNotSent
     | DialectSwitched
+    | DialectUsed
 )

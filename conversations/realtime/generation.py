@@ -91,6 +91,8 @@ class Generation:
         self._started_at = 0.0
         self._consume_task: asyncio.Task[None] | None = None
         self.task: asyncio.Task[None] | None = None
+        # The last notice shown, so a viewer joining mid-reply sees it too.
+        self._notice_text = ""
         # Set once the first text has gone to the viewers, or the reply has ended without any.
         self.first_text_sent = asyncio.Event()
 
@@ -190,17 +192,16 @@ class Generation:
                     f"The model is busy ({event.reason}); retrying in "  # type: ignore[union-attr]
                     f"{event.delay:.0f} s (attempt {event.attempt + 1})."  # type: ignore[union-attr]
                 )
-            elif event_type is ParameterNotSent:
+            elif event_type is ParameterNotSent or event_type is DialectSwitched:
+                if event_type is DialectSwitched:
+                    logger.warning(
+                        "reply %s: %s",
+                        self.reply_id,
+                        event.sentence,  # type: ignore[union-attr]
+                    )
                 self._upstream.record(event)
                 # Kept on the reply when it is saved; shown at once meanwhile.
                 await self._notice(" ".join(self._upstream.notes))
-            elif event_type is DialectSwitched:
-                logger.warning(
-                    "reply %s: %s",
-                    self.reply_id,
-                    event.sentence,  # type: ignore[union-attr]
-                )
-                await self._notice(event.sentence)  # type: ignore[union-attr]
             else:
                 self._upstream.record(event)
 
@@ -397,6 +398,7 @@ class Generation:
                             message_id=str(self.reply_id),
                             text=self._text.content_text(),
                             reasoning=self._text.reasoning_text(),
+                            notice=self._notice_text,
                         )
                     )
 
@@ -413,6 +415,7 @@ class Generation:
             await self._layer.group_discard(events.control_group(self.conversation_id), channel)
 
     async def _notice(self, text: str) -> None:
+        self._notice_text = text
         await self._viewers_reachable.attempt(
             events.reply_notice_send(
                 self._layer,

@@ -7,6 +7,8 @@ from conversations.accounts.limits import UsageEstimate
 from conversations.chat import services
 from conversations.gateway.events import (
     Citation,
+    DialectSwitched,
+    DialectUsed,
     Event,
     Finished,
     ParameterNotSent,
@@ -22,8 +24,11 @@ class UpstreamOutcome:
     citations: list[Citation] = field(default_factory=list)
     refusal: list[str] = field(default_factory=list)
     first_token_at: float | None = None
-    # Parameters the request did not carry, in words; kept on the reply.
+    # Parameters the request did not carry and shapes the gateway refused, in words; kept on
+    # the reply.
     notes: list[str] = field(default_factory=list)
+    # The dialect the gateway accepted the turn in (``Dialect.code()``), for staff.
+    dialect: str = ""
     raw_event: str = ""
 
     def first_text(self, now: float) -> None:
@@ -39,8 +44,11 @@ class UpstreamOutcome:
             self.citations.append(event)
         elif isinstance(event, Refusal):
             self.refusal.append(event.text)
-        elif isinstance(event, ParameterNotSent) and event.sentence not in self.notes:
-            self.notes.append(event.sentence)
+        elif isinstance(event, ParameterNotSent | DialectSwitched):
+            if event.sentence not in self.notes:
+                self.notes.append(event.sentence)
+        elif isinstance(event, DialectUsed):
+            self.dialect = event.dialect.code()
 
     def outcome(
         self,
@@ -81,4 +89,5 @@ class UpstreamOutcome:
             duration_ms=round((now - started_at) * 1000),
             request_notes=list(self.notes),
             raw_event=self.raw_event,
+            dialect=self.dialect,
         )
