@@ -14,7 +14,9 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import Permission, User
 from django.test import Client
+from django.urls import reverse
 
 from conversations.attachments import services as attachment_services
 from conversations.chat import services
@@ -319,3 +321,41 @@ async def test_a_socket_joining_mid_reply_gets_the_switch_notice(
         await comm.disconnect()
         await running.task
     assert f"msg-{reply.id}-notice" in "".join(frames)
+
+
+def staff_transcript_and_owner_export(
+    owner: Any, conversation_id: Any
+) -> tuple[str, dict[str, Any]]:
+    staff = User.objects.create_user("reviewer", is_staff=True)
+    staff.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="conversations", codename="view_conversation"
+        )
+    )
+    reviewer = Client()
+    reviewer.force_login(staff)
+    url = reverse("admin:conversations_conversation_transcript", args=[conversation_id])
+    opened = reviewer.post(url, {"reason": "checking a gateway refusal"})
+    transcript = unescape(reviewer.get(opened["Location"]).content.decode())
+    client = Client()
+    client.force_login(owner)
+    export = client.get(reverse("conversation_export_json", args=[conversation_id]))
+    return transcript, json.loads(export.content)
+
+
+async def test_staff_and_the_export_see_the_dialect_a_reply_was_sent_in(
+    upstream: FakeUpstream, user: Any
+) -> None:
+    upstream.default_reply = strict_gateway({"system-role"})
+    reply = await generate(await start_reply(user))
+    code = Dialect(system_top_level=True).code()
+
+    transcript, export = await database_sync_to_async(staff_transcript_and_owner_export)(
+        user, reply.conversation_id
+    )
+
+    assert f"<dt>Dialect</dt><dd><code>{code}</code></dd>" in transcript
+    assert SWITCH_SENTENCE in transcript
+    exported = {m["id"]: m for m in export["messages"]}[str(reply.id)]
+    assert exported["dialect"] == code
+    assert SWITCH_SENTENCE in exported["request_notes"]

@@ -211,6 +211,9 @@ def conversation_export_data(*, conversation: Conversation) -> dict[str, Any]:
                 "feedback": feedback.get(m.id),
                 "model": m.model,
                 "request_params": m.request_params,
+                # What the request could not carry as set, and the shape the gateway took.
+                "request_notes": m.request_notes,
+                "dialect": m.dialect,
                 "usage": {
                     "prompt_tokens": m.prompt_tokens,
                     "completion_tokens": m.completion_tokens,
