@@ -29,6 +29,7 @@ from conversations.chat.forms import (
 )
 from conversations.chat.frames_in import FrameError
 from conversations.chat.orm import orm_concurrent
+from conversations.gateway.payload import TurnRequest
 from conversations.models import Conversation, Message
 from conversations.realtime import events, generation, live
 
@@ -335,6 +336,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             message_id=message_id, text=text, reasoning=reasoning
         ):
             await self.send(text_data=piece)
+        # An older process's snapshot has no notice.
+        if notice := event.get("notice"):
+            await self.send(text_data=frames.notice(message_id=message_id, text=str(notice)))
 
     async def reply_render(self, event: dict[str, Any]) -> None:
         shown = self.shown.get(event["message_id"])
@@ -415,7 +419,7 @@ def _message_and_quota(message_id: str, user: Any) -> tuple[Message | None, limi
 @dataclass(frozen=True, slots=True)
 class TurnStart:
     started: services.StartedTurn
-    prepared: tuple[dict[str, Any], uuid.UUID]
+    prepared: tuple[TurnRequest, uuid.UUID]
     frame: str
 
 

@@ -34,6 +34,7 @@ from conversations.gateway.errors import (
 from conversations.gateway.events import (
     ContentDelta,
     DialectSwitched,
+    DialectUsed,
     Event,
     ParameterNotSent,
     Retrying,
@@ -235,7 +236,7 @@ class UpstreamClient:
         error: GatewayError
         if isinstance(request, TurnRequest):
             model = request.options.model
-            dialect = self._dialects.get(model) or request.starting_dialect
+            dialect = await self._dialects.get(model) or request.starting_dialect
             built = request.build(dialect, stream=stream)
             payload = built.body
             for notice in built.not_sent:
@@ -255,8 +256,10 @@ class UpstreamClient:
             try:
                 response = await self._open(payload, headers, model)
                 if switched and dialect is not None:
-                    self._dialects.remember(model, dialect)
+                    await self._dialects.remember(model, dialect)
                 try:
+                    if dialect is not None:
+                        yield DialectUsed(model=model, dialect=dialect)
                     async for event in self._events(response):
                         produced = True
                         yield event

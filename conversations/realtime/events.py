@@ -68,6 +68,8 @@ class ReplySnapshot(TypedDict):
     message_id: str
     text: str
     reasoning: str
+    # The reply's notice in words (a shape switched, a parameter not sent), or "".
+    notice: str
 
 
 class ReplyRender(TypedDict):
@@ -175,13 +177,20 @@ async def reply_delta_send(
 
 
 async def reply_snapshot_send(
-    layer: BaseChannelLayer, *, channel: str, message_id: str, text: str, reasoning: str
+    layer: BaseChannelLayer,
+    *,
+    channel: str,
+    message_id: str,
+    text: str,
+    reasoning: str,
+    notice: str,
 ) -> None:
     event: ReplySnapshot = {
         "type": "reply.snapshot",
         "message_id": message_id,
         "text": text,
         "reasoning": reasoning,
+        "notice": notice,
     }
     await layer.send(channel, dict(event))
 

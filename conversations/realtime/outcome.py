@@ -5,7 +5,16 @@ from dataclasses import dataclass, field
 
 from conversations.accounts.limits import UsageEstimate
 from conversations.chat import services
-from conversations.gateway.events import Citation, Event, Finished, Refusal, Usage
+from conversations.gateway.events import (
+    Citation,
+    DialectSwitched,
+    DialectUsed,
+    Event,
+    Finished,
+    ParameterNotSent,
+    Refusal,
+    Usage,
+)
 
 
 @dataclass
@@ -15,6 +24,12 @@ class UpstreamOutcome:
     citations: list[Citation] = field(default_factory=list)
     refusal: list[str] = field(default_factory=list)
     first_token_at: float | None = None
+    # Parameters the request did not carry and shapes the gateway refused, in words; kept on
+    # the reply.
+    notes: list[str] = field(default_factory=list)
+    # The dialect the gateway accepted the turn in (``Dialect.code()``), for staff.
+    dialect: str = ""
+    raw_event: str = ""
 
     def first_text(self, now: float) -> None:
         if self.first_token_at is None:
@@ -29,6 +44,11 @@ class UpstreamOutcome:
             self.citations.append(event)
         elif isinstance(event, Refusal):
             self.refusal.append(event.text)
+        elif isinstance(event, ParameterNotSent | DialectSwitched):
+            if event.sentence not in self.notes:
+                self.notes.append(event.sentence)
+        elif isinstance(event, DialectUsed):
+            self.dialect = event.dialect.code()
 
     def outcome(
         self,
@@ -67,4 +87,7 @@ class UpstreamOutcome:
             usage_estimated=estimate is not None,
             time_to_first_token_ms=first_token_ms,
             duration_ms=round((now - started_at) * 1000),
+            request_notes=list(self.notes),
+            raw_event=self.raw_event,
+            dialect=self.dialect,
         )

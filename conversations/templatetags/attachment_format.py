@@ -55,8 +55,3 @@ def attachment_storage_table() -> dict[str, Any]:
     rows = selectors.attachment_bytes_by_user()
     return {"rows": rows, "total": sum(row["bytes"] for row in rows)}
 
-
-@register.inclusion_tag("attachments/_attach_button.html")
-def attach_button() -> dict[str, Any]:
-    """The Attach button and its file input, in the row of tools under the composer."""
-    return {}
