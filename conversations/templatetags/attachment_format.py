@@ -54,4 +54,3 @@ def attachment_storage_table() -> dict[str, Any]:
     """Stored attachment bytes per user and in total, for staff (sizes only, no names)."""
     rows = selectors.attachment_bytes_by_user()
     return {"rows": rows, "total": sum(row["bytes"] for row in rows)}
-
