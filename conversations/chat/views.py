@@ -26,7 +26,7 @@ from conversations.chat.forms import (
     settings_of,
 )
 from conversations.chat.frames import SIDEBAR_SIZE
-from conversations.http import AuthenticatedHttpRequest
+from conversations.http import AuthenticatedHttpRequest, owned_conversation_or_404
 from conversations.models import Conversation
 from conversations.realtime import live
 
@@ -40,19 +40,10 @@ def home(request: AuthenticatedHttpRequest) -> HttpResponse:
     return redirect("conversation", conversation_id=conversation.id)
 
 
-def _owned(request: AuthenticatedHttpRequest, conversation_id: str) -> Conversation:
-    conversation = selectors.conversation_get_for_user(
-        conversation_id=conversation_id, user=request.user
-    )
-    if conversation is None:
-        raise Http404("No such conversation.")
-    return conversation
-
-
 @require_GET
 @login_required
 def conversation_detail(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
-    conversation = _owned(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     catalogue_refresh_soon()
     choice = catalogue.model_choice_for_user(user=request.user, current=conversation.model)
     stops = list(conversation.stop_sequences or [])[: len(STOP_FIELDS)]
@@ -104,7 +95,7 @@ def _window_at(conversation: Conversation, at: str) -> selectors.ThreadWindow:
 def conversation_older(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     """Earlier messages of the branch on screen, loaded as the reader scrolls up; without
     `before`, the latest window, which the page loads when it was too large for a socket frame."""
-    conversation = _owned(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     before = request.GET.get("before", "")
     try:
         before_id = uuid.UUID(before) if before and len(before) <= 64 else None
@@ -119,7 +110,7 @@ def conversation_older(request: AuthenticatedHttpRequest, conversation_id: str) 
 @require_POST
 @login_required
 def conversation_rename(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
-    conversation = _owned(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     form = RenameForm(request.POST)
     if form.is_valid():
         conversation = services.conversation_rename(
@@ -145,7 +136,7 @@ def conversation_rename(request: AuthenticatedHttpRequest, conversation_id: str)
 @login_required
 def conversation_delete(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     """The chat page's Delete dialog is the one place that asks; this only deletes."""
-    conversation = _owned(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     live.reply_stop_sync(conversation_id=conversation.id)
     services.conversation_delete(conversation_id=conversation.id, owner=request.user)
     live.sidebar_changed_sync(user_id=request.user.pk)
