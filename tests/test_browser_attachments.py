@@ -253,7 +253,9 @@ def _edited_user_message_files(original_id: Any) -> list[str]:
     from conversations.models import Message
 
     edited = Message.objects.filter(role=Message.Role.USER).exclude(id=original_id).get()
-    return [a.filename for a in selectors.attachments_by_message(message_ids=[edited.id])[edited.id]]
+    return [
+        a.filename for a in selectors.attachments_by_message(message_ids=[edited.id])[edited.id]
+    ]
 
 
 def test_the_edit_form_sends_the_kept_file_and_not_the_removed_one(
@@ -310,7 +312,9 @@ def test_the_edit_form_with_every_file_unticked_keeps_none(
     sign_in(page, username=user.username)
     page.goto(f"/c/{conversation.id}/")
 
-    page.locator('article[data-role="user"]').get_by_role("button", name=re.compile("^Edit")).click()
+    page.locator('article[data-role="user"]').get_by_role(
+        "button", name=re.compile("^Edit")
+    ).click()
     page.get_by_label("Keep cat.png").uncheck()
     page.get_by_role("button", name="Send edit").click()
 
