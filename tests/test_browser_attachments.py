@@ -12,6 +12,7 @@ from conversations.attachments import selectors
 from conversations.attachments.models import Attachment
 from tests import attachment_files as files
 from tests.conftest import DaphneServer, sign_in
+from tests.support.browser_audit import assert_accessible
 from tests.upstream_server import FakeUpstream, Stream, gateway_chunks
 
 pytestmark = pytest.mark.browser
@@ -282,6 +283,7 @@ def test_the_edit_form_sends_the_kept_file_and_not_the_removed_one(
     user_article.get_by_role("button", name=re.compile("^Edit")).click()
     page.get_by_label("Keep notes.pdf").uncheck()
     expect(page.get_by_label("Keep cat.png")).to_be_checked()
+    assert_accessible(page, "editing a message with attachments")
     page.get_by_label("Edited text").fill("Only the cat")
     page.get_by_label("Edited text").press("Enter")
 
