@@ -55,6 +55,13 @@ def test_chat_page_states(
     expect(page.locator(".edit-box textarea")).to_be_focused()
     assert_accessible(page, "editing a message")
     page.keyboard.press("Escape")
+    # Closing the editor puts the keyboard back on the button that opened it.
+    expect(page.locator(".edit-box")).to_have_count(0)
+    expect(
+        page.locator('article[data-role="user"]').last.get_by_role(
+            "button", name=re.compile("^Edit")
+        )
+    ).to_be_focused()
 
     page.locator(".chat-menu > summary").click()
     assert_accessible(page, "More open")

@@ -12,6 +12,7 @@ from conversations.attachments import selectors
 from conversations.attachments.models import Attachment
 from tests import attachment_files as files
 from tests.conftest import DaphneServer, sign_in
+from tests.support.browser_audit import assert_accessible
 from tests.upstream_server import FakeUpstream, Stream, gateway_chunks
 
 pytestmark = pytest.mark.browser
@@ -246,3 +247,79 @@ def test_editing_a_message_can_drop_one_of_its_attachments(
     assert parts[-1]["text"] == "Look at these"
     # The first version still has both: the branch shares the rows, nothing was copied.
     assert Attachment.objects.count() == 2
+
+
+def _edited_user_message_files(original_id: Any) -> list[str]:
+    """The filenames the edit's new user message was saved with, in order."""
+    from conversations.models import Message
+
+    edited = Message.objects.filter(role=Message.Role.USER).exclude(id=original_id).get()
+    return [
+        a.filename for a in selectors.attachments_by_message(message_ids=[edited.id])[edited.id]
+    ]
+
+
+def test_the_edit_form_sends_the_kept_file_and_not_the_removed_one(
+    browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user: Any
+) -> None:
+    """The ws-send edit form: new text and the ticked box reach the server as the edit frame,
+    so the saved new version carries exactly the kept file (sent with Enter, from the keyboard)."""
+    from conversations.attachments import services
+    from conversations.chat import services as chat_services
+    from tests.factories import finish, turn_with_attachments
+
+    image = services.attachment_upload(owner=user, data=files.png(), filename="cat.png")
+    document = services.attachment_upload(owner=user, data=files.pdf(), filename="notes.pdf")
+    conversation = chat_services.conversation_create(owner=user)
+    started = turn_with_attachments(conversation, "Look at these", [image, document])
+    finish(started.reply, "Seen.")
+    upstream.enqueue(Stream(gateway_chunks(["Just the cat."])))
+    page = browser_page
+    sign_in(page, username=user.username)
+    page.goto(f"/c/{conversation.id}/")
+    user_article = page.locator('article[data-role="user"]')
+    expect(user_article.locator(".message-attachment")).to_have_count(2)
+
+    user_article.get_by_role("button", name=re.compile("^Edit")).click()
+    page.get_by_label("Keep notes.pdf").uncheck()
+    expect(page.get_by_label("Keep cat.png")).to_be_checked()
+    assert_accessible(page, "editing a message with attachments")
+    page.get_by_label("Edited text").fill("Only the cat")
+    page.get_by_label("Edited text").press("Enter")
+
+    expect(page.locator(COMPLETE)).to_contain_text("Just the cat.")
+    expect(user_article).to_contain_text("Only the cat")
+    assert _edited_user_message_files(started.user_message.id) == ["cat.png"]
+    parts = _request_parts(upstream)
+    assert [p["type"] for p in parts] == ["image_url", "text", "text"]
+    assert parts[-1]["text"] == "Only the cat"
+    # The first version keeps both.
+    first = selectors.attachments_by_message(message_ids=[started.user_message.id])
+    assert [a.filename for a in first[started.user_message.id]] == ["cat.png", "notes.pdf"]
+
+
+def test_the_edit_form_with_every_file_unticked_keeps_none(
+    browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user: Any
+) -> None:
+    from conversations.attachments import services
+    from conversations.chat import services as chat_services
+    from tests.factories import finish, turn_with_attachments
+
+    image = services.attachment_upload(owner=user, data=files.png(), filename="cat.png")
+    conversation = chat_services.conversation_create(owner=user)
+    started = turn_with_attachments(conversation, "Look", [image])
+    finish(started.reply, "Seen.")
+    upstream.enqueue(Stream(gateway_chunks(["No picture now."])))
+    page = browser_page
+    sign_in(page, username=user.username)
+    page.goto(f"/c/{conversation.id}/")
+
+    page.locator('article[data-role="user"]').get_by_role(
+        "button", name=re.compile("^Edit")
+    ).click()
+    page.get_by_label("Keep cat.png").uncheck()
+    page.get_by_role("button", name="Send edit").click()
+
+    expect(page.locator(COMPLETE)).to_contain_text("No picture now.")
+    assert _edited_user_message_files(started.user_message.id) == []
+    assert upstream.requests[-1].json["messages"][-1]["content"] == "Look"

@@ -68,9 +68,34 @@ def test_parse_gives_typed_frames() -> None:
     assert isinstance(edit, frames_in.BranchFrame)
     assert edit.message_id == message_id and edit.message == "m"
 
+    assert edit.keep_attachments is None
+
     assert isinstance(frames_in.frame_parse('{"action": "stop"}'), frames_in.StopFrame)
     retry = frames_in.frame_parse(json.dumps({"action": "retry", "message_id": str(message_id)}))
     assert retry == frames_in.RetryFrame(message_id=message_id)
+
+
+def _edit_keeping(keep: Any) -> frames_in.BranchFrame:
+    raw = {"action": "edit", "message_id": str(uuid.uuid4()), "message": "m"}
+    frame = frames_in.frame_parse(json.dumps({**raw, "keep_attachments": keep}))
+    assert isinstance(frame, frames_in.BranchFrame)
+    return frame
+
+
+def test_edit_form_kept_files_parse_as_the_ticked_ids() -> None:
+    # The edit form sends an empty field beside its checkboxes: htmx gives "" with none ticked
+    # and a list with the empty field first otherwise.
+    first, second = uuid.uuid4(), uuid.uuid4()
+    assert _edit_keeping("").keep_attachments == ()
+    assert _edit_keeping(["", str(first)]).keep_attachments == (first,)
+    assert _edit_keeping(["", str(first), str(second)]).keep_attachments == (first, second)
+    assert _edit_keeping([str(second), " "]).keep_attachments == (second,)
+
+
+@pytest.mark.parametrize("keep", [["", "x"], ["", 1], [None], "x,", ["", []]])
+def test_edit_kept_files_that_are_not_ids_are_refused(keep: Any) -> None:
+    with pytest.raises(frames_in.FrameError):
+        _edit_keeping(keep)
 
 
 @pytest.mark.parametrize("message_id", [*NOT_UUIDS, *WRONG_VALUES])

@@ -1,14 +1,14 @@
 // The chat page's behaviour that htmx does not cover (the controls are in controls.js): keyboard,
 // clearing the composer only once the server has saved the message, Stop visibility, scrolling,
-// Copy and Edit (regenerate, retry, continue and versions are ws-send buttons; only the part of
-// an article holding message text carries hx-disable), theme, phone menu and dialogs.
+// Copy and opening the editor (Send edit is a ws-send form; regenerate, retry, continue and
+// versions are ws-send buttons; only the part of an article holding message text carries
+// hx-disable), theme, phone menu and dialogs.
 (function () {
   "use strict";
 
   var NEAR_BOTTOM_PX = 80;
   var THEMES = ["system", "light", "dark"];
   var THEME_KEY = "chatsite-theme";
-  var socket = null;
 
   function $(id) {
     return document.getElementById(id);
@@ -160,8 +160,7 @@
     var pendingToken = null;
     var followStream = true;
 
-    document.body.addEventListener("htmx:wsOpen", function (event) {
-      socket = event.detail.socketWrapper;
+    document.body.addEventListener("htmx:wsOpen", function () {
       document.body.classList.remove("socket-closed");
     });
 
@@ -218,30 +217,6 @@
     });
   }
 
-  // Message actions, sent as JSON over the page's socket with the composer's current controls.
-  function controlValues() {
-    var values = {};
-    var form = $("composer");
-    new FormData(form).forEach(function (value, name) {
-      if (name !== "message" && name !== "action" && name !== "client_token") values[name] = value;
-    });
-    return values;
-  }
-
-  function sendAction(action, extra) {
-    if (!socket) {
-      showComposerError("Not connected yet; try again in a moment.");
-      return;
-    }
-    var frame = controlValues();
-    frame.action = action;
-    Object.keys(extra).forEach(function (key) {
-      frame[key] = extra[key];
-    });
-    showComposerError("");
-    socket.send(JSON.stringify(frame), null);
-  }
-
   function showComposerError(text) {
     var error = $("composer-error");
     if (error) error.textContent = text;
@@ -252,31 +227,30 @@
     return template ? template.content.textContent : "";
   }
 
+  // The editor is the message's own <template class="message-editor">: an htmx ws-send form
+  // whose hx-vals carry the action and message id and whose inputs carry the text and the files
+  // to keep, so the frame is built by htmx like every other message action.
   function openEditor(article) {
     if (article.querySelector(".edit-box")) return;
-    var id = article.getAttribute("data-message-id");
-    // The editor's markup is the page's <template id="message-editor">, not built here.
-    var template = $("message-editor");
+    var template = article.querySelector("template.message-editor");
     if (!template) return;
     var box = template.content.firstElementChild.cloneNode(true);
     var textarea = box.querySelector("textarea");
-    textarea.id = "edit-" + id;
-    box.querySelector("label").htmlFor = textarea.id;
     textarea.value = rawContent(article);
-    var cancel = box.querySelector('[data-action="edit-cancel"]');
-    var save = box.querySelector('[data-action="edit-send"]');
     article.classList.add("is-editing");
-    article.querySelector(".message-body").after(box);
+    // After the text block, not inside it: htmx leaves that block alone (hx-disable).
+    article.querySelector(".message-text").after(box);
+    htmx.process(box);
     textarea.addEventListener("input", function () {
       autoGrow(textarea);
     });
     textarea.addEventListener("keydown", function (event) {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
-        save.click();
+        box.requestSubmit();
       } else if (event.key === "Escape") {
         event.stopPropagation();
-        cancel.click();
+        closeEditor(article);
       }
     });
     autoGrow(textarea);
@@ -287,6 +261,22 @@
     var box = article.querySelector(".edit-box");
     if (box) box.remove();
     article.classList.remove("is-editing");
+    // Back to the button that opened the editor, so the keyboard user is where they were.
+    var edit = article.querySelector('[data-action="edit"]');
+    if (edit) edit.focus();
+  }
+
+  // An edit needs words or at least one file kept: a message may be its files alone.
+  function bindEditForms() {
+    document.body.addEventListener("htmx:wsConfigSend", function (event) {
+      var box = event.target.closest && event.target.closest(".edit-box");
+      if (!box) return;
+      var text = box.querySelector("textarea").value;
+      if (text.trim() === "" && !box.querySelector("input[type=checkbox]:checked")) {
+        event.preventDefault();
+        box.querySelector("textarea").focus();
+      }
+    });
   }
 
   function bindMessageActions() {
@@ -301,7 +291,6 @@
       var button = event.target.closest("#transcript [data-action]");
       if (!button || button.disabled) return;
       var article = button.closest("article");
-      var id = article.getAttribute("data-message-id");
       var action = button.getAttribute("data-action");
       if (action === "copy") {
         window.chatsite.copyText(rawContent(article), button);
@@ -309,16 +298,8 @@
         openEditor(article);
       } else if (action === "edit-cancel") {
         closeEditor(article);
-      } else if (action === "edit-send") {
-        var text = article.querySelector(".edit-box textarea").value;
-        var edit = { message_id: id, message: text };
-        // Lets attachments.js say which of the message's files the new version keeps.
-        article.dispatchEvent(new CustomEvent("chat:edit-frame", { bubbles: true, detail: edit }));
-        // Words, or at least one file kept: a message may be its files alone.
-        if (text.trim() === "" && !(edit.keep_attachments && edit.keep_attachments.length)) return;
-        sendAction("edit", edit);
       }
-      // Regenerate, Retry, Continue and the version switcher are htmx (ws-send with hx-vals).
+      // Send edit, Regenerate, Retry, Continue and the version switcher are htmx (ws-send).
     });
   }
 
@@ -506,6 +487,7 @@
     bindSocket();
     bindScrolling();
     bindMessageActions();
+    bindEditForms();
     bindTheme();
     bindMenu();
     bindDialogs();
