@@ -271,6 +271,12 @@ CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 100_000)
 # The largest websocket message the server sends. Daphne refuses (and closes the socket on) any
 # message over its --websocket-max-message-size, 1 MiB unless changed: keep this at or below it.
 CHAT_WS_FRAME_MAX_BYTES = env_int("CHAT_WS_FRAME_MAX_BYTES", 1024 * 1024)
+# A reply longer than this many characters is shown in windows of this size (plain text, the
+# rest a click or a download away), so a multi-megabyte reply neither freezes the page nor
+# outgrows a socket frame. Never below the longest message a user may send.
+CHAT_MESSAGE_WINDOW_CHARS = max(
+    env_int("CHAT_MESSAGE_WINDOW_CHARS", 100_000), CHAT_MAX_MESSAGE_CHARS
+)
 CHAT_DEFAULT_MAX_TOKENS = env_int("CHAT_DEFAULT_MAX_TOKENS", 4096)
 
 # Admin review: staff must type why they open a transcript; it goes into the access log.

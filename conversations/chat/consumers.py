@@ -298,11 +298,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # Else the layer is still failing: the next delta shows the gap and asks again.
             return
         if text or reasoning:
-            self.shown[message_id] = (shown[0] + len(text), shown[1] + len(reasoning))
+            received = shown[0] + len(text)
+            self.shown[message_id] = (received, shown[1] + len(reasoning))
+            # Past the window the page shows no more text until the reply ends (then it offers
+            # the rest in parts): a multi-megabyte reply would otherwise freeze the tab.
+            window = settings.CHAT_MESSAGE_WINDOW_CHARS
+            text = text[: max(0, window - shown[0])]
             for piece in frames.text_appended_pieces(
                 message_id=message_id, text=text, reasoning=reasoning
             ):
                 await self.send(text_data=piece)
+            if received > window and received // window > shown[0] // window:
+                await self.send(
+                    text_data=frames.window_notice(
+                        message_id=message_id, shown=window, received=received
+                    )
+                )
 
     async def _snapshot_request(self) -> bool:
         """Ask whoever generates this conversation's reply for the text so far; False when the
@@ -319,15 +330,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def reply_snapshot(self, event: dict[str, Any]) -> None:
         message_id, text, reasoning = event["message_id"], event["text"], event["reasoning"]
         self.shown[message_id] = (len(text), len(reasoning))
+        window = settings.CHAT_MESSAGE_WINDOW_CHARS
         for piece in frames.text_replaced_pieces(
-            message_id=message_id, text=text, reasoning=reasoning
+            message_id=message_id, text=text[:window], reasoning=reasoning
         ):
             await self.send(text_data=piece)
+        if len(text) > window:
+            await self.send(
+                text_data=frames.window_notice(
+                    message_id=message_id, shown=window, received=len(text)
+                )
+            )
 
     async def reply_render(self, event: dict[str, Any]) -> None:
         shown = self.shown.get(event["message_id"])
-        # Only Markdown of exactly the text on screen: anything else would drop or repeat text.
-        if shown is not None and shown[0] == event["length"]:
+        # Only Markdown of exactly the text on screen: anything else would drop or repeat text
+        # (past the window the screen holds only the window's plain text).
+        length = event["length"]
+        if shown is not None and shown[0] == length <= settings.CHAT_MESSAGE_WINDOW_CHARS:
             frame = frames.text_rendered(
                 message_id=event["message_id"], html=event["html"], tail=event["tail"]
             )

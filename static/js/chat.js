@@ -269,6 +269,34 @@
     article.classList.remove("is-editing");
   }
 
+  // A reply too long to show whole comes in windows of plain text: each click appends the
+  // next one as a text node (never as HTML), so the page only grows when the reader asks.
+  function showMore(article, button) {
+    var url = button.getAttribute("data-url");
+    button.disabled = true;
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (!response.ok) throw new Error(response.status);
+        return response.json();
+      })
+      .then(function (part) {
+        var body = article.querySelector(".message-body");
+        body.appendChild(document.createTextNode(part.text));
+        var label = article.querySelector(".message-window-label");
+        if (label) label.textContent = "This reply is long: showing the first " + part.shown + " of " + part.total + " characters, as plain text.";
+        if (part.shown >= part.total) {
+          button.remove();
+        } else {
+          button.setAttribute("data-url", url.replace(/start=\d+/, "start=" + part.shown));
+          button.disabled = false;
+        }
+      })
+      .catch(function () {
+        button.disabled = false;
+        showComposerError("Could not load more of that reply; try again.");
+      });
+  }
+
   function bindMessageActions() {
     document.addEventListener("click", function (event) {
       var codeCopy = event.target.closest(".copy-code");
@@ -293,6 +321,8 @@
         var text = article.querySelector(".edit-box textarea").value;
         if (text.trim() === "") return;
         sendAction("edit", { message_id: id, message: text });
+      } else if (action === "more") {
+        showMore(article, button);
       } else if (action === "switch") {
         sendAction("switch", { message_id: button.getAttribute("data-target") });
       } else {
