@@ -18,16 +18,32 @@ key one after another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from channels.db import DatabaseSyncToAsync, database_sync_to_async
 from django.conf import settings
-from django.db import connections
+from django.db import OperationalError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
-__all__ = ["OrderedOrmCalls", "concurrent_orm_enabled", "orm_concurrent"]
+logger = logging.getLogger(__name__)
+# After its socket is shut, a call blocked on it fails at once; this only bounds the wait for
+# that failure (a call still queued for the thread is not waited for).
+ABORT_GRACE_SECONDS = 2.0
+
+__all__ = [
+    "DatabaseStalled",
+    "OrderedOrmCalls",
+    "concurrent_orm_enabled",
+    "orm_bounded",
+    "orm_concurrent",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -86,3 +102,59 @@ class OrderedOrmCalls:
             mine.set_result(None)
             if self._last.get(key) is mine:
                 del self._last[key]
+
+
+class DatabaseStalled(OperationalError):
+    """The database did not answer within the bound: counted as away, like a refused
+    connection, so callers that wait out a database blip wait this out too."""
+
+
+async def orm_bounded(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """`database_sync_to_async(function)(...)`, answered within CHAT_DB_STALL_SECONDS.
+
+    A database that stops answering without closing the connection (a stalled server, a
+    connection a firewall dropped silently) would hold the shared ORM thread until TCP gives
+    up, hours later, and every save of the process behind it. Past the bound the connection's
+    socket is shut, so the blocked call fails and the thread is free; the caller gets
+    `DatabaseStalled` and retries on a fresh connection (or spools). statement_timeout cannot
+    do this: the server may never see the query.
+    """
+    holder: list[BaseDatabaseWrapper] = []
+
+    def run() -> R:
+        holder.append(connections["default"])
+        return function(*args, **kwargs)
+
+    call = asyncio.ensure_future(database_sync_to_async(run)())
+    done, _ = await asyncio.wait([call], timeout=settings.CHAT_DB_STALL_SECONDS)
+    if call in done:
+        return call.result()
+    # The call goes on in its thread: its outcome (an error, once its socket is shut) is read
+    # here so that it is not reported as never retrieved.
+    call.add_done_callback(lambda finished: finished.cancelled() or finished.exception())
+    if holder:
+        _socket_shut(holder[0])
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(call), ABORT_GRACE_SECONDS)
+    logger.warning(
+        "the database did not answer within %s s; its connection was shut",
+        settings.CHAT_DB_STALL_SECONDS,
+    )
+    raise DatabaseStalled(f"the database did not answer within {settings.CHAT_DB_STALL_SECONDS} s")
+
+
+def _socket_shut(wrapper: BaseDatabaseWrapper) -> None:
+    """Shut the socket under a connection another thread is blocked on (PostgreSQL; SQLite
+    has no socket, and its busy timeout bounds its waits)."""
+    raw = getattr(wrapper, "connection", None)
+    pgconn = getattr(raw, "pgconn", None)
+    if pgconn is None:
+        return
+    try:
+        fd = pgconn.socket
+    except Exception:
+        return  # already closed
+    # A duplicate of the descriptor: shutting it down ends the connection for the blocked
+    # reader too, and closing it leaves the original to its owner.
+    with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as duplicate:
+        duplicate.shutdown(socket.SHUT_RDWR)
