@@ -24,7 +24,8 @@ application = TrustedProxyMiddleware(
         {
             "http": django_asgi_app,
             "websocket": ExactOriginValidator(
-                AuthMiddlewareStack(SocketGuard(URLRouter(websocket_urlpatterns)))
+                # The routes are ASGI applications; see conversations/chat/routing.py.
+                AuthMiddlewareStack(SocketGuard(URLRouter(websocket_urlpatterns)))  # type: ignore[arg-type]
             ),
         }
     )

@@ -61,9 +61,9 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
         if now < self._next_clean:
             return
         self._next_clean = now + CLEAN_EVERY
-        super()._clean_expired()
+        super()._clean_expired()  # type: ignore[misc]  # private, so absent from the stubs
 
-    async def send(self, channel: str, message: dict) -> None:
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_channel_name(channel)
         assert "__asgi_channel__" not in message
@@ -87,7 +87,7 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
                 raise ChannelFull(channel) from None
             queue.put_nowait(entry)
 
-    async def group_send(self, group: str, message: dict) -> None:
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
         assert isinstance(message, dict), "Message is not a dict"
         self.require_valid_group_name(group)
         self._clean_expired()
@@ -99,12 +99,12 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
                 await self.send(channel, message)
 
 
-class FrameBuffer(asyncio.Queue):
+class FrameBuffer(asyncio.Queue[dict[str, Any]]):
     """One socket's buffer of messages: when full it drops the oldest frame that a later one
     makes up for (a delta or render: the next delta shows the gap and brings a snapshot; a
     sidebar update: the next one redraws it all), never the end of a reply or a turn."""
 
-    def put_nowait(self, item: Any) -> None:
+    def put_nowait(self, item: dict[str, Any]) -> None:
         if self.full():
             held = [self.get_nowait() for _ in range(self.qsize())]
             drop = next((index for index, message in enumerate(held) if _replaceable(message)), 0)
@@ -130,7 +130,7 @@ def _drop_oldest_replaceable(
             return
 
 
-class LocalFirstRedisChannelLayer(RedisChannelLayer):
+class LocalFirstRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]  # untyped library
     """channels_redis's layer, with this process's own sockets served without Redis.
 
     Every process-local channel of a process shares one Redis queue and its capacity, so
@@ -164,7 +164,9 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
         ] = {}
         self._remote_senders: dict[str, asyncio.Task[None]] = {}
         self._remote_failing = False
-        self.receive_buffer = collections.defaultdict(functools.partial(FrameBuffer, self.capacity))
+        self.receive_buffer: collections.defaultdict[str, FrameBuffer] = collections.defaultdict(
+            functools.partial(FrameBuffer, self.capacity)
+        )
         self._local_groups: dict[str, set[str]] = {}
         self._home_loop: asyncio.AbstractEventLoop | None = None
         self._pump_task: asyncio.Task[None] | None = None
@@ -193,7 +195,7 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
     def _buffer_put(self, channel: str, message: dict[str, Any]) -> None:
         self.receive_buffer[channel].put_nowait(message)
 
-    async def send(self, channel: str, message: dict) -> None:
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
         if self._is_local(channel):
             assert isinstance(message, dict), "message is not a dict"
             self._deliver_locally(channel, message)
@@ -203,9 +205,10 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
                 lambda: super(LocalFirstRedisChannelLayer, self).send(channel, message)
             )
 
-    async def receive(self, channel: str) -> dict:
+    async def receive(self, channel: str) -> dict[str, Any]:
         if not self._is_local(channel):
-            return await super().receive(channel)
+            remote: dict[str, Any] = await super().receive(channel)
+            return remote
         loop = asyncio.get_running_loop()
         if self._home_loop is not loop:
             self._home_loop, self._pump_task = loop, None
@@ -273,7 +276,7 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
             lambda: super(LocalFirstRedisChannelLayer, self).group_discard(group, channel)
         )
 
-    async def group_send(self, group: str, message: dict) -> None:
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """This process's members first and directly, then the others through Redis: in the
         background for a replaceable frame; else awaited, a failure raised (it costs only the
         other processes' viewers)."""
@@ -336,7 +339,7 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
             if not backlog:
                 del self._remote_backlog[group]
 
-    async def _group_send_remote(self, group: str, message: dict) -> None:
+    async def _group_send_remote(self, group: str, message: dict[str, Any]) -> None:
         key = self._group_key(group)
         connection = self.connection(self.consistent_hash(group))
         await connection.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
@@ -348,7 +351,9 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):
         if remote:
             await self._send_through_redis(group, remote, message)
 
-    async def _send_through_redis(self, group: str, channels: list[str], message: dict) -> None:
+    async def _send_through_redis(
+        self, group: str, channels: list[str], message: dict[str, Any]
+    ) -> None:
         """channels_redis's group send, for the given members only."""
         by_connection, messages, capacities = self._map_channel_keys_to_connection(
             channels, message

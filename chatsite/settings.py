@@ -8,7 +8,11 @@ import os
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
+
+# Generic Django classes (ModelAdmin[Conversation], QuerySet[...]) subscriptable at run time.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -208,8 +212,33 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Uploaded attachments. Never served from a public media URL: an authenticated view checks
+# who may read each file. Local files by default; any S3-compatible bucket when
+# CHAT_S3_BUCKET is set (README, "Attachments").
+MEDIA_ROOT = Path(os.environ.get("CHAT_MEDIA_ROOT") or BASE_DIR / "media")
+CHAT_S3_BUCKET = os.environ.get("CHAT_S3_BUCKET", "")
+if CHAT_S3_BUCKET:
+    _default_storage: dict[str, object] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": CHAT_S3_BUCKET,
+            "endpoint_url": os.environ.get("CHAT_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("CHAT_S3_REGION") or None,
+            "access_key": os.environ.get("CHAT_S3_ACCESS_KEY_ID") or None,
+            "secret_key": os.environ.get("CHAT_S3_SECRET_ACCESS_KEY") or None,
+            "location": os.environ.get("CHAT_S3_PREFIX", ""),
+            "default_acl": None,
+            "querystring_auth": True,
+            "file_overwrite": True,
+        },
+    }
+else:
+    _default_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": MEDIA_ROOT, "base_url": None},
+    }
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": _default_storage,
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         if DEBUG
@@ -294,6 +323,31 @@ CHAT_MESSAGE_WINDOW_CHARS = max(
     env_int("CHAT_MESSAGE_WINDOW_CHARS", 100_000), CHAT_MAX_MESSAGE_CHARS
 )
 CHAT_DEFAULT_MAX_TOKENS = env_int("CHAT_DEFAULT_MAX_TOKENS", 4096)
+
+# Attachments. Defaults follow Claude's documented limits: a request at most 32 MB, up to 100
+# images, PDFs up to 32 MB and 100 pages; images are downscaled to 1568 px on the long edge
+# (what Claude would do anyway, so larger ones only cost tokens).
+CHAT_ATTACHMENT_MAX_FILE_BYTES = env_int("CHAT_ATTACHMENT_MAX_FILE_BYTES", 32 * 1024 * 1024)
+CHAT_ATTACHMENT_MAX_TEXT_BYTES = env_int("CHAT_ATTACHMENT_MAX_TEXT_BYTES", 512 * 1024)
+CHAT_ATTACHMENT_IMAGE_MAX_EDGE = env_int("CHAT_ATTACHMENT_IMAGE_MAX_EDGE", 1568)
+# Larger images are refused rather than decoded (decompression-bomb guard).
+CHAT_ATTACHMENT_IMAGE_MAX_PIXELS = env_int("CHAT_ATTACHMENT_IMAGE_MAX_PIXELS", 8000 * 8000)
+CHAT_ATTACHMENT_PDF_MAX_PAGES = env_int("CHAT_ATTACHMENT_PDF_MAX_PAGES", 100)
+CHAT_ATTACHMENT_MAX_PER_MESSAGE = env_int("CHAT_ATTACHMENT_MAX_PER_MESSAGE", 20)
+CHAT_ATTACHMENT_MAX_BYTES_PER_MESSAGE = env_int(
+    "CHAT_ATTACHMENT_MAX_BYTES_PER_MESSAGE", 32 * 1024 * 1024
+)
+# Across the whole request (earlier turns' attachments are sent again), counted as sent:
+# base64, a third larger than the files.
+CHAT_ATTACHMENT_MAX_PER_REQUEST = env_int("CHAT_ATTACHMENT_MAX_PER_REQUEST", 100)
+CHAT_ATTACHMENT_MAX_BYTES_PER_REQUEST = env_int(
+    "CHAT_ATTACHMENT_MAX_BYTES_PER_REQUEST", 32 * 1024 * 1024
+)
+CHAT_ATTACHMENT_QUOTA_BYTES = env_int("CHAT_ATTACHMENT_QUOTA_BYTES", 1024 * 1024 * 1024)
+# Images more than this many user turns back are left out of the request (0: always sent).
+CHAT_ATTACHMENT_IMAGE_MAX_AGE_TURNS = env_int("CHAT_ATTACHMENT_IMAGE_MAX_AGE_TURNS", 0)
+# Uploads never sent with a message are removed after this long.
+CHAT_ATTACHMENT_UNSENT_TTL_HOURS = env_int("CHAT_ATTACHMENT_UNSENT_TTL_HOURS", 24)
 
 # Admin review: staff must type why they open a transcript; it goes into the access log.
 CHAT_REVIEW_REASON_REQUIRED = env_bool("CHAT_REVIEW_REASON_REQUIRED", True)

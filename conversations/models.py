@@ -121,6 +121,8 @@ class Message(models.Model):
     model_note = models.CharField(max_length=300, blank=True)
     # The reply before it on its branch came from another model (the transcript says so).
     model_changed = models.BooleanField(default=False)
+    # How many files the message carries, so rendering a text-only window asks for none.
+    attachment_count = models.PositiveSmallIntegerField(default=0)
 
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
@@ -178,6 +180,7 @@ class ShareLink(models.Model):
 
     include_system_prompt = models.BooleanField(default=False)
     include_thinking = models.BooleanField(default=False)
+    include_attachments = models.BooleanField(default=False)
     visibility = models.CharField(max_length=16, choices=Visibility, default=Visibility.ANYONE)
     # The owner's choice (0 = never); expires_at counts it from the last create or update.
     expiry_days = models.PositiveSmallIntegerField(default=0)
@@ -261,6 +264,7 @@ class TranscriptAccess(models.Model):
         EXPORT_MARKDOWN = "export_markdown", "Exported as Markdown"
         SEARCH = "search", "Searched content"
         SYSTEM_PROMPT = "system_prompt", "Read default system prompt"
+        VIEW_ATTACHMENT = "view_attachment", "Opened an attachment"
 
     conversation = models.ForeignKey(
         Conversation, null=True, on_delete=models.SET_NULL, related_name="transcript_accesses"
@@ -445,3 +449,27 @@ class ModelDialect(models.Model):
 
     def __str__(self) -> str:
         return self.model_id
+
+
+# Attachments keep their own module; imported here so Django finds them as this app's models.
+from conversations.attachments.models import Attachment, MessageAttachment  # noqa: E402
+
+__all__ = [
+    "Attachment",
+    "Conversation",
+    "ConversationReview",
+    "GatewayModel",
+    "LoginThrottle",
+    "Message",
+    "MessageAttachment",
+    "ModelDialect",
+    "ModelOffer",
+    "ReasoningEffort",
+    "Sampling",
+    "ShareLink",
+    "TranscriptAccess",
+    "TurnSettingsFields",
+    "UsageRecord",
+    "UserPreferences",
+    "UserQuota",
+]

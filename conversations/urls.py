@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from conversations.catalogue import views as views_context
 from conversations.chat import exports as views_export
@@ -78,6 +78,7 @@ urlpatterns = [
         views_context.context_continue,
         name="conversation_context_continue",
     ),
+    path("", include("conversations.attachments.urls")),
     # Browsers ask for /favicon.ico whatever the page says; answer instead of logging a 404.
     path("favicon.ico", views.favicon),
 ]

@@ -17,6 +17,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.test import Client
 
 from conversations.realtime import runtime
+from tests.support.browser_audit import watch_csp
 from tests.support.fixtures import (  # noqa: F401 (fixtures)
     layer_through_redis_proxy,
     postgres_proxy,
@@ -249,9 +250,11 @@ def live(
 def browser_page(chromium_browser, live: DaphneServer):
     context = chromium_browser.new_context(base_url=live.url)
     context.set_default_timeout(15_000)
+    csp_violations = watch_csp(context)
     page = context.new_page()
     yield page
     context.close()
+    assert csp_violations == [], f"Content-Security-Policy violations: {csp_violations}"
 
 
 def sign_in(page, *, username: str, password: str = PASSWORD) -> None:
@@ -270,9 +273,11 @@ def page_on(chromium_browser):
     def open_page(server: DaphneServer):
         context = chromium_browser.new_context(base_url=server.url)
         context.set_default_timeout(15_000)
-        contexts.append(context)
+        contexts.append((context, watch_csp(context)))
         return context.new_page()
 
     yield open_page
-    for context in contexts:
+    for context, _ in contexts:
         context.close()
+    for _, csp_violations in contexts:
+        assert csp_violations == [], f"Content-Security-Policy violations: {csp_violations}"

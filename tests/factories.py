@@ -65,3 +65,17 @@ def regenerated(conversation: Conversation, reply: Message, content: str) -> Mes
         ),
         content,
     )
+
+
+def turn_with_attachments(
+    conversation: Conversation, text: str, attachments: list[Any], *, model: str = MODEL
+) -> services.StartedTurn:
+    """A turn whose user message carries these uploads, saved the way the socket saves one."""
+    return services.turn_start(
+        conversation_id=conversation.id,
+        owner=conversation.owner,
+        content=text,
+        settings=turn_settings(model=model),
+        model=model,
+        attachment_ids=[a.id for a in attachments],
+    )

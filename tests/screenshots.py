@@ -106,7 +106,7 @@ def test_screenshot(
     sign_in(page, username=user.username)
     page.goto(f"/c/{conversation.id}/")
     expect(page.locator("article")).to_have_count(4)
-    page.evaluate("window.scrollTo(0, 0)")
+    page.evaluate("document.getElementById('transcript').scrollTo(0, 0)")
     OUT.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(OUT / f"chat-{theme}-{device}.png"))
     context.close()

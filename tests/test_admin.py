@@ -10,6 +10,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
+from conversations.chat import services as chat_services
 from conversations.models import (
     Conversation,
     ConversationReview,
@@ -388,7 +389,8 @@ def listed_titles(client: Client, query: str) -> set[str]:
     ("query", "expected"),
     [
         ("has_error=yes", {"Broken one"}),
-        ("has_error=no", {"Tax question", "Shared one", "Once shared"}),
+        ("has_error=no&empty=include", {"Tax question", "Shared one", "Once shared"}),
+        ("has_error=no", {"Tax question", "Shared one"}),
         ("shared=yes", {"Shared one"}),
         ("flagged=yes", {"Broken one"}),
         ("status=error", {"Broken one"}),
@@ -465,6 +467,7 @@ def test_export_asks_for_a_reason_then_logs_each_conversation(assorted, viewer) 
     )
 
     assert "Why are you exporting" in gate.content.decode()
+    assert "Why are you opening" not in gate.content.decode()
     assert logged_before_reason == 0
     assert export["Content-Disposition"].startswith('attachment; filename="conversations-')
     data = json.loads(export.content)
@@ -523,3 +526,19 @@ def test_delete_confirmation_names_conversations_without_message_text(
     assert "Tax question" in body
     assert "How do I file" not in body
     assert "File form" not in body
+
+
+def test_empty_conversations_are_hidden_unless_asked_for(assorted, viewer, user) -> None:
+    client, _ = viewer
+    blank = chat_services.conversation_create(owner=user)
+
+    def listed(query: dict[str, str]) -> set[object]:
+        response = client.get(CHANGELIST, query)
+        return {c.pk for c in response.context["cl"].result_list}
+
+    default, included, only = listed({}), listed({"empty": "include"}), listed({"empty": "only"})
+
+    tax = assorted["tax"].pk
+    assert blank.pk not in default and tax in default
+    assert {blank.pk, tax} <= included
+    assert blank.pk in only and tax not in only

@@ -60,7 +60,7 @@ class Socket:
             while True:
                 frame = str(await self.connection.recv())
                 self.largest = max(self.largest, len(frame.encode()))
-                for shown in re.findall(r'-content">([^<]*)</span>', frame):
+                for shown in re.findall(r'beforeend:#msg-[^"]*-tail">([^<]*)</span>', frame):
                     self.appended += len(html.unescape(shown))
                 if all(needle in frame for needle in needles):
                     return frame
@@ -207,7 +207,8 @@ def test_slices_of_a_huge_delta_or_snapshot_each_fit_and_add_up(reasoning: str) 
         pieces = build(message_id="m", text=text, reasoning=reasoning)
         assert len(pieces) > 1
         assert all(len(piece.encode()) <= DAPHNE_LIMIT for piece in pieces)
-        shown = "".join(re.findall(r"-content\">([^<]*)<", "".join(pieces)))
+        # Text goes into the streaming tail, whether appended or restated.
+        shown = "".join(re.findall(r"-tail\"(?: class=\"stream-tail\")?>([^<]*)<", "".join(pieces)))
         assert html.unescape(shown) == text
         thought = "".join(re.findall(r"-reasoning\">([^<]*)<", "".join(pieces)))
         assert html.unescape(thought) == reasoning

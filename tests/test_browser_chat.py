@@ -75,7 +75,8 @@ def test_sliders_choose_what_is_sent(
     page = browser_page
     sign_in(page, username=user.username)
 
-    page.get_by_label("Top P").fill("0.5")
+    page.get_by_role("radio", name="top P").check()
+    page.get_by_role("slider", name=re.compile("^Top P")).fill("0.5")
     page.get_by_label("Reasoning effort").select_option("low")
     page.get_by_label("Max tokens").fill("2048")
     page.get_by_label("Message").fill("Parameters please")
@@ -84,7 +85,7 @@ def test_sliders_choose_what_is_sent(
     expect(page.get_by_label("Message")).to_have_value("Parameters please")
     assert upstream.requests == []
 
-    page.get_by_label("Top P").fill("0.97")
+    page.get_by_role("slider", name=re.compile("^Top P")).fill("0.97")
     page.get_by_role("button", name="Send").click()
     expect(page.locator('article[data-role="assistant"]')).to_have_attribute(
         "data-status", "complete"

@@ -1,5 +1,7 @@
 """End to end: the Model picker in headless Chromium, the controls following the profile."""
 
+import re
+
 import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect
@@ -34,16 +36,22 @@ def test_picking_a_model_changes_the_controls_and_the_request(
     page = browser_page
     sign_in(page, username=user.username)
     picker = page.get_by_label("Model")
-    temperature = page.get_by_label("Temperature")
+    sampling = page.get_by_role("group", name="Sampling")
+    temperature = page.get_by_role("slider", name=re.compile("^Temperature"))
+    top_p = page.get_by_role("slider", name=re.compile("^Top P"))
     expect(picker).to_have_value("anthropic/claude-sonnet-4.5")
+    sampling.get_by_text("temperature").click()
     expect(temperature).to_be_visible()
     expect(page.get_by_label("Max tokens")).to_have_attribute("max", "64000")
 
-    page.get_by_label("Top P").fill("0.8")
+    sampling.get_by_text("top P").click()
+    top_p.fill("0.8")
     picker.select_option(label="Claude Sonnet 5")
 
+    # The segmented choice offers only what the model takes: nothing, here.
+    expect(sampling).to_be_hidden()
     expect(temperature).to_be_hidden()
-    expect(page.get_by_label("Top P")).to_be_hidden()
+    expect(top_p).to_be_hidden()
     expect(page.get_by_label("Reasoning effort")).to_be_hidden()
     expect(page.get_by_text("Claude Sonnet 5 chooses its own sampling.")).to_be_visible()
     expect(
@@ -63,6 +71,9 @@ def test_picking_a_model_changes_the_controls_and_the_request(
 
     # Back to a Claude 4 model: its sampling controls return, in its ranges.
     picker.select_option(label="Claude Sonnet 4.6")
+    expect(sampling).to_be_visible()
+    expect(sampling.get_by_role("radio", name="default")).to_be_checked()
+    sampling.get_by_text("temperature").click()
     expect(temperature).to_be_visible()
     expect(temperature).to_have_attribute("max", "1")
     expect(page.get_by_text("Claude Sonnet 5 chooses its own sampling.")).to_be_hidden()
@@ -70,7 +81,7 @@ def test_picking_a_model_changes_the_controls_and_the_request(
     # The choice is the conversation's: a reload keeps the model of the last turn.
     page.reload()
     expect(page.get_by_label("Model")).to_have_value(SONNET_5)
-    expect(page.get_by_label("Temperature")).to_be_hidden()
+    expect(page.get_by_role("group", name="Sampling")).to_be_hidden()
 
 
 def _near_the_limit(user) -> Conversation:

@@ -14,6 +14,9 @@ from tests.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chun
 pytestmark = pytest.mark.browser
 
 ASSISTANT = 'article[data-role="assistant"]'
+TRANSCRIPT_DISTANCE_FROM_END = (
+    "(t => t.scrollHeight - t.scrollTop - t.clientHeight)(document.getElementById('transcript'))"
+)
 
 
 def _conversation(user, question: str, answer: str, **outcome) -> Conversation:
@@ -62,7 +65,8 @@ def test_rename_and_delete_with_confirmation(
     _open(page, user, conversation)
     sidebar = page.get_by_role("navigation", name="Conversations")
 
-    page.get_by_role("button", name="Rename").click()
+    page.get_by_text("More", exact=True).click()
+    page.get_by_role("button", name="Rename…").click()
     page.get_by_label("Title").fill("Garden plans")
     page.get_by_role("button", name="Save").click()
 
@@ -71,13 +75,15 @@ def test_rename_and_delete_with_confirmation(
     page.reload()
     expect(page.get_by_role("heading", level=1)).to_have_text("Garden plans")
 
-    page.get_by_role("button", name="Delete", exact=True).click()
+    page.get_by_text("More", exact=True).click()
+    page.get_by_role("button", name="Delete…").click()
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text("cannot be undone")
     dialog.get_by_role("button", name="Cancel").click()
     assert Conversation.objects.filter(id=conversation.id).exists()
 
-    page.get_by_role("button", name="Delete", exact=True).click()
+    page.get_by_text("More", exact=True).click()
+    page.get_by_role("button", name="Delete…").click()
     page.get_by_role("dialog").get_by_role("button", name="Delete for good").click()
 
     expect(page).not_to_have_url(re.compile(str(conversation.id)))
@@ -279,9 +285,11 @@ def test_copy_puts_the_raw_markdown_on_the_clipboard(
     page = context.new_page()
     _open(page, user, conversation)
 
-    page.locator(ASSISTANT).get_by_role("button", name="Copy", exact=True).click()
+    page.locator(ASSISTANT).get_by_role("button", name="Copy Claude's reply 1").click()
 
-    expect(page.locator(ASSISTANT).get_by_role("button", name="Copied")).to_be_visible()
+    expect(
+        page.locator(ASSISTANT).get_by_role("button", name="Copy Claude's reply 1")
+    ).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()") == "Use **bold** and `code`."
     context.close()
 
@@ -343,16 +351,11 @@ def test_jump_to_latest_appears_when_scrolled_up_during_a_reply(
     page.get_by_role("button", name="Send").click()
     expect(page.locator(ASSISTANT).last).to_contain_text("First part.")
 
-    page.evaluate("window.scrollTo(0, 0)")
+    page.evaluate("document.getElementById('transcript').scrollTo(0, 0)")
     gate.release()
 
     expect(jump).to_be_visible()
-    assert page.evaluate("window.scrollY") == 0
+    assert page.evaluate("document.getElementById('transcript').scrollTop") == 0
     jump.click()
     expect(jump).to_be_hidden()
-    assert (
-        page.evaluate(
-            "document.scrollingElement.scrollHeight - window.scrollY - window.innerHeight"
-        )
-        < 80
-    )
+    assert page.evaluate(TRANSCRIPT_DISTANCE_FROM_END) < 80

@@ -56,3 +56,24 @@ def test_rename_collapses_whitespace_and_refuses_blank() -> None:
     assert form.is_valid()
     assert form.cleaned_data["title"] == "Trip to Lisbon"
     assert not blank.is_valid()
+
+
+def test_blank_max_tokens_means_the_models_default() -> None:
+    frame = {**CONTROLS, "max_tokens": ""}
+    form = TurnSettingsForm(data=frame, choice=builtin_choice())
+
+    assert form.is_valid(), form.errors
+    settings = turn_settings_from(form=form, frame=frame)
+    assert settings.max_tokens == SONNET_4_5.default_max_tokens
+    assert settings.request_params(SONNET_4_5)["max_tokens"] == SONNET_4_5.default_max_tokens
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "64001"])
+def test_max_tokens_out_of_range_gets_the_apps_own_words(value: str) -> None:
+    form = TurnSettingsForm(data={**CONTROLS, "max_tokens": value}, choice=builtin_choice())
+
+    assert not form.is_valid()
+    assert form.errors["max_tokens"] == [
+        f"Claude Sonnet 4.5 writes from 1 to 64,000 tokens per reply (you asked for "
+        f"{int(value):,})."
+    ]

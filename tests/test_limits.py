@@ -296,7 +296,9 @@ def test_rate_limit_per_minute(user: Any, settings: Any) -> None:
     start_turn(user)
     start_turn(user)
 
-    with pytest.raises(services.TurnRefused, match=r"too quickly: the limit is 2 per minute"):
+    with pytest.raises(
+        services.TurnRefused, match=r"too quickly: the limit is 2 messages per minute"
+    ):
         start_turn(user)
     assert Message.objects.count() == 4
 
@@ -397,12 +399,12 @@ async def test_exhausted_quota_is_explained_on_the_socket_and_nothing_sent(
     await comm.connect(timeout=SOCKET_TIMEOUT)
     await comm.send_to(text_data=json.dumps(SEND))
     frames = await receive_until(comm, 'data-role="assistant" data-status="complete"')
-    assert "0 of 1 messages left today" in frames
+    assert "0 of 1 message left today" in frames
 
     await comm.send_to(text_data=json.dumps({**SEND, "message": "one more"}))
     frame = html.unescape(await receive_until(comm, "composer-error"))
 
-    assert "You have used all 1 messages for today" in frame
+    assert "You have used your 1 message for today" in frame
     assert await Message.objects.filter(conversation=conversation).acount() == 2
     assert len(upstream.streamed_requests) == 1
     await comm.disconnect()

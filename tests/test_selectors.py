@@ -7,6 +7,7 @@ import pytest
 from django.db import connection
 
 from conversations.chat import selectors, services
+from conversations.chat.plain_text import markdown_plain
 from conversations.models import Conversation, Message
 from tests.factories import MODEL, exchange, finish, regenerated, turn_settings
 
@@ -356,3 +357,20 @@ def test_title_request_needs_a_completed_first_exchange(conversation: Conversati
 
     assert request is not None
     assert (request.user_text, request.reply_text, request.title) == ("Hi", "Hello!", "Hi")
+
+
+@pytest.mark.parametrize(
+    ("markdown", "plain"),
+    [
+        ("The **kiwi** is `flightless`.", "The kiwi is flightless."),
+        ("# Birds\n\n- one\n- _two_\n\n> quoted", "Birds one two quoted"),
+        ("```python\nx = 1\n```", "x = 1"),
+        ("| a | b |\n|---|---|\n| 1 | 2 |", "a b 1 2"),
+        (
+            "See [the docs](https://example.com) and snake_case_name.",
+            "See the docs and snake_case_name.",
+        ),
+    ],
+)
+def test_markdown_plain(markdown: str, plain: str) -> None:
+    assert markdown_plain(markdown) == plain

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conversations.chat import selectors
+from conversations.chat import services as chat_services
 from conversations.chat.rendering import markdown_to_html
 from conversations.models import Conversation, Message, ShareLink
 from conversations.sharing import selectors as sharing_selectors
@@ -343,7 +344,7 @@ def test_continue_copies_the_snapshot_into_a_new_conversation_of_the_viewer(
     assert thread[1].content_html == markdown_to_html("A **lifetime** is a scope.")
     assert thread[1].reasoning == ""
     assert copy.system_prompt == "SECRET SYSTEM PROMPT"
-    assert copy.title == "Rust lifetimes"
+    assert copy.title == "Rust lifetimes (copy)"
     assert client.get(f"/c/{copy.id}/").status_code == 200
 
 
@@ -650,3 +651,24 @@ def test_snapshot_keeps_only_web_links_among_citations(conversation) -> None:
     link, _ = create_link(conversation)
 
     assert link.messages[1]["citations"] == [{"url": "https://example.org/a", "title": "A"}]
+
+
+def test_an_empty_conversation_cannot_be_shared(user, owner_client) -> None:
+    empty = chat_services.conversation_create(owner=user)
+    url = reverse("share_dialog", args=[empty.id])
+
+    dialog = owner_client.get(url, headers={"HX-Request": "true"}).content.decode()
+    refused = owner_client.post(
+        url, {"visibility": "anyone", "expiry_days": "0"}, headers={"HX-Request": "true"}
+    )
+
+    assert re.search(r"<button[^>]*disabled[^>]*>Create link</button>", dialog)
+    assert "Nothing to share yet" in refused.content.decode()
+    assert not ShareLink.objects.filter(conversation=empty).exists()
+
+
+def test_a_copy_of_a_long_title_keeps_its_copy_mark() -> None:
+    title = sharing_services.copy_title(title="x" * 300)
+
+    assert title.endswith("… (copy)")
+    assert len(title) == Conversation._meta.get_field("title").max_length

@@ -11,9 +11,9 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 QUESTION = "What is the capital of France?"
 
 
-async def _conversation_after_first_exchange(user) -> Conversation:
+async def _conversation_after_first_exchange(user, question: str = QUESTION) -> Conversation:
     conversation = await database_sync_to_async(services.conversation_create)(owner=user)
-    await database_sync_to_async(exchange)(conversation, QUESTION, "Paris.")
+    await database_sync_to_async(exchange)(conversation, question, "Paris.")
     return conversation
 
 
@@ -79,6 +79,13 @@ async def test_a_renamed_conversation_gets_no_title_request(upstream: FakeUpstre
         ("\n\n  Paris   trip  ", "Paris trip"),
         ("x" * 200, "x" * (titles.TITLE_MAX_CHARS - 1) + "…"),
         ("", ""),
+        ("Short please with thinking --- Hi", "Short please with thinking"),
+        ("Here is **the** answer:", "Here is the answer"),
+        (
+            "Set `AIMLAPI_API_KEY` via [the docs](https://example.com)",
+            "Set AIMLAPI_API_KEY via the docs",
+        ),
+        ("## _Paris_ ~~trip~~", "Paris trip"),
     ],
 )
 async def test_title_clean(raw: str, clean: str) -> None:
@@ -95,3 +102,14 @@ async def test_offline_demo_titles_from_the_users_words(user, settings) -> None:
     await conversation.arefresh_from_db()
     assert saved
     assert conversation.title == "What is the capital of France"
+
+
+async def test_offline_demo_titles_carry_no_separator(user, settings) -> None:
+    settings.AIMLAPI_API_KEY = ""
+    settings.CHAT_DEMO_TOKEN_DELAY = 0
+    conversation = await _conversation_after_first_exchange(user, question="Short please")
+
+    await titles.title_generate(conversation_id=conversation.id, owner_id=user.pk)
+
+    await conversation.arefresh_from_db()
+    assert conversation.title == "Short please"

@@ -145,7 +145,7 @@ def test_page_renders_only_the_last_window_of_a_long_branch(client_for) -> None:
     assert html.count("<article ") == 50
     assert "question 04" not in html
     assert "question 05" in html
-    assert 'hx-trigger="revealed"' in html
+    assert 'hx-trigger="intersect once"' in html
 
 
 def test_older_messages_come_before_the_given_one(client_for) -> None:
@@ -234,9 +234,9 @@ def test_other_users_cannot_read_a_conversation(client_for, name: str) -> None:
     assert intruder.get(reverse(name, args=[conversation.id])).status_code == 404
 
 
-# GET never writes: rename has no GET, delete's GET only asks for confirmation.
+# GET never writes: neither has a GET (the chat page's dialogs ask).
 @pytest.mark.parametrize(
-    ("name", "get_status"), [("conversation_rename", 405), ("conversation_delete", 200)]
+    ("name", "get_status"), [("conversation_rename", 405), ("conversation_delete", 405)]
 )
 def test_writes_need_the_csrf_token_and_post(client_for, name: str, get_status: int) -> None:
     client, user = client_for("alice", csrf=True)
@@ -440,3 +440,39 @@ def test_a_long_reply_is_shown_in_windows_that_only_its_owner_reads(
     client.force_login(stranger)
     assert client.get(url, {"start": 0}).status_code == 404
     assert client.get(url, {"download": 1}).status_code == 404
+
+
+def test_sign_up_keeps_next_from_the_sign_in_page(client: Client) -> None:
+    shared = "/s/some-token/"
+
+    login_page = client.get(reverse("login"), {"next": shared}).content.decode()
+    signup_page = client.get(reverse("signup"), {"next": shared}).content.decode()
+    response = client.post(
+        reverse("signup"),
+        {
+            "username": "carol",
+            "password1": "an unusual passphrase",
+            "password2": "an unusual passphrase",
+            "next": shared,
+        },
+    )
+
+    assert f'href="{reverse("signup")}?next=%2Fs%2Fsome-token%2F"' in login_page
+    assert f'name="next" value="{shared}"' in signup_page
+    assert response.status_code == 302
+    assert response["Location"] == shared
+
+
+def test_sign_up_ignores_a_next_on_another_site(client: Client) -> None:
+    response = client.post(
+        reverse("signup"),
+        {
+            "username": "dave",
+            "password1": "an unusual passphrase",
+            "password2": "an unusual passphrase",
+            "next": "https://evil.example/",
+        },
+    )
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("home")

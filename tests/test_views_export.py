@@ -63,7 +63,7 @@ def test_exports_are_for_the_owner_only(conversation, make_user) -> None:
     assert md_response.status_code == 404
 
 
-def test_delete_asks_first_then_deletes_and_kills_share_links(
+def test_delete_asks_in_the_dialog_only_then_deletes_and_kills_share_links(
     conversation, owner_client, client
 ) -> None:
     _, token = sharing_services.share_link_create(
@@ -71,11 +71,15 @@ def test_delete_asks_first_then_deletes_and_kills_share_links(
     )
     url = reverse("conversation_delete", args=[conversation.id])
 
-    confirm = owner_client.get(url)
+    page = owner_client.get(f"/c/{conversation.id}/").content.decode()
+    second_flow = owner_client.get(url)
     deleted = owner_client.post(url)
 
-    assert "Delete conversation" in confirm.content.decode()
-    assert "1 shared link will stop working" in confirm.content.decode()
+    dialog = page[page.index('<dialog id="delete-dialog"') :]
+    dialog = dialog[: dialog.index("</dialog>")]
+    assert f'action="{url}"' in dialog
+    assert "shared links stop working" in dialog
+    assert second_flow.status_code == 405
     assert deleted.status_code == 302
     assert not Conversation.objects.filter(id=conversation.id).exists()
     assert not Message.objects.exists()

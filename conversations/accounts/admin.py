@@ -1,4 +1,4 @@
-"""Admin for per-user quotas and sign-in locks (imported at the end of admin.py)."""
+"""Admin for per-user quotas and sign-in locks."""
 
 from django.contrib import admin
 
@@ -10,7 +10,7 @@ admin.site.login_form = ThrottledAdminAuthenticationForm
 
 
 @admin.register(UserQuota)
-class UserQuotaAdmin(admin.ModelAdmin):
+class UserQuotaAdmin(admin.ModelAdmin[UserQuota]):
     list_display = ("user", "messages_per_minute", "messages_per_day", "tokens_per_day", "note")
     list_select_related = ("user",)
     search_fields = ("user__username", "user__email", "note")
@@ -18,7 +18,7 @@ class UserQuotaAdmin(admin.ModelAdmin):
 
 
 @admin.register(LoginThrottle)
-class LoginThrottleAdmin(admin.ModelAdmin):
+class LoginThrottleAdmin(admin.ModelAdmin[LoginThrottle]):
     """Staff can lift a lock by deleting its row."""
 
     list_display = ("key", "failures", "window_started_at", "locked_until")

@@ -16,13 +16,17 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import ngettext
 
 from conversations.models import LoginThrottle, Message, UsageRecord, UserQuota
+
+# The share of a daily allowance under which the quota line shows without being asked for.
+LOW_QUOTA_SHARE = 0.2
 
 MINUTE = datetime.timedelta(minutes=1)
 
@@ -63,22 +67,44 @@ class QuotaUsage:
         return max(0, self.limits.tokens_per_day - self.tokens_today)
 
     @property
+    def running_low(self) -> bool:
+        """Under a fifth of a daily allowance left: the page shows the quota line unasked."""
+        pairs = (
+            (self.messages_left_today, self.limits.per_day),
+            (self.tokens_left_today, self.limits.tokens_per_day),
+        )
+        return any(left is not None and left < total * LOW_QUOTA_SHARE for left, total in pairs)
+
+    @property
     def summary(self) -> str:
         """What the page shows beside the composer."""
         parts = []
         if self.limits.per_day:
             parts.append(
-                f"{self.messages_left_today:,} of {self.limits.per_day:,} messages left today"
+                ngettext(
+                    "%(left)s of %(total)s message left today",
+                    "%(left)s of %(total)s messages left today",
+                    self.limits.per_day,
+                )
+                % {"left": f"{self.messages_left_today:,}", "total": f"{self.limits.per_day:,}"}
             )
         if self.limits.tokens_per_day:
             parts.append(
-                f"{self.tokens_left_today:,} of {self.limits.tokens_per_day:,} tokens left today"
+                ngettext(
+                    "%(left)s of %(total)s token left today",
+                    "%(left)s of %(total)s tokens left today",
+                    self.limits.tokens_per_day,
+                )
+                % {
+                    "left": f"{self.tokens_left_today:,}",
+                    "total": f"{self.limits.tokens_per_day:,}",
+                }
             )
         return " · ".join(parts)
 
 
 def limits_for_user(
-    *, user: AbstractBaseUser, quota: UserQuota | None = None, quota_read: bool = False
+    *, user: User, quota: UserQuota | None = None, quota_read: bool = False
 ) -> Limits:
     """The user's limits: the staff's overrides, else defaults. `quota` is read here unless the
     caller has read it already (`quota_read`: then None means the user has no overrides)."""
@@ -89,9 +115,13 @@ def limits_for_user(
         return default if override is None else override
 
     return Limits(
-        per_minute=pick(quota and quota.messages_per_minute, settings.CHAT_RATE_LIMIT_PER_MINUTE),
-        per_day=pick(quota and quota.messages_per_day, settings.CHAT_DAILY_MESSAGE_QUOTA),
-        tokens_per_day=pick(quota and quota.tokens_per_day, settings.CHAT_DAILY_TOKEN_QUOTA),
+        per_minute=pick(
+            quota.messages_per_minute if quota else None, settings.CHAT_RATE_LIMIT_PER_MINUTE
+        ),
+        per_day=pick(quota.messages_per_day if quota else None, settings.CHAT_DAILY_MESSAGE_QUOTA),
+        tokens_per_day=pick(
+            quota.tokens_per_day if quota else None, settings.CHAT_DAILY_TOKEN_QUOTA
+        ),
     )
 
 
@@ -103,7 +133,7 @@ def _day_bounds(now: datetime.datetime) -> tuple[datetime.datetime, datetime.dat
 
 def quota_usage_for_user(
     *,
-    user: AbstractBaseUser,
+    user: User,
     now: datetime.datetime | None = None,
     quota: UserQuota | None = None,
     quota_read: bool = False,
@@ -175,7 +205,7 @@ def _wait_text(seconds: float) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
-def turn_allowance_check(*, user: AbstractBaseUser, max_tokens: int = 0) -> QuotaUsage:
+def turn_allowance_check(*, user: User, max_tokens: int = 0) -> QuotaUsage:
     """Raise LimitReached if the user may not start a reply of up to `max_tokens` now; else
     return the usage counting the reply about to be created.
 
@@ -209,19 +239,33 @@ def turn_allowance_check(*, user: AbstractBaseUser, max_tokens: int = 0) -> Quot
         )
         wait = (oldest + MINUTE - now).total_seconds() if oldest else 60
         raise LimitReached(
-            f"You are sending messages too quickly: the limit is {limits.per_minute} per "
-            f"minute. Try again in {_wait_text(wait)}. Nothing was sent."
+            ngettext(
+                "You are sending messages too quickly: the limit is %(count)s message per minute.",
+                "You are sending messages too quickly: the limit is %(count)s messages per minute.",
+                limits.per_minute,
+            )
+            % {"count": limits.per_minute}
+            + f" Try again in {_wait_text(wait)}. Nothing was sent."
         )
     resets = _wait_text((usage.day_ends_at - now).total_seconds())
     if limits.per_day and usage.messages_today >= limits.per_day:
+        used = ngettext(
+            "You have used your %(count)s message for today.",
+            "You have used all %(count)s messages for today.",
+            limits.per_day,
+        ) % {"count": f"{limits.per_day:,}"}
         raise LimitReached(
-            f"You have used all {limits.per_day:,} messages for today. The quota resets at "
-            f"midnight {settings.TIME_ZONE} (in {resets}). Nothing was sent."
+            f"{used} The quota resets at midnight {settings.TIME_ZONE} (in {resets}). "
+            "Nothing was sent."
         )
     if limits.tokens_per_day and usage.tokens_today >= limits.tokens_per_day:
+        used = ngettext(
+            "You have used your %(count)s token of today's quota.",
+            "You have used all %(count)s tokens of today's quota.",
+            limits.tokens_per_day,
+        ) % {"count": f"{limits.tokens_per_day:,}"}
         raise LimitReached(
-            f"You have used all {limits.tokens_per_day:,} tokens of today's quota. It resets at "
-            f"midnight {settings.TIME_ZONE} (in {resets}). Nothing was sent."
+            f"{used} It resets at midnight {settings.TIME_ZONE} (in {resets}). Nothing was sent."
         )
     if (
         limits.tokens_per_day
@@ -258,7 +302,9 @@ def login_locked_for(*, username: str, address: str) -> float:
     locked = LoginThrottle.objects.filter(key__in=keys, locked_until__gt=now).values_list(
         "locked_until", flat=True
     )
-    return max(((until - now).total_seconds() for until in locked), default=0.0)
+    return max(
+        ((until - now).total_seconds() for until in locked if until is not None), default=0.0
+    )
 
 
 def login_failure_record(*, username: str, address: str) -> None:

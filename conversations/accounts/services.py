@@ -3,14 +3,14 @@
 import uuid
 from decimal import Decimal
 
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from conversations.gateway.profiles import STORED_FIELDS, TurnSettings
 from conversations.models import Message, UsageRecord, UserPreferences
 
 
-def preferences_update(*, user: AbstractBaseUser, settings: TurnSettings) -> UserPreferences:
+def preferences_update(*, user: User, settings: TurnSettings) -> UserPreferences:
     """The user's defaults for new conversations: their model, system prompt and parameters."""
     defaults: dict[str, object] = {name: getattr(settings, name) for name in STORED_FIELDS}
     defaults.update(model=settings.model, system_prompt=settings.system_prompt or "")
@@ -18,7 +18,7 @@ def preferences_update(*, user: AbstractBaseUser, settings: TurnSettings) -> Use
     return preferences
 
 
-def usage_reserve(*, reply: Message, owner: AbstractBaseUser) -> UsageRecord:
+def usage_reserve(*, reply: Message, owner: User) -> UsageRecord:
     """Open the ledger row of a reply being started, holding its max_tokens against the token
     quota until it settles. Call in the transaction that creates the reply."""
     return UsageRecord.objects.create(

@@ -1,12 +1,14 @@
 """Staff's side of the models: which are offered to whom, what the gateway last said about
 them, and which conversations sit on a model that is retiring."""
 
+from typing import Any
+
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from conversations.catalogue import selectors
-from conversations.models import GatewayModel, ModelOffer
+from conversations.models import Conversation, GatewayModel, ModelOffer
 
 
 class RetiringModelFilter(admin.SimpleListFilter):
@@ -16,10 +18,14 @@ class RetiringModelFilter(admin.SimpleListFilter):
     title = "model retiring"
     parameter_name = "model_retiring"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
         return [("yes", "Retiring or retired"), ("no", "No")]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> QuerySet[Conversation]:
         if self.value() not in ("yes", "no"):
             return queryset
         ids = selectors.retiring_model_ids(
@@ -31,7 +37,7 @@ class RetiringModelFilter(admin.SimpleListFilter):
 
 
 @admin.register(ModelOffer)
-class ModelOfferAdmin(admin.ModelAdmin):
+class ModelOfferAdmin(admin.ModelAdmin[ModelOffer]):
     list_display = ("model_id", "groups_column")
     filter_horizontal = ("groups",)
 
@@ -42,7 +48,7 @@ class ModelOfferAdmin(admin.ModelAdmin):
 
 
 @admin.register(GatewayModel)
-class GatewayModelAdmin(admin.ModelAdmin):
+class GatewayModelAdmin(admin.ModelAdmin[GatewayModel]):
     """Read-only: the background refresh writes these; the operator's file overrides them."""
 
     list_display = (

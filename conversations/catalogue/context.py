@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -107,7 +107,7 @@ class TrimResult:
 
 
 def context_trim(
-    *, conversation_id: uuid.UUID, owner: AbstractBaseUser, new_text: str, max_tokens: int
+    *, conversation_id: uuid.UUID, owner: User, new_text: str, max_tokens: int
 ) -> TrimResult:
     """Leave out the oldest whole turns (a user message and what follows it) until the next
     turn fits, never the newest one; the transcript marks where upstream's view starts."""
@@ -162,7 +162,7 @@ def summary_request(*, conversation: Conversation) -> dict[str, Any]:
 
 
 def conversation_create_from_summary(
-    *, conversation_id: uuid.UUID, owner: AbstractBaseUser, summary: str
+    *, conversation_id: uuid.UUID, owner: User, summary: str
 ) -> Conversation:
     """A new conversation on the same model and settings, starting from the (user-edited)
     summary, kept in its system prompt where the user can read and change it."""

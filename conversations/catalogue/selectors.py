@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Q
 from django.utils import timezone
 
@@ -127,7 +127,7 @@ def default_model_id(*, catalogue: Catalogue) -> str:
 
 
 def models_offered_for_user(
-    *, user: AbstractBaseUser, catalogue: Catalogue, on: datetime.date
+    *, user: User, catalogue: Catalogue, on: datetime.date
 ) -> list[ModelProfile]:
     """What the picker lists: staff's offers for the user's groups (everything when staff
     made no offers), without retired models."""
@@ -135,7 +135,7 @@ def models_offered_for_user(
     profiles = [p for p in catalogue.profiles if not p.retired_on(on)]
     if not offers.exists():
         return profiles
-    group_ids = list(user.groups.values_list("id", flat=True))  # type: ignore[attr-defined]
+    group_ids = list(user.groups.values_list("id", flat=True))
     offered = set(
         offers.filter(Q(groups__isnull=True) | Q(groups__in=group_ids)).values_list(
             "model_id", flat=True
@@ -144,7 +144,7 @@ def models_offered_for_user(
     return [p for p in profiles if offered.intersection(p.ids)]
 
 
-def model_for_new_conversation(*, user: AbstractBaseUser, catalogue: Catalogue) -> str:
+def model_for_new_conversation(*, user: User, catalogue: Catalogue) -> str:
     preferences = UserPreferences.objects.filter(user=user).first()
     if preferences is not None and preferences.model:
         offered = models_offered_for_user(user=user, catalogue=catalogue, on=today())
@@ -189,6 +189,8 @@ class TurnPlan:
     model: str
     params: dict[str, Any]
     note: str = ""
+    # The profile of `model`, when the plan was made from the catalogue.
+    profile: ModelProfile | None = None
 
 
 def turn_plan(
@@ -204,8 +206,9 @@ def turn_plan(
                 model=successor.id,
                 params=settings.fitted(successor).request_params(successor),
                 note=retired_note(retired=profile, successor=successor),
+                profile=successor,
             )
-    return TurnPlan(model=chosen, params=settings.request_params(profile))
+    return TurnPlan(model=chosen, params=settings.request_params(profile), profile=profile)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +317,7 @@ class ModelChoice:
         return self.offered
 
 
-def model_choice_for_user(*, user: AbstractBaseUser, current: str = "") -> ModelChoice:
+def model_choice_for_user(*, user: User, current: str = "") -> ModelChoice:
     catalogue = catalogue_current()
     offered = models_offered_for_user(user=user, catalogue=catalogue, on=today())
     if not current:

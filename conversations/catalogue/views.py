@@ -4,7 +4,8 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from django import forms
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -12,13 +13,14 @@ from django.views.decorators.http import require_GET, require_POST
 from conversations.catalogue import context
 from conversations.chat import selectors
 from conversations.gateway.errors import GatewayError
+from conversations.http import AuthenticatedHttpRequest
 from conversations.models import Conversation
 from conversations.realtime import live, runtime
 
 SUMMARY_MAX_CHARS = 50_000
 
 
-def _owned(request: HttpRequest, conversation_id: object) -> Conversation:
+def _owned(request: AuthenticatedHttpRequest, conversation_id: str) -> Conversation:
     conversation = selectors.conversation_get_for_user(
         conversation_id=conversation_id, user=request.user
     )
@@ -33,7 +35,7 @@ class _ModelForm(forms.Form):
 
 @require_GET
 @login_required
-def context_meter(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def context_meter(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     conversation = _owned(request, conversation_id)
     form = _ModelForm(request.GET)
     model = form.cleaned_data["model"] if form.is_valid() else ""
@@ -45,7 +47,7 @@ def context_meter(request: HttpRequest, conversation_id: str) -> HttpResponse:
 
 @require_GET
 @login_required
-def context_offers(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def context_offers(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     conversation = _owned(request, conversation_id)
     usage = context.context_usage_for(conversation=conversation)
     return render(
@@ -62,7 +64,7 @@ class _TrimForm(forms.Form):
 
 @require_POST
 @login_required
-def context_trim(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def context_trim(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     conversation = _owned(request, conversation_id)
     form = _TrimForm(request.POST)
     if not form.is_valid():
@@ -89,9 +91,11 @@ def context_trim(request: HttpRequest, conversation_id: str) -> HttpResponse:
 
 @require_POST
 @login_required
-async def context_summary(request: HttpRequest, conversation_id: str) -> HttpResponse:
+async def context_summary(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     """Ask the conversation's model for a summary, for the user to read and edit."""
     user = await request.auser()
+    if not user.is_authenticated:  # login_required let only signed-in users in
+        raise PermissionDenied
     conversation = await database_sync_to_async(selectors.conversation_get_for_user)(
         conversation_id=conversation_id, user=user
     )
@@ -116,7 +120,7 @@ class _SummaryForm(forms.Form):
 
 @require_POST
 @login_required
-def context_continue(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def context_continue(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     conversation = _owned(request, conversation_id)
     form = _SummaryForm(request.POST)
     if not form.is_valid() or not form.cleaned_data["summary"].strip():

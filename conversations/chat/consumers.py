@@ -10,12 +10,13 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import InterfaceError, OperationalError
 from django.db.models import F
 
 from conversations.accounts import limits, sessions
 from conversations.accounts.sessions import CLOSE_SESSION_ENDED, SESSION_ENDED_TEXT
+from conversations.attachments import services as attachment_services
 from conversations.catalogue import context
 from conversations.catalogue.selectors import model_choice_for_user
 from conversations.chat import frames, frames_in, selectors, services, titles
@@ -169,8 +170,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 content=data["message"],
                 turn_settings=turn_settings,
                 model=turn_settings.model,
+                attachment_ids=frame.attachment_ids,
             )
-        except services.TurnRefused as exc:
+        except (services.TurnRefused, attachment_services.AttachmentRefused) as exc:
             raise FrameError(str(exc)) from exc
         user_message, reply = turn.started.user_message, turn.started.reply
         await self.send(text_data=frames.composer_accepted(client_token=frame.client_token))
@@ -222,6 +224,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     content=form.cleaned_data["message"],
                     settings=turn_settings,
                     model=turn_settings.model,
+                    keep_attachments=frame.keep_attachments,
                 )
                 reply_id = reply.id
             else:
@@ -242,7 +245,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     model=turn_settings.model,
                 )
                 reply_id = reply.id
-        except services.TurnRefused as exc:
+        except (services.TurnRefused, attachment_services.AttachmentRefused) as exc:
             raise FrameError(str(exc)) from exc
         await live.thread_changed(conversation_id=self.conversation_id)
         if reply_id is not None:
@@ -464,10 +467,11 @@ class TurnStart:
 def _turn_start(
     *,
     conversation_id: uuid.UUID,
-    owner: AbstractBaseUser,
+    owner: User,
     content: str,
     turn_settings: services.TurnSettings,
     model: str,
+    attachment_ids: tuple[uuid.UUID, ...] = (),
 ) -> TurnStart:
     """One thread hop for the whole start of a turn: save it, claim the reply, build its
     upstream request and render the frame every viewer gets."""
@@ -477,6 +481,7 @@ def _turn_start(
         content=content,
         settings=turn_settings,
         model=model,
+        attachment_ids=attachment_ids,
     )
     messages = [started.user_message, started.reply]
     return TurnStart(

@@ -4,14 +4,15 @@ import json
 import re
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.views.decorators.http import require_GET
 
 from conversations.chat import selectors
+from conversations.http import AuthenticatedHttpRequest
 from conversations.models import Conversation
 
 
-def _owned_conversation(request: HttpRequest, conversation_id: str) -> Conversation:
+def _owned_conversation(request: AuthenticatedHttpRequest, conversation_id: str) -> Conversation:
     conversation = selectors.conversation_get_for_user(
         conversation_id=conversation_id, user=request.user
     )
@@ -42,7 +43,9 @@ def markdown_attachment(*, text: str, filename: str) -> HttpResponse:
 
 @require_GET
 @login_required
-def conversation_export_json(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def conversation_export_json(
+    request: AuthenticatedHttpRequest, conversation_id: str
+) -> HttpResponse:
     conversation = _owned_conversation(request, conversation_id)
     return json_attachment(
         data=selectors.conversation_export_data(conversation=conversation),
@@ -52,7 +55,9 @@ def conversation_export_json(request: HttpRequest, conversation_id: str) -> Http
 
 @require_GET
 @login_required
-def conversation_export_markdown(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def conversation_export_markdown(
+    request: AuthenticatedHttpRequest, conversation_id: str
+) -> HttpResponse:
     conversation = _owned_conversation(request, conversation_id)
     return markdown_attachment(
         text=selectors.conversation_export_markdown(conversation=conversation),

@@ -4,6 +4,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
+from django.contrib.auth.models import User
 
 from conversations.catalogue.selectors import ModelChoice
 from conversations.gateway.profiles import TurnSettings
@@ -28,7 +29,8 @@ class TurnSettingsForm(forms.Form):
     temperature = forms.FloatField(initial=1.0, min_value=0.0, max_value=2.0)
     top_p = forms.FloatField(label="Top P", initial=1.0, min_value=0.0, max_value=1.0)
     reasoning_effort = forms.ChoiceField(choices=ReasoningEffort, initial=ReasoningEffort.OFF)
-    max_tokens = forms.IntegerField(min_value=1)
+    # Blank means the model's default; the range is the profile's, checked in its words.
+    max_tokens = forms.IntegerField(required=False)
     system_prompt = forms.CharField(
         required=False, strip=False, max_length=SYSTEM_PROMPT_MAX_CHARS, widget=forms.Textarea
     )
@@ -57,7 +59,7 @@ class TurnSettingsForm(forms.Form):
         return model
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         stops: list[str] = []
         for name in STOP_FIELDS:
             value = cleaned.get(name) or ""
@@ -66,9 +68,11 @@ class TurnSettingsForm(forms.Form):
             elif value and value not in stops:
                 stops.append(value)
         cleaned["stop"] = tuple(stops)
+        profile = self.choice.catalogue.profile(cleaned.get("model") or self.choice.current)
+        if cleaned.get("max_tokens") is None and "max_tokens" not in self.errors:
+            cleaned["max_tokens"] = profile.default_max_tokens
         if self.errors:
             return cleaned
-        profile = self.choice.catalogue.profile(cleaned.get("model") or self.choice.current)
         for field, problem in settings_of(cleaned).problems(profile).items():
             self.add_error(field if field in self.fields else None, problem)
         return cleaned
@@ -108,7 +112,7 @@ def form_error_text(form: forms.Form) -> str:
     for field, errors in form.errors.items():
         label = form.fields[field].label or field.replace("_", " ").capitalize()
         for error in errors:
-            problems.append(error if field in ("message", "__all__") else f"{label}: {error}")
+            problems.append(str(error) if field in ("message", "__all__") else f"{label}: {error}")
     return " ".join(problems)
 
 
@@ -145,6 +149,7 @@ class PreferencesForm(TurnSettingsForm):
             choices=[(p.id, p.display_name) for p in offered],
         )
         self.fields["max_tokens"].label = "Max tokens"
+        self.fields["max_tokens"].help_text = "Leave blank for the model's default."
         self.fields["reasoning_effort"].label = "Reasoning effort"
         self.fields["sampling"].label = "Sampling"
         sampling = self.fields["sampling"]
@@ -161,7 +166,7 @@ class RenameForm(forms.Form):
         return title
 
 
-class SignupForm(UserCreationForm):
+class SignupForm(UserCreationForm[User]):
     pass
 
 

@@ -3,6 +3,7 @@
 Deltas are the hot path, so they are built with plain escaping rather than a template.
 """
 
+import re
 from html import escape
 from typing import Any
 
@@ -16,6 +17,28 @@ from conversations.models import Conversation, Message
 
 def message_dom_id(message_id: str) -> str:
     return f"msg-{message_id}"
+
+
+def stream_tail(*, message_id: str, text: str) -> str:
+    """The not-yet-rendered end of a streaming reply: deltas append here, inline."""
+    return f'<span id="msg-{message_id}-tail" class="stream-tail">{escape(text)}</span>'
+
+
+# The block closing tags that end a rendered document (`</p>`, `</li></ul>`,
+# `</code></pre></div>`); inline ones (`</strong>`) stay after the tail.
+_TRAILING_CLOSING_TAGS = re.compile(
+    r"(?:(?:</(?:p|li|ul|ol|blockquote|pre|div|h[1-6]|td|th|tr|tbody|thead|table)>"
+    r"|</code>(?=</pre>))\s*)+\Z"
+)
+
+
+def _tail_inside_last_block(html: str, tail: str) -> str:
+    """The tail continues the last paragraph (or list item, or code) rather than start a line of
+    its own, so the text does not jump when the next render takes it in."""
+    match = _TRAILING_CLOSING_TAGS.search(html)
+    if match is None:
+        return html + tail
+    return html[: match.start()] + tail + html[match.start() :]
 
 
 def turn_started(*, messages: list[Message]) -> str:
@@ -51,16 +74,15 @@ def text_appended(*, message_id: str, text: str, reasoning: str) -> str:
             f'<span hx-swap-oob="beforeend:#msg-{message_id}-reasoning">{escape(reasoning)}</span>'
         )
     if text:
-        parts.append(
-            f'<span hx-swap-oob="beforeend:#msg-{message_id}-content">{escape(text)}</span>'
-        )
+        parts.append(f'<span hx-swap-oob="beforeend:#msg-{message_id}-tail">{escape(text)}</span>')
     return "".join(parts)
 
 
 def text_replaced(*, message_id: str, text: str, reasoning: str) -> str:
     return (
         f'<div hx-swap-oob="innerHTML:#msg-{message_id}-reasoning">{escape(reasoning)}</div>'
-        f'<div hx-swap-oob="innerHTML:#msg-{message_id}-content">{escape(text)}</div>'
+        f'<div hx-swap-oob="innerHTML:#msg-{message_id}-content">'
+        f"{stream_tail(message_id=message_id, text=text)}</div>"
     )
 
 
@@ -135,11 +157,11 @@ SIDEBAR_SIZE = 100
 
 def text_rendered(*, message_id: str, html: str, tail: str) -> str:
     """The Markdown of a streaming reply so far (`html`, already sanitised by rendering) and
-    the text that arrived while it was rendered, as plain text."""
-    tail_html = f"<span>{escape(tail)}</span>" if tail else ""
+    the text that arrived while it was rendered, as plain text inside the last block."""
+    body = _tail_inside_last_block(html, stream_tail(message_id=message_id, text=tail))
     return (
         f'<div id="msg-{message_id}-content" class="message-body markdown" '
-        f'hx-swap-oob="true">{html}{tail_html}</div>'
+        f'hx-swap-oob="true">{body}</div>'
     )
 
 
@@ -167,7 +189,7 @@ def transcript_pieces(*, window: selectors.ThreadWindow) -> list[str] | None:
     if frame_fits(whole):
         return [whole]
     limit = settings.CHAT_WS_FRAME_MAX_BYTES - PIECE_OVERHEAD_BYTES
-    parts = [render_to_string("chat/_older.html", {"window": window})]
+    parts: list[str] = [render_to_string("chat/_older.html", {"window": window})]
     parts += [message_article(message=message) for message in window.messages]
     pieces: list[list[str]] = [[]]
     size = 0

@@ -25,6 +25,7 @@ CLIENT_TOKEN_MAX_CHARS = 64
 # The longest id text looked at: a UUID in any of its spellings is shorter.
 MESSAGE_ID_MAX_CHARS = 64
 NOT_IN_CONVERSATION = "That message is not part of this conversation."
+NOT_AN_UPLOAD = "That attachment is not one of your uploads."
 
 # Neither SQLite (UTF-8) nor PostgreSQL text can hold a lone surrogate, and PostgreSQL cannot
 # hold NUL: both would fail the save, so they are replaced before anything is written.
@@ -44,6 +45,8 @@ class SendFrame:
     # The composer's controls, as form data for `TurnForm`: only those the frame carried.
     controls: dict[str, str]
     client_token: str
+    # The user's uploads this message carries (ownership is checked when they are attached).
+    attachment_ids: tuple[uuid.UUID, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,8 @@ class BranchFrame:
     controls: dict[str, str]
     # Only an edit carries one.
     message: str | None
+    # An edit's files the new version keeps; None keeps them all.
+    keep_attachments: tuple[uuid.UUID, ...] | None = None
 
 
 InboundFrame = SendFrame | StopFrame | RetryFrame | BranchFrame
@@ -79,6 +84,7 @@ def frame_parse(text_data: str | None) -> InboundFrame:
             message=_message(frame),
             controls=_controls(frame),
             client_token=_client_token(frame),
+            attachment_ids=_attachment_ids(frame.get("attachments")) or (),
         )
     if action == "stop":
         return StopFrame()
@@ -91,6 +97,9 @@ def frame_parse(text_data: str | None) -> InboundFrame:
             # Paging to another version changes no settings.
             controls={} if action == "switch" else _controls(frame),
             message=_message(frame) if action == "edit" else None,
+            keep_attachments=(
+                _attachment_ids(frame.get("keep_attachments")) if action == "edit" else None
+            ),
         )
     raise FrameError(f"Unknown action {action[:40]!r}.")
 
@@ -139,6 +148,33 @@ def _message_id(frame: dict[str, Any]) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError as exc:
         raise FrameError(NOT_IN_CONVERSATION) from exc
+
+
+def _attachment_ids(value: object) -> tuple[uuid.UUID, ...] | None:
+    """Attachment ids: a list of ids, or one comma-separated string (the composer's hidden
+    field); None when the frame carries none. At most a message's worth, each one a UUID."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        items: list[object] = [item for item in value.split(",") if item.strip()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise FrameError("The attachments must be a list of ids.")
+    limit = settings.CHAT_ATTACHMENT_MAX_PER_MESSAGE
+    if len(items) > limit:
+        raise FrameError(f"A message can carry at most {limit} attachments.")
+    ids: list[uuid.UUID] = []
+    for item in items:
+        if not isinstance(item, str) or len(item.strip()) > MESSAGE_ID_MAX_CHARS:
+            raise FrameError(NOT_AN_UPLOAD)
+        try:
+            parsed = uuid.UUID(item.strip())
+        except ValueError as exc:
+            raise FrameError(NOT_AN_UPLOAD) from exc
+        if parsed not in ids:
+            ids.append(parsed)
+    return tuple(ids)
 
 
 def _finite_number(value: object) -> bool:

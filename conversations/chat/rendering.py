@@ -431,8 +431,10 @@ def plain_text_to_html(text: str) -> str:
 
 def _style_block(style_name: str, selectors: list[str]) -> str:
     formatter = HtmlFormatter(style=get_style_by_name(style_name), cssclass=HIGHLIGHT_CSS_CLASS)
-    lines = formatter.get_background_style_defs(selectors)
-    lines += formatter.get_token_style_defs(selectors)
+    # Not get_style_defs(): it adds a bare `pre { line-height }` rule for line numbers, which
+    # would restyle every <pre> on the page. These two are untyped in types-Pygments.
+    lines = formatter.get_background_style_defs(selectors)  # type: ignore[no-untyped-call]
+    lines += formatter.get_token_style_defs(selectors)  # type: ignore[no-untyped-call]
     return "\n".join(lines)
 
 

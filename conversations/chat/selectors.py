@@ -7,17 +7,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import connections
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from conversations.attachments import selectors as attachment_selectors
 from conversations.catalogue.payload import turn_request
 from conversations.catalogue.selectors import (
     messages_mark_context_start,
     replies_mark_model_changes,
     thread_in_context,
 )
+from conversations.chat.plain_text import markdown_plain
 from conversations.gateway.payload import TurnRequest
 from conversations.models import (
     Conversation,
@@ -26,7 +28,7 @@ from conversations.models import (
 
 
 def conversation_get_for_user(
-    *, conversation_id: uuid.UUID | str, user: AbstractBaseUser
+    *, conversation_id: uuid.UUID | str, user: User
 ) -> Conversation | None:
     """The conversation if it exists and belongs to the user, otherwise None (never a hint)."""
     if not user.is_authenticated:
@@ -37,11 +39,11 @@ def conversation_get_for_user(
         return None
 
 
-def conversation_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Conversation]:
+def conversation_list_for_user(*, user: User) -> QuerySet[Conversation]:
     return Conversation.objects.filter(owner=user).order_by("-updated_at")
 
 
-def conversation_empty_for_user(*, user: AbstractBaseUser) -> Conversation | None:
+def conversation_empty_for_user(*, user: User) -> Conversation | None:
     """The user's newest conversation without messages, reused so '/' doesn't pile up blanks."""
     return (
         Conversation.objects.filter(owner=user, messages__isnull=True)
@@ -57,14 +59,17 @@ def thread_path(*, conversation: Conversation) -> list[Message]:
     return message_path(message=conversation.active_leaf)
 
 
-def upstream_context(*, thread: Sequence[Message]) -> list[dict[str, str]]:
+def upstream_context(*, thread: Sequence[Message]) -> list[dict[str, Any]]:
     """The conversation as the model should see it: replies that failed before any text are
-    left out, so a retried turn doesn't confuse the model with an empty assistant message."""
-    return [
-        {"role": message.role, "content": message.content}
+    left out, so a retried turn doesn't confuse the model with an empty assistant message.
+    A user message with attachments becomes content parts (the files, then its text)."""
+    kept = [
+        message
         for message in thread
         if message.content and message.status != Message.Status.STREAMING
     ]
+    context = [{"role": message.role, "content": message.content} for message in kept]
+    return attachment_selectors.context_with_attachments(messages=kept, context=context).messages
 
 
 def streaming_reply_get(*, conversation_id: uuid.UUID) -> Message | None:
@@ -75,7 +80,7 @@ def streaming_reply_get(*, conversation_id: uuid.UUID) -> Message | None:
     ).first()
 
 
-def message_get_for_user(*, message_id: uuid.UUID | str, user: AbstractBaseUser) -> Message | None:
+def message_get_for_user(*, message_id: uuid.UUID | str, user: User) -> Message | None:
     if not user.is_authenticated:
         return None
     try:
@@ -108,7 +113,7 @@ def _ancestors(
     meta = Message._meta
     conversation_field = meta.get_field("conversation")
     table = quote(meta.db_table)
-    pk = quote(meta.pk.column)
+    pk = quote(meta.pk.db_column or meta.pk.attname)
     parent = quote(meta.get_field("parent").column)
     conversation = quote(conversation_field.column)
     # Prepared by the fields themselves: SQLite stores UUIDs as 32-character hex, PostgreSQL
@@ -174,6 +179,7 @@ def conversation_export_data(*, conversation: Conversation) -> dict[str, Any]:
     """The whole conversation as plain data: every message of every branch, with the ids
     needed to rebuild the tree, and the branch that was on screen."""
     messages = list(conversation.messages.order_by("created_at"))
+    attachments = attachment_selectors.attachments_by_message(message_ids=[m.id for m in messages])
     return {
         "id": str(conversation.id),
         "title": conversation.title,
@@ -205,6 +211,10 @@ def conversation_export_data(*, conversation: Conversation) -> dict[str, Any]:
                 "time_to_first_token_ms": m.time_to_first_token_ms,
                 "duration_ms": m.duration_ms,
                 "created_at": m.created_at.isoformat(),
+                "attachments": [
+                    attachment_selectors.attachment_summary(attachment=attachment)
+                    for attachment in attachments.get(m.id, [])
+                ],
             }
             for m in messages
         ],
@@ -218,9 +228,14 @@ def conversation_export_markdown(*, conversation: Conversation) -> str:
     lines.append("")
     if conversation.system_prompt:
         lines += ["## System prompt", "", conversation.system_prompt, ""]
-    for message in thread_path(conversation=conversation):
+    thread = thread_path(conversation=conversation)
+    attachments = attachment_selectors.attachments_by_message(message_ids=[m.id for m in thread])
+    for message in thread:
         speaker = "You" if message.role == Message.Role.USER else "Claude"
         lines += [f"## {speaker}", ""]
+        if attachments.get(message.id):
+            names = ", ".join(f"`{a.filename}`" for a in attachments[message.id])
+            lines += [f"_Attached: {names}_", ""]
         if message.reasoning:
             quoted = "\n".join(f"> {line}" for line in message.reasoning.splitlines())
             lines += ["> **Thinking**", ">", quoted, ""]
@@ -252,6 +267,7 @@ def messages_as_only_versions(*, messages: list[Message]) -> list[Message]:
     under a leaf): version 1 of 1, without asking the database."""
     for message in messages:
         message.version = Version(index=1, count=1, previous_id=None, next_id=None)  # type: ignore[attr-defined]
+    attachment_selectors.messages_with_attachments(messages=messages)
     return messages
 
 
@@ -262,11 +278,11 @@ class ThreadWindow:
     older_than: uuid.UUID | None
 
 
-def context_with_continuations(*, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+def context_with_continuations(*, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A continued reply is stored as a chain of assistant messages; the model sees one. A
     trailing assistant message (a continuation's prefill) loses its trailing whitespace, which
     Anthropic refuses there."""
-    merged: list[dict[str, str]] = []
+    merged: list[dict[str, Any]] = []
     for message in messages:
         if merged and message["role"] == "assistant" and merged[-1]["role"] == "assistant":
             merged[-1] = {
@@ -359,6 +375,7 @@ def messages_with_versions(*, messages: list[Message]) -> list[Message]:
             versions[(parent_id, role)].append(message_id)
     for message in messages:
         message.version = _version_of(message=message, versions=versions)  # type: ignore[attr-defined]
+    attachment_selectors.messages_with_attachments(messages=messages)
     return messages
 
 
@@ -366,10 +383,12 @@ def messages_with_versions(*, messages: list[Message]) -> list[Message]:
 class SearchHit:
     conversation: Conversation
     snippet: str
+    # The message the snippet comes from, so the result can open the page at it.
+    message_id: uuid.UUID | None = None
 
 
 def conversation_search_for_user(
-    *, user: AbstractBaseUser, query: str, limit: int = SEARCH_LIMIT
+    *, user: User, query: str, limit: int = SEARCH_LIMIT
 ) -> list[SearchHit]:
     """The user's own conversations whose title or any message text contains `query`."""
     query = " ".join(query.split())[:200]
@@ -384,14 +403,17 @@ def conversation_search_for_user(
     hits = []
     for conversation in conversations:
         snippet = ""
+        message_id = None
         if query.lower() not in conversation.title.lower():
-            content = (
+            match = (
                 Message.objects.filter(conversation=conversation, content__icontains=query)
-                .values_list("content", flat=True)
+                .values_list("id", "content")
                 .first()
             )
-            snippet = _snippet(content or "", query)
-        hits.append(SearchHit(conversation=conversation, snippet=snippet))
+            if match is not None:
+                message_id = match[0]
+                snippet = _snippet(markdown_plain(match[1]), query)
+        hits.append(SearchHit(conversation=conversation, snippet=snippet, message_id=message_id))
     return hits
 
 
@@ -406,7 +428,7 @@ def _snippet(text: str, query: str) -> str:
 
 
 def conversation_sidebar_for_user(
-    *, user: AbstractBaseUser, current_id: uuid.UUID | None, limit: int
+    *, user: User, current_id: uuid.UUID | None, limit: int
 ) -> list[Conversation]:
     """The sidebar: conversations with at least one message, newest activity first, plus the
     one on screen (a blank 'New chat' is listed only while it is open)."""
@@ -427,7 +449,7 @@ class TitleRequest:
 def title_request_for(*, conversation_id: uuid.UUID) -> TitleRequest | None:
     """What a title is made from: the first exchange on screen, if its reply completed."""
     conversation = Conversation.objects.filter(id=conversation_id).first()
-    if conversation is None or conversation.active_leaf_id is None:
+    if conversation is None or conversation.active_leaf is None:
         return None
     path = message_path(message=conversation.active_leaf)
     if len(path) < 2 or path[1].status != Message.Status.COMPLETE or not path[1].content:

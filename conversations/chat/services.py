@@ -1,20 +1,23 @@
 """Writes. Keyword-only, typed, and each one a single transaction."""
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
 from conversations.accounts import limits
 from conversations.accounts import services as accounts_services
+from conversations.attachments import services as attachment_services
 from conversations.catalogue import selectors as catalogue
 from conversations.chat.rendering import markdown_to_html
+from conversations.chat.selectors import message_path
 from conversations.gateway.profiles import STORED_FIELDS, TurnSettings, settings_from_params
 from conversations.models import (
     Conversation,
@@ -51,7 +54,7 @@ class ReplyOutcome:
     duration_ms: int | None = None
 
 
-def conversation_create(*, owner: AbstractBaseUser) -> Conversation:
+def conversation_create(*, owner: User) -> Conversation:
     """A new conversation starts from the owner's default model, system prompt and parameters."""
     model = catalogue.model_for_new_conversation(
         user=owner, catalogue=catalogue.catalogue_current()
@@ -81,12 +84,15 @@ class StartedTurn:
 def turn_start(
     *,
     conversation_id: uuid.UUID,
-    owner: AbstractBaseUser,
+    owner: User,
     content: str,
     settings: TurnSettings,
     model: str,
+    attachment_ids: Sequence[uuid.UUID] = (),
 ) -> StartedTurn:
-    """Save the user's message and an empty streaming reply, atomically.
+    """Save the user's message (with the uploads it carries) and an empty streaming reply,
+    atomically: an attachment refused (not the user's, over a limit, a kind the model cannot
+    read) leaves nothing behind.
 
     The conversation row is locked so that two processes cannot both start a reply in the same
     conversation: one generation at a time, never run twice.
@@ -117,6 +123,14 @@ def turn_start(
                 if state.leaf_reply_model is None
                 else bool(state.leaf_reply_model) and state.leaf_reply_model != plan.model
             ),
+        )
+        attachment_services.turn_attachments_apply(
+            user_message=user_message,
+            reply=reply,
+            owner=owner,
+            attachment_ids=attachment_ids,
+            profile=plan.profile or catalogue.catalogue_current().profile(plan.model),
+            earlier_path=lambda: message_path(message=user_message)[:-1],
         )
         accounts_services.usage_reserve(reply=reply, owner=owner)
         conversation.active_leaf = reply
@@ -160,7 +174,7 @@ def _turn_start_state(*, conversation: Conversation) -> _TurnStartState:
     leaf = conversation.active_leaf_id
     children = Message.objects.filter(conversation_id=OuterRef("pk"))
     children = children.filter(parent_id=leaf) if leaf else children.filter(parent__isnull=True)
-    leaf_row = Message.objects.filter(pk=leaf)
+    leaf_row = Message.objects.filter(pk=OuterRef("active_leaf_id"))
     reply_streaming, newer_exists, leaf_has_children, leaf_role, leaf_model = (
         Conversation.objects.filter(pk=conversation.pk)
         .annotate(
@@ -275,7 +289,7 @@ def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
 # --- Deleting ------------------------------------------------------------------
 
 
-def conversation_delete(*, conversation_id: uuid.UUID | str, owner: AbstractBaseUser) -> None:
+def conversation_delete(*, conversation_id: uuid.UUID | str, owner: User) -> None:
     """Delete the conversation with its messages, share links and review (cascade); the staff
     access log keeps its entries. Raises Conversation.DoesNotExist for anyone but the owner.
 
@@ -283,17 +297,22 @@ def conversation_delete(*, conversation_id: uuid.UUID | str, owner: AbstractBase
     simply find no row."""
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
+        attachment_ids = attachment_services.attachment_ids_of_conversation(
+            conversation_id=conversation.id
+        )
         # The active leaf points into the messages being deleted; clear it first so the
         # deletion order can never trip over the self-reference.
         conversation.active_leaf = None
         conversation.save(update_fields=["active_leaf"])
         conversation.delete()
+        # Files no other message (another conversation's copy, a branch) still refers to.
+        attachment_services.attachments_release(attachment_ids=attachment_ids)
 
 
 # The workspace: branching turns, titles, rename/delete, preferences.
 
 
-def _conversation_lock_idle(*, conversation_id: uuid.UUID, owner: AbstractBaseUser) -> Conversation:
+def _conversation_lock_idle(*, conversation_id: uuid.UUID, owner: User) -> Conversation:
     """Lock the owner's conversation for a change to its tree; refused while a reply streams,
     because the branch on screen must not move under a reply being written."""
     conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
@@ -367,7 +386,7 @@ def _model_changes(*, parent: Message | None, model: str) -> bool:
 def reply_regenerate(
     *,
     conversation_id: uuid.UUID,
-    owner: AbstractBaseUser,
+    owner: User,
     reply_id: uuid.UUID | str,
     settings: TurnSettings,
     model: str,
@@ -379,6 +398,8 @@ def reply_regenerate(
         old = _message_of(
             conversation=conversation, message_id=reply_id, role=Message.Role.ASSISTANT
         )
+        if old.parent is None:  # replies always answer a message; this row is damaged
+            raise TurnRefused("That reply has no message to answer.")
         plan = _turn_plan(conversation=conversation, settings=settings, model=model)
         _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
         return _reply_create(conversation=conversation, parent=old.parent, plan=plan)
@@ -387,13 +408,16 @@ def reply_regenerate(
 def turn_edit(
     *,
     conversation_id: uuid.UUID,
-    owner: AbstractBaseUser,
+    owner: User,
     message_id: uuid.UUID | str,
     content: str,
     settings: TurnSettings,
     model: str,
+    keep_attachments: Sequence[uuid.UUID] | None = None,
 ) -> tuple[Message, Message]:
-    """Resend an edited user message: the conversation branches where that message was."""
+    """Resend an edited user message: the conversation branches where that message was. The
+    new version keeps the original's attachments (those in `keep_attachments`, else all),
+    refused in words if the turn's model cannot read them."""
     with transaction.atomic():
         conversation = _conversation_lock_idle(conversation_id=conversation_id, owner=owner)
         original = _message_of(
@@ -406,6 +430,12 @@ def turn_edit(
             content=content,
         )
         plan = _turn_plan(conversation=conversation, settings=settings, model=model)
+        attachment_services.message_attachments_copy(
+            source_id=original.id,
+            target=user_message,
+            keep_ids=keep_attachments,
+            profile=plan.profile or catalogue.catalogue_current().profile(plan.model),
+        )
         _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
         reply = _reply_create(conversation=conversation, parent=user_message, plan=plan)
     return user_message, reply
@@ -414,7 +444,7 @@ def turn_edit(
 def reply_continue(
     *,
     conversation_id: uuid.UUID,
-    owner: AbstractBaseUser,
+    owner: User,
     reply_id: uuid.UUID | str,
     settings: TurnSettings,
     model: str,
@@ -440,7 +470,7 @@ def reply_continue(
 
 
 def branch_switch(
-    *, conversation_id: uuid.UUID, owner: AbstractBaseUser, message_id: uuid.UUID | str
+    *, conversation_id: uuid.UUID, owner: User, message_id: uuid.UUID | str
 ) -> Conversation:
     """Show another version of a message: the branch through it, down to its newest leaf."""
     with transaction.atomic():
@@ -466,9 +496,7 @@ def branch_switch(
     return conversation
 
 
-def conversation_rename(
-    *, conversation_id: uuid.UUID, owner: AbstractBaseUser, title: str
-) -> Conversation:
+def conversation_rename(*, conversation_id: uuid.UUID, owner: User, title: str) -> Conversation:
     conversation = Conversation.objects.get(id=conversation_id, owner=owner)
     conversation.title = title
     conversation.save(update_fields=["title", "updated_at"])
@@ -492,7 +520,7 @@ def conversation_title_generated_set(
     )
 
 
-def _allowance_check(*, user: AbstractBaseUser, max_tokens: int) -> limits.QuotaUsage:
+def _allowance_check(*, user: User, max_tokens: int) -> limits.QuotaUsage:
     try:
         return limits.turn_allowance_check(user=user, max_tokens=max_tokens)
     except limits.LimitReached as exc:
@@ -506,7 +534,7 @@ def reply_retry(
     *,
     conversation_id: uuid.UUID,
     message_id: uuid.UUID,
-    owner: AbstractBaseUser,
+    owner: User,
     model: str,
 ) -> tuple[Message, Message]:
     """Write a failed reply again: a new streaming sibling under the same user message.

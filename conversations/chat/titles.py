@@ -5,6 +5,7 @@ Best effort by design: any failure leaves the title as it was and never touches 
 
 import asyncio
 import logging
+import re
 import uuid
 
 from channels.db import database_sync_to_async
@@ -30,13 +31,23 @@ TITLE_INSTRUCTION = (
 )
 
 
+# A thematic break ("---", the separator the title request itself uses) ends the title.
+_SEPARATOR = re.compile(r"(?:^|\s)(?:-{3,}|\*{3,}|_{3,})(?:\s|$)")
+_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+# Emphasis and code markers, but not the underscores inside names like AIMLAPI_API_KEY.
+_MARKUP = re.compile(r"[*`~#]+|(?<!\w)_+|_+(?!\w)")
+
+
 def title_clean(text: str) -> str:
-    """The first line of the model's answer without quotes, markup or a trailing full stop."""
+    """The first line of the model's answer as plain text: no quotes, Markdown, separator or
+    trailing full stop or colon."""
     line = next((line for line in text.strip().splitlines() if line.strip()), "")
-    line = line.strip().strip("\"'“”‘’*#`").strip()
+    line = _SEPARATOR.split(line, maxsplit=1)[0]
+    line = _MARKUP.sub("", _LINK.sub(r"\1", line))
+    line = line.strip().strip("\"'“”‘’>").strip()
     if line.lower().startswith("title:"):
         line = line[len("title:") :].strip().strip("\"'“”‘’")
-    line = " ".join(line.split()).rstrip(".")
+    line = " ".join(line.split()).rstrip(".:")
     if len(line) > TITLE_MAX_CHARS:
         line = line[: TITLE_MAX_CHARS - 1].rstrip() + "…"
     return line

@@ -12,6 +12,7 @@ from django.http import (
 )
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from conversations.accounts import limits
@@ -31,20 +32,21 @@ from conversations.chat.forms import (
     settings_of,
 )
 from conversations.chat.frames import SIDEBAR_SIZE
+from conversations.http import AuthenticatedHttpRequest
 from conversations.models import Conversation
 from conversations.realtime import live
 
 
 @require_GET
 @login_required
-def home(request: HttpRequest) -> HttpResponse:
+def home(request: AuthenticatedHttpRequest) -> HttpResponse:
     conversation = selectors.conversation_empty_for_user(
         user=request.user
     ) or services.conversation_create(owner=request.user)
     return redirect("conversation", conversation_id=conversation.id)
 
 
-def _owned(request: HttpRequest, conversation_id: object) -> Conversation:
+def _owned(request: AuthenticatedHttpRequest, conversation_id: str) -> Conversation:
     conversation = selectors.conversation_get_for_user(
         conversation_id=conversation_id, user=request.user
     )
@@ -55,7 +57,7 @@ def _owned(request: HttpRequest, conversation_id: object) -> Conversation:
 
 @require_GET
 @login_required
-def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def conversation_detail(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     conversation = _owned(request, conversation_id)
     catalogue_refresh_soon()
     choice = catalogue.model_choice_for_user(user=request.user, current=conversation.model)
@@ -94,7 +96,7 @@ def conversation_detail(request: HttpRequest, conversation_id: str) -> HttpRespo
 
 @require_GET
 @login_required
-def conversation_older(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def conversation_older(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     """Earlier messages of the branch on screen, loaded as the reader scrolls up; without
     `before`, the latest window, which the page loads when it was too large for a socket frame."""
     conversation = _owned(request, conversation_id)
@@ -137,7 +139,7 @@ def message_text(request: HttpRequest, conversation_id: str, message_id: str) ->
 
 @require_POST
 @login_required
-def conversation_rename(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def conversation_rename(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     conversation = _owned(request, conversation_id)
     form = RenameForm(request.POST)
     if form.is_valid():
@@ -160,18 +162,11 @@ def conversation_rename(request: HttpRequest, conversation_id: str) -> HttpRespo
     )
 
 
-@require_http_methods(["GET", "POST"])
+@require_POST
 @login_required
-def conversation_delete(request: HttpRequest, conversation_id: str) -> HttpResponse:
-    """GET asks for confirmation (naming the share links that die with it); POST deletes."""
+def conversation_delete(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
+    """The chat page's Delete dialog is the one place that asks; this only deletes."""
     conversation = _owned(request, conversation_id)
-    if request.method == "GET":
-        live_links = conversation.share_links.filter(revoked_at__isnull=True).count()
-        return render(
-            request,
-            "sharing/confirm_delete.html",
-            {"conversation": conversation, "live_links": live_links},
-        )
     live.reply_stop_sync(conversation_id=conversation.id)
     services.conversation_delete(conversation_id=conversation.id, owner=request.user)
     live.sidebar_changed_sync(user_id=request.user.pk)
@@ -180,7 +175,7 @@ def conversation_delete(request: HttpRequest, conversation_id: str) -> HttpRespo
 
 @require_GET
 @login_required
-def conversation_search(request: HttpRequest) -> HttpResponse:
+def conversation_search(request: AuthenticatedHttpRequest) -> HttpResponse:
     # PostgreSQL text cannot hold NUL: a query with one would fail rather than find nothing.
     query = request.GET.get("q", "").replace("\x00", "")
     hits = selectors.conversation_search_for_user(user=request.user, query=query)
@@ -193,13 +188,15 @@ def conversation_search(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @login_required
-def preferences(request: HttpRequest) -> HttpResponse:
+def preferences(request: AuthenticatedHttpRequest) -> HttpResponse:
     current = accounts_selectors.preferences_for_user(user=request.user)
+    choice = catalogue.model_choice_for_user(user=request.user)
+    # Ids as on the chat page, so the same controls script follows the chosen model here too.
     form = PreferencesForm(
-        request.POST or None,
-        choice=catalogue.model_choice_for_user(user=request.user),
-        initial=current.settings_values(),
+        request.POST or None, choice=choice, initial=current.settings_values(), auto_id="%s"
     )
+    chosen = str(form["model"].value() or "")
+    profile = choice.catalogue.profile(chosen if chosen in choice.allowed_ids else choice.current)
     saved = False
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -213,6 +210,8 @@ def preferences(request: HttpRequest) -> HttpResponse:
         {
             "form": form,
             "saved": saved,
+            "profile": profile,
+            "model_profiles": {p.id: p.controls() for p in choice.picker()},
             "system_prompt_read": accounts_selectors.system_prompt_last_read(user=request.user),
         },
     )
@@ -226,6 +225,7 @@ def signup(request: HttpRequest) -> HttpResponse:
         return redirect("home")
     form = SignupForm(request.POST or None)
     address = client_address(request)
+    next_url = _signup_next(request)
     if request.method == "POST" and (wait := limits.signup_wait_for(address=address)):
         form.is_valid()
         form.add_error(
@@ -233,13 +233,26 @@ def signup(request: HttpRequest) -> HttpResponse:
             "Too many accounts were created from your network recently. Try again in "
             f"{limits.lock_wait_text(wait)}.",
         )
-        return render(request, "registration/signup.html", {"form": form}, status=429)
+        return render(
+            request, "registration/signup.html", {"form": form, "next": next_url}, status=429
+        )
     if request.method == "POST" and form.is_valid():
         user = form.save()
         limits.signup_record(address=address)
         login(request, user, backend=settings.AUTHENTICATION_BACKENDS[0])
-        return redirect("home")
-    return render(request, "registration/signup.html", {"form": form})
+        return redirect(next_url or "home")
+    return render(request, "registration/signup.html", {"form": form, "next": next_url})
+
+
+def _signup_next(request: HttpRequest) -> str:
+    """Where sign-up should land (the shared conversation the visitor came from), if it is a
+    page of this site; the same rule Django's sign-in applies to its `next`."""
+    next_url = str(request.POST.get("next") or request.GET.get("next") or "")[:2000]
+    if url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return next_url
+    return ""
 
 
 @require_GET

@@ -9,6 +9,7 @@ the turn goes to: OpenAI-style (`image_url` data URLs, `file` parts) or Anthropi
 from __future__ import annotations
 
 import base64
+import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -55,7 +56,8 @@ Content = str | Sequence[ContentPart]
 def _text_of(part: TextPart) -> str:
     if not part.filename:
         return part.text
-    return f'<file name="{part.filename}">\n{part.text}\n</file>'
+    # The name is the user's: escaped, so it cannot close the wrapper or forge another one.
+    return f'<file name="{html.escape(part.filename, quote=True)}">\n{part.text}\n</file>'
 
 
 def _b64(data: bytes) -> str:

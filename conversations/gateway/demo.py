@@ -22,6 +22,10 @@ __all__ = ["DemoTransport"]
 
 DEMO_MODEL: Final = wire.MODEL
 _QUOTE_CHARS: Final = 120
+_NOTE_CHARS: Final = 600
+# How the app names the files of a message (conversations/attachments/selectors.py).
+_ATTACHED: Final = "Attached files: "
+_IMAGE_SIZE_RE: Final = re.compile(r"(\d{1,5})×(\d{1,5}) px")
 # Claude Sonnet 4.5 list prices, so the demo's cost column looks plausible.
 _USD_PER_INPUT_TOKEN: Final = 3 / 1_000_000
 _USD_PER_OUTPUT_TOKEN: Final = 15 / 1_000_000
@@ -59,13 +63,58 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-def _last_user_text(messages: Any) -> str:
+def _last_user_content(messages: Any) -> Any:
     if not isinstance(messages, list):
         return ""
     for message in reversed(messages):
         if isinstance(message, Mapping) and message.get("role") == "user":
-            return _text_of(message.get("content"))
+            return message.get("content")
     return ""
+
+
+def _last_user_text(messages: Any) -> str:
+    """What the user typed: with attachments, the last text part (the app puts the files and
+    the line naming them first)."""
+    content = _last_user_content(messages)
+    if isinstance(content, list):
+        texts = [
+            part["text"]
+            for part in content
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
+        ]
+        return texts[-1] if texts else ""
+    return _text_of(content)
+
+
+def _attachment_note(messages: Any) -> str:
+    """The demo's acknowledgement of the files in the last user message: their names, image
+    sizes and PDF page counts, as the app's line naming them says."""
+    content = _last_user_content(messages)
+    if not isinstance(content, list):
+        return ""
+    kinds = [part.get("type") for part in content if isinstance(part, Mapping)]
+    images = sum(kind in ("image_url", "image") for kind in kinds)
+    documents = sum(kind in ("file", "document") for kind in kinds)
+    named = next(
+        (
+            part["text"][len(_ATTACHED) :]
+            for part in content
+            if isinstance(part, Mapping)
+            and isinstance(part.get("text"), str)
+            and part["text"].startswith(_ATTACHED)
+        ),
+        "",
+    )
+    if named:
+        return f"You attached {_quote_long(named)}.\n\n"
+    if images or documents:
+        return f"You attached {images} image(s) and {documents} document(s).\n\n"
+    return ""
+
+
+def _quote_long(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _NOTE_CHARS else flat[: _NOTE_CHARS - 1].rstrip() + "…"
 
 
 def _quote(text: str) -> str:
@@ -75,12 +124,12 @@ def _quote(text: str) -> str:
     return flat
 
 
-def _reply_text(user_text: str) -> str:
+def _reply_text(user_text: str, attachment_note: str = "") -> str:
     quote = _quote(user_text)
     echo = f"You wrote:\n\n> {quote}\n\n" if quote else "Your message was empty.\n\n"
     return (
         "Hi! This is the **offline demo**: no real model is connected, so this answer is "
-        "canned. Set `AIMLAPI_API_KEY` to talk to Claude.\n\n" + echo + _SAMPLE
+        "canned. Set `AIMLAPI_API_KEY` to talk to Claude.\n\n" + echo + attachment_note + _SAMPLE
     )
 
 
@@ -95,7 +144,10 @@ def _prompt_tokens(payload: Mapping[str, Any]) -> int:
     if isinstance(messages, list):
         for message in messages:
             if isinstance(message, Mapping):
-                count += len(_text_of(message.get("content")).split())
+                text = _text_of(message.get("content"))
+                count += len(text.split())
+                # Images cost about width×height/750 tokens, as Claude counts them.
+                count += sum(int(w) * int(h) // 750 for w, h in _IMAGE_SIZE_RE.findall(text))
     return count
 
 
@@ -152,7 +204,7 @@ class DemoTransport(httpx.AsyncBaseTransport):
         reasoning_words: list[str] = []
         if payload.get("reasoning_effort") or payload.get("thinking"):
             reasoning_words = _words(_REASONING)
-        words = _words(_reply_text(user_text))
+        words = _words(_reply_text(user_text, _attachment_note(payload.get("messages"))))
         limit = payload.get("max_tokens")
         finish_reason = "stop"
         if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < len(words):

@@ -60,6 +60,8 @@ class ModelProfile:
     display_name: str
     context_window: int
     max_output_tokens: int
+    # What a blank "Max tokens" asks for: the cap a reply gets unless the user sets one.
+    default_max_tokens: int = 4096
     # Other ids the gateway accepts for the same model.
     aliases: tuple[str, ...] = ()
     dialect: RequestStyle = RequestStyle.OPENAI
@@ -149,6 +151,7 @@ class ModelProfile:
                 "" if self.takes_reasoning_switch else self.reasoning_missing_reason()
             ),
             "max_output_tokens": self.max_output_tokens,
+            "default_max_tokens": self.default_max_tokens,
             "context_window": self.context_window,
             "max_stop_sequences": self.max_stop_sequences,
         }
@@ -462,6 +465,9 @@ class ModelFacts:
     deprecated_at: datetime.date | None = None
     shutdown_at: datetime.date | None = None
     replaced_by: str | None = None
+    # Whether the model reads images / PDFs (the operator's file may say it does not).
+    vision: bool | None = None
+    pdf: bool | None = None
 
 
 def apply_facts(profile: ModelProfile | None, facts: ModelFacts) -> ModelProfile:
@@ -487,6 +493,8 @@ def apply_facts(profile: ModelProfile | None, facts: ModelFacts) -> ModelProfile
         "max_output_tokens",
         "input_price_per_mtok",
         "output_price_per_mtok",
+        "vision",
+        "pdf",
     ):
         value = getattr(facts, name)
         if value is not None:
@@ -539,6 +547,10 @@ def _text(value: Any, limit: int = 100) -> str | None:
     return None
 
 
+def _flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
@@ -578,6 +590,8 @@ def facts_from_entry(entry: Mapping[str, Any]) -> ModelFacts | None:
         deprecated_at=_date(entry.get("deprecated_at")),
         shutdown_at=_date(entry.get("shutdown_at")),
         replaced_by=_model_id(entry.get("replaced_by")),
+        vision=_flag(entry.get("vision")),
+        pdf=_flag(entry.get("pdf")),
     )
 
 

@@ -45,7 +45,7 @@ class LayerHealth:
         """How long to wait before the next send: 0 while sends succeed."""
         if not self._failures:
             return 0.0
-        return min(BACKOFF_FIRST * 2 ** (self._failures - 1), BACKOFF_MAX)
+        return min(BACKOFF_FIRST * 2.0 ** (self._failures - 1), BACKOFF_MAX)
 
     async def persist(
         self, make_send: Callable[[], Awaitable[None]], *, for_seconds: float

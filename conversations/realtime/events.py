@@ -9,7 +9,16 @@ type (`reply.delta` → `reply_delta`).
 import uuid
 from typing import Literal, TypedDict
 
-from channels.layers import BaseChannelLayer
+from channels.layers import BaseChannelLayer, get_channel_layer
+from django.core.exceptions import ImproperlyConfigured
+
+
+def channel_layer() -> BaseChannelLayer:
+    """The project's channel layer (settings always configure one)."""
+    layer = get_channel_layer()
+    if layer is None:
+        raise ImproperlyConfigured("CHANNEL_LAYERS has no default layer.")
+    return layer
 
 
 def viewers_group(conversation_id: uuid.UUID) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.layers import BaseChannelLayer, get_channel_layer
+from channels.layers import BaseChannelLayer
 from django.conf import settings
 
 from conversations.accounts import limits
@@ -435,7 +435,7 @@ async def reply_generate(
         conversation_id=conversation_id,
         payload=payload,
         client=live.client,
-        layer=get_channel_layer(),
+        layer=events.channel_layer(),
         live=live,
     )
     generation.start()
@@ -448,10 +448,10 @@ def _reply_prepare_by_id(*, reply_id: uuid.UUID) -> tuple[dict[str, Any], uuid.U
 
 async def reply_stop(*, conversation_id: uuid.UUID) -> None:
     """Ask whichever process generates this conversation's reply to stop it."""
-    await events.generation_stop_send(get_channel_layer(), conversation_id=conversation_id)
+    await events.generation_stop_send(events.channel_layer(), conversation_id=conversation_id)
 
 
 async def reply_snapshot_request(*, conversation_id: uuid.UUID, reply_channel: str) -> None:
     await events.generation_snapshot_send(
-        get_channel_layer(), conversation_id=conversation_id, reply_channel=reply_channel
+        events.channel_layer(), conversation_id=conversation_id, reply_channel=reply_channel
     )

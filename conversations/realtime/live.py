@@ -8,7 +8,6 @@ import asyncio
 import uuid
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 
 from conversations.realtime import events, runtime
 from conversations.realtime.events import user_group
@@ -18,7 +17,7 @@ __all__ = ["user_group"]
 
 
 async def sidebar_changed(*, user_id: int | str) -> None:
-    await events.sidebar_changed_send(get_channel_layer(), user_id=user_id)
+    await events.sidebar_changed_send(events.channel_layer(), user_id=user_id)
 
 
 def sidebar_changed_after(*, user_id: int | str, event: asyncio.Event) -> None:
@@ -38,7 +37,7 @@ def sidebar_changed_sync(*, user_id: int | str) -> None:
 
 async def thread_changed(*, conversation_id: uuid.UUID) -> None:
     """Every tab of the conversation re-renders its transcript: the branch on screen moved."""
-    await events.thread_changed_send(get_channel_layer(), conversation_id=conversation_id)
+    await events.thread_changed_send(events.channel_layer(), conversation_id=conversation_id)
 
 
 def reply_stop_sync(*, conversation_id: uuid.UUID) -> None:

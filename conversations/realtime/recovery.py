@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Container
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -135,7 +134,7 @@ async def sweep_once(*, live: runtime.Runtime | None = None) -> int:
     # Bounded like the saves: the shared ORM thread must not stay stuck on a dead connection.
     await orm_bounded(spool.spool_replay, worker=worker_id())
     interrupted = await orm_bounded(replies_orphaned_interrupt, spare=live.generations)
-    layer = get_channel_layer()
+    layer = events.channel_layer()
     for conversation_id, message_id in interrupted:
         await events.reply_finished_send(
             layer, conversation_id=conversation_id, message_id=str(message_id)
@@ -198,4 +197,5 @@ def install_under_daphne() -> None:
         return defer.Deferred.fromFuture(asyncio.ensure_future(shutdown()))
 
     reactor.callWhenRunning(start)
-    reactor.addSystemEventTrigger("before", "shutdown", stop)
+    # Twisted declares IReactorCore's methods with `self`, which mypy reads as one more argument.
+    reactor.addSystemEventTrigger("before", "shutdown", stop)  # type: ignore[arg-type]

@@ -9,7 +9,8 @@ lists only for staff with the `view_conversation_title` permission. There is no 
 a message is read in its transcript.
 """
 
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib import admin, messages
@@ -27,6 +28,7 @@ from django.utils.html import format_html
 from conversations.catalogue.admin import RetiringModelFilter
 from conversations.chat import selectors
 from conversations.chat.exports import json_attachment, markdown_attachment
+from conversations.http import staff_member
 from conversations.models import (
     Conversation,
     ConversationReview,
@@ -63,17 +65,25 @@ def _reason_required_form(request: HttpRequest) -> tuple[TranscriptReasonForm, s
     return form, None
 
 
+if TYPE_CHECKING:
+    from conversations.review.selectors import ConversationWithTotals
+
+
 # --- List filters ------------------------------------------------------------------------
 
 
 class _YesNoFilter(admin.SimpleListFilter):
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
         return [("yes", "Yes"), ("no", "No")]
 
     def condition(self) -> Q:
         raise NotImplementedError
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> QuerySet[Conversation]:
         if self.value() == "yes":
             return queryset.filter(self.condition())
         if self.value() == "no":
@@ -85,7 +95,9 @@ class ModelFilter(admin.SimpleListFilter):
     title = "model"
     parameter_name = "model"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
         models = (
             Message.objects.exclude(model="")
             .order_by("model")
@@ -94,7 +106,9 @@ class ModelFilter(admin.SimpleListFilter):
         )
         return [(model, model) for model in models]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> QuerySet[Conversation]:
         if self.value():
             return queryset.filter(
                 Exists(Message.objects.filter(conversation=OuterRef("pk"), model=self.value()))
@@ -106,10 +120,14 @@ class MessageStatusFilter(admin.SimpleListFilter):
     title = "message status"
     parameter_name = "status"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
         return list(Message.Status.choices)
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> QuerySet[Conversation]:
         if self.value() in Message.Status.values:
             return queryset.filter(
                 Exists(Message.objects.filter(conversation=OuterRef("pk"), status=self.value()))
@@ -157,10 +175,38 @@ class ReviewedFilter(_YesNoFilter):
         return Q(review__reviewed_at__isnull=False)
 
 
+class EmptyConversationFilter(admin.SimpleListFilter):
+    """Blank "New chat" rows (no message) only clutter the list: hidden unless asked for."""
+
+    title = "messages"
+    parameter_name = "empty"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
+        return [("include", "Including empty"), ("only", "Empty only")]
+
+    def choices(self, changelist: Any) -> Iterator[Any]:
+        for choice in super().choices(changelist):
+            if choice["query_string"] == changelist.get_query_string(remove=[self.parameter_name]):
+                choice["display"] = "With messages"
+            yield choice
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Conversation]
+    ) -> QuerySet[Conversation]:
+        has_messages = Exists(Message.objects.filter(conversation=OuterRef("pk")))
+        if self.value() == "include":
+            return queryset
+        if self.value() == "only":
+            return queryset.filter(~has_messages)
+        return queryset.filter(has_messages)
+
+
 # --- Conversations -----------------------------------------------------------------------
 
 
-class ConversationReviewInline(admin.StackedInline):
+class ConversationReviewInline(admin.StackedInline[ConversationReview, Conversation]):
     """Shown read-only here; the review is written from the transcript page and the actions,
     so every change is stamped with who made it."""
 
@@ -176,11 +222,11 @@ class ConversationReviewInline(admin.StackedInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(admin.ModelAdmin[Conversation]):
+    # Fits a 1280 px screen beside the filters: creation date is in the date filter instead.
     list_display = (
         "label_column",
         "owner",
-        "created_at",
         "updated_at",
         "messages_column",
         "tokens_column",
@@ -192,6 +238,7 @@ class ConversationAdmin(admin.ModelAdmin):
     )
     list_select_related = ("owner", "review")
     list_filter = (
+        EmptyConversationFilter,
         ("owner", admin.RelatedOnlyFieldListFilter),
         ("created_at", admin.DateFieldListFilter),
         ModelFilter,
@@ -229,15 +276,16 @@ class ConversationAdmin(admin.ModelAdmin):
     def get_list_display(self, request: HttpRequest) -> tuple[Any, ...]:
         columns = tuple(super().get_list_display(request))
         if can_see_titles(request):
-            return ("title", *columns)
+            # The title names the row; the short label beside it would only cost width.
+            return ("title", *(column for column in columns if column != "label_column"))
         return columns
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[Any, ...]:
         fields = tuple(super().get_fields(request, obj))
         return ("title", *fields) if can_see_titles(request) else fields
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
-        return self.get_fields(request, obj)
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [name for name in self.get_fields(request, obj) if isinstance(name, str)]
 
     # Content search: a search reads every conversation it matches, so it goes through the gate.
 
@@ -250,8 +298,8 @@ class ConversationAdmin(admin.ModelAdmin):
         return super().changelist_view(request, extra_context)
 
     def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet, search_term: str
-    ) -> tuple[QuerySet, bool]:
+        self, request: HttpRequest, queryset: QuerySet[Conversation], search_term: str
+    ) -> tuple[QuerySet[Conversation], bool]:
         # Every route to a search (the list, autocomplete, anything added later) needs a
         # logged search of exactly these terms by this staff member.
         if search_term.strip() and not self._content_search_granted(request, search_term.strip()):
@@ -264,7 +312,7 @@ class ConversationAdmin(admin.ModelAdmin):
             return False
         return (
             review_selectors.content_search_recent_for_staff(
-                staff=request.user, access_id=granted.get("access"), terms=terms
+                staff=staff_member(request), access_id=granted.get("access"), terms=terms
             )
             is not None
         )
@@ -288,7 +336,7 @@ class ConversationAdmin(admin.ModelAdmin):
             )
         matched, _ = super().get_search_results(request, self.get_queryset(request), terms)
         access = review_services.content_search_record(
-            staff=request.user,
+            staff=staff_member(request),
             terms=terms,
             reason=reason,
             matched=matched.select_related("owner").distinct(),
@@ -308,19 +356,19 @@ class ConversationAdmin(admin.ModelAdmin):
         return str(obj)
 
     @admin.display(description="messages", ordering="message_total")
-    def messages_column(self, obj: Conversation) -> int:
+    def messages_column(self, obj: "ConversationWithTotals") -> int:
         return obj.message_total
 
     @admin.display(description="tokens", ordering="token_total")
-    def tokens_column(self, obj: Conversation) -> str:
+    def tokens_column(self, obj: "ConversationWithTotals") -> str:
         return f"{obj.token_total:,}"
 
     @admin.display(description="cost (USD)", ordering="cost_total")
-    def cost_column(self, obj: Conversation) -> str:
+    def cost_column(self, obj: "ConversationWithTotals") -> str:
         return f"{obj.cost_total:.4f}" if obj.cost_total is not None else "–"
 
     @admin.display(description="shared", boolean=True, ordering="has_live_link")
-    def shared_column(self, obj: Conversation) -> bool:
+    def shared_column(self, obj: "ConversationWithTotals") -> bool:
         return obj.has_live_link
 
     @admin.display(description="flagged", boolean=True, ordering="review__flagged")
@@ -333,7 +381,7 @@ class ConversationAdmin(admin.ModelAdmin):
         review = _review_of(obj)
         if review is None or review.reviewed_at is None:
             return "–"
-        return f"{review.reviewed_at:%Y-%m-%d} by {_username(review.reviewed_by)}"
+        return f"{review.reviewed_at:%d %b} by {_username(review.reviewed_by)}"
 
     @admin.display(description="transcript")
     def transcript_link(self, obj: Conversation) -> str:
@@ -341,7 +389,7 @@ class ConversationAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">Open transcript (logged)</a>', url)
 
     @admin.display(description="totals")
-    def totals(self, obj: Conversation) -> str:
+    def totals(self, obj: "ConversationWithTotals") -> str:
         cost = f"${obj.cost_total:.4f}" if obj.cost_total is not None else "no cost reported"
         return f"{obj.message_total} messages · {obj.token_total:,} tokens · {cost}"
 
@@ -351,7 +399,9 @@ class ConversationAdmin(admin.ModelAdmin):
         live = sum(1 for link in links if link.status == "active")
         return f"{live} live of {len(links)}" if links else "never shared"
 
-    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple:
+    def get_deleted_objects(
+        self, objs: Any, request: HttpRequest
+    ) -> tuple[list[Any], dict[Any, Any], set[Any], list[Any]]:
         # Django lists every related object by its str(); the confirmation names the
         # conversations (by title only for staff who may see titles) and counts the rest.
         _, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
@@ -392,7 +442,9 @@ class ConversationAdmin(admin.ModelAdmin):
         conversation = self._get_viewable(request, object_id)
         url = reverse("admin:conversations_conversation_transcript", args=[conversation.pk])
         access = review_selectors.transcript_access_recent_for_staff(
-            conversation=conversation, staff=request.user, access_id=request.GET.get("access")
+            conversation=conversation,
+            staff=staff_member(request),
+            access_id=request.GET.get("access"),
         )
         if access is None:
             if settings.CHAT_REVIEW_REASON_REQUIRED:
@@ -415,7 +467,7 @@ class ConversationAdmin(admin.ModelAdmin):
                 reason = ""
             access = review_services.transcript_access_record(
                 conversation=conversation,
-                staff=request.user,
+                staff=staff_member(request),
                 reason=reason,
                 kind=TranscriptAccess.Kind.VIEW,
             )
@@ -457,7 +509,7 @@ class ConversationAdmin(admin.ModelAdmin):
         if form.is_valid():
             review_services.conversation_review_update(
                 conversation=conversation,
-                reviewer=request.user,
+                reviewer=staff_member(request),
                 note=form.cleaned_data["note"],
                 flagged=form.cleaned_data["flagged"],
                 mark_reviewed="mark_reviewed" in request.POST,
@@ -508,11 +560,15 @@ class ConversationAdmin(admin.ModelAdmin):
         verb: str,
         *,
         done: str = "",
-        **change: bool,
+        flagged: bool | None = None,
+        mark_reviewed: bool = False,
     ) -> None:
         for conversation in queryset:
             review_services.conversation_review_update(
-                conversation=conversation, reviewer=request.user, **change
+                conversation=conversation,
+                reviewer=staff_member(request),
+                flagged=flagged,
+                mark_reviewed=mark_reviewed,
             )
         suffix = f" {done}" if done else ""
         self.message_user(request, f"{verb} {queryset.count()} conversation(s){suffix}.")
@@ -557,7 +613,7 @@ class ConversationAdmin(admin.ModelAdmin):
         conversations = list(queryset.select_related("owner"))
         for conversation in conversations:
             review_services.transcript_access_record(
-                conversation=conversation, staff=request.user, reason=reason, kind=kind
+                conversation=conversation, staff=staff_member(request), reason=reason, kind=kind
             )
         stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
         if kind == TranscriptAccess.Kind.EXPORT_JSON:
@@ -594,7 +650,7 @@ def _username(user: Any) -> str:
 
 
 @admin.register(ShareLink)
-class ShareLinkAdmin(admin.ModelAdmin):
+class ShareLinkAdmin(admin.ModelAdmin[ShareLink]):
     """Which conversations are public, and a way to take a link down; never the token or the
     published text."""
 
@@ -651,7 +707,7 @@ class ShareLinkAdmin(admin.ModelAdmin):
 
 
 @admin.register(TranscriptAccess)
-class TranscriptAccessAdmin(admin.ModelAdmin):
+class TranscriptAccessAdmin(admin.ModelAdmin[TranscriptAccess]):
     """Append-only: nobody, not even a superuser, edits or deletes entries from the admin."""
 
     list_display = (
@@ -686,7 +742,7 @@ class TranscriptAccessAdmin(admin.ModelAdmin):
 
 
 @admin.register(UserPreferences)
-class UserPreferencesAdmin(admin.ModelAdmin):
+class UserPreferencesAdmin(admin.ModelAdmin[UserPreferences]):
     """Defaults without the system prompt: reading that is a logged read, like a transcript."""
 
     list_display = ("user", "sampling", "reasoning_effort", "max_tokens", "has_system_prompt")
@@ -734,7 +790,7 @@ class UserPreferencesAdmin(admin.ModelAdmin):
                 {**context, "form": form, "title": "Why are you reading this system prompt?"},
             )
         access = review_services.system_prompt_read_record(
-            preferences=preferences, staff=request.user, reason=reason
+            preferences=preferences, staff=staff_member(request), reason=reason
         )
         # Shown in answer to the logged POST only: a reload asks again.
         return TemplateResponse(
@@ -750,7 +806,7 @@ class UserPreferencesAdmin(admin.ModelAdmin):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(admin.ModelAdmin[UsageRecord]):
     """The usage ledger, read-only: what each reply used, kept when conversations and accounts
     are deleted."""
 

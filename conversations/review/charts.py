@@ -1,6 +1,7 @@
 """A server-rendered SVG bar chart: no JavaScript, no CDN, nothing for the CSP to allow."""
 
 import datetime
+import math
 from collections.abc import Sequence
 
 from django.utils.html import format_html, format_html_join
@@ -11,6 +12,20 @@ HEIGHT = 240
 PAD_LEFT = 56
 PAD_BOTTOM = 28
 PAD_TOP = 12
+
+
+# Room a "26 Nov" label needs at the chart's font size, with a gap to its neighbour.
+DAY_LABEL_WIDTH = 56
+
+
+def day_label_indices(*, count: int, slot_width: float) -> set[int]:
+    """The bars that get a day label: the latest day, then evenly spaced back from it (every
+    seventh bar at most), never two closer than a label is wide."""
+    if count == 0:
+        return set()
+    weekly = 7 if count > 7 else 1
+    step = max(weekly, math.ceil(DAY_LABEL_WIDTH / max(slot_width, 1.0)))
+    return set(range(count - 1, -1, -step))
 
 
 def tokens_per_day_svg(*, points: Sequence[tuple[datetime.date, int]]) -> SafeString:
@@ -37,14 +52,14 @@ def tokens_per_day_svg(*, points: Sequence[tuple[datetime.date, int]]) -> SafeSt
         '<rect class="chart-bar" x="{}" y="{}" width="{}" height="{}"><title>{}</title></rect>',
         bars,
     )
-    # Day labels under the first bar, the last and every seventh, so they never overlap.
+    labelled = day_label_indices(count=len(points), slot_width=slot)
     labels = format_html_join(
         "",
         '<text class="chart-label" x="{}" y="{}" text-anchor="middle">{}</text>',
         (
             (f"{PAD_LEFT + i * slot + slot / 2:.1f}", HEIGHT - 8, f"{day:%d %b}")
             for i, (day, _) in enumerate(points)
-            if i % 7 == 0 or i == len(points) - 1
+            if i in labelled
         ),
     )
     return format_html(

@@ -1,9 +1,10 @@
 """Reads for staff review: usage totals and the transcript access log."""
 
 import datetime
-from typing import Any
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import Coalesce, TruncDate
@@ -16,7 +17,7 @@ from conversations.sharing.selectors import share_link_live_q
 TRANSCRIPT_ACCESS_TTL = datetime.timedelta(minutes=30)
 
 
-def _token_sum() -> Coalesce:
+def _token_sum() -> CombinedExpression:
     return Coalesce(Sum("prompt_tokens"), 0) + Coalesce(Sum("completion_tokens"), 0)
 
 
@@ -77,7 +78,7 @@ def usage_tokens_per_day(*, days: int) -> list[tuple[datetime.date, int]]:
 
 
 def transcript_access_recent_for_staff(
-    *, conversation: Conversation, staff: AbstractBaseUser, access_id: int | str | None
+    *, conversation: Conversation, staff: User, access_id: int | str | None
 ) -> TranscriptAccess | None:
     """The staff member's own access entry for this conversation if it is fresh enough to
     show the transcript without asking for a reason again."""
@@ -94,7 +95,22 @@ def transcript_access_recent_for_staff(
         return None
 
 
-def conversation_with_totals(*, queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:
+class ConversationTotals(TypedDict):
+    message_total: int
+    token_total: int
+    cost_total: Decimal | None
+    has_live_link: bool
+
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+    ConversationWithTotals = WithAnnotations[Conversation, ConversationTotals]
+
+
+def conversation_with_totals(
+    *, queryset: QuerySet[Conversation]
+) -> "QuerySet[ConversationWithTotals]":
     """Annotate messages, tokens, cost and whether a live link exists. Subqueries rather than
     joins, so the admin's filters on messages cannot multiply the sums."""
     per_conversation = (
@@ -115,7 +131,7 @@ def conversation_with_totals(*, queryset: QuerySet[Conversation]) -> QuerySet[Co
 
 
 def content_search_recent_for_staff(
-    *, staff: AbstractBaseUser, access_id: int | str | None, terms: str
+    *, staff: User, access_id: int | str | None, terms: str
 ) -> TranscriptAccess | None:
     """The staff member's own logged search for exactly these terms, if fresh enough to show
     its results without asking for a reason again."""

@@ -2,7 +2,7 @@
 
 from collections.abc import Iterable
 
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -17,7 +17,7 @@ SEARCH_TERMS_MAX_CHARS = 500
 
 
 def transcript_access_record(
-    *, conversation: Conversation, staff: AbstractBaseUser, reason: str, kind: str
+    *, conversation: Conversation, staff: User, reason: str, kind: str
 ) -> TranscriptAccess:
     return TranscriptAccess.objects.create(
         conversation=conversation,
@@ -34,7 +34,7 @@ def transcript_access_record(
 
 def content_search_record(
     *,
-    staff: AbstractBaseUser,
+    staff: User,
     terms: str,
     reason: str,
     matched: Iterable[Conversation],
@@ -66,7 +66,7 @@ def content_search_record(
 
 
 def system_prompt_read_record(
-    *, preferences: UserPreferences, staff: AbstractBaseUser, reason: str
+    *, preferences: UserPreferences, staff: User, reason: str
 ) -> TranscriptAccess:
     """A staff member read a user's default system prompt: logged like a transcript."""
     return TranscriptAccess.objects.create(
@@ -82,7 +82,7 @@ def system_prompt_read_record(
 def conversation_review_update(
     *,
     conversation: Conversation,
-    reviewer: AbstractBaseUser,
+    reviewer: User,
     note: str | None = None,
     flagged: bool | None = None,
     mark_reviewed: bool = False,

@@ -5,10 +5,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from conversations.attachments import selectors as attachment_selectors
 from conversations.chat.selectors import thread_path
 from conversations.models import Conversation, Message, ShareLink
 
@@ -30,12 +31,23 @@ def share_token_digest(*, token: str) -> str:
 
 
 def share_snapshot_build(
-    *, conversation: Conversation, include_system_prompt: bool, include_thinking: bool
+    *,
+    conversation: Conversation,
+    include_system_prompt: bool,
+    include_thinking: bool,
+    include_attachments: bool = False,
 ) -> ShareSnapshot:
     """Exactly what a link publishes: the finished messages of the branch on screen, without
-    ids, usage, error details or (unless asked) the system prompt and thinking text."""
+    ids, usage, error details or (unless asked) the system prompt, thinking text and
+    attachments."""
     messages = []
-    for message in thread_path(conversation=conversation):
+    thread = thread_path(conversation=conversation)
+    attachments = (
+        attachment_selectors.attachments_by_message(message_ids=[m.id for m in thread])
+        if include_attachments
+        else {}
+    )
+    for message in thread:
         if message.status == Message.Status.STREAMING:
             continue
         messages.append(
@@ -57,6 +69,10 @@ def share_snapshot_build(
                     and str(c.get("url", "")).lower().startswith(("https://", "http://"))
                 ],
                 "finish_reason": message.finish_reason,
+                "attachments": [
+                    attachment_selectors.attachment_summary(attachment=attachment)
+                    for attachment in attachments.get(message.id, [])
+                ],
             }
         )
     return ShareSnapshot(
@@ -76,9 +92,7 @@ def share_link_live_for_conversation(*, conversation: Conversation) -> ShareLink
     )
 
 
-def share_link_get_for_user(
-    *, link_id: uuid.UUID | str, user: AbstractBaseUser
-) -> ShareLink | None:
+def share_link_get_for_user(*, link_id: uuid.UUID | str, user: User) -> ShareLink | None:
     if not user.is_authenticated:
         return None
     try:
@@ -89,7 +103,7 @@ def share_link_get_for_user(
         return None
 
 
-def share_link_list_for_user(*, user: AbstractBaseUser) -> QuerySet[ShareLink]:
+def share_link_list_for_user(*, user: User) -> QuerySet[ShareLink]:
     return (
         ShareLink.objects.filter(conversation__owner=user)
         .select_related("conversation")

@@ -5,7 +5,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -25,6 +25,7 @@ SHARE_EXPIRY_DAYS = (0, 1, 7, 30)
 class ShareOptions:
     include_system_prompt: bool = False
     include_thinking: bool = False
+    include_attachments: bool = False
     visibility: str = ShareLink.Visibility.ANYONE
     expiry_days: int = 0
 
@@ -40,10 +41,12 @@ def _share_apply(*, link: ShareLink, conversation: Conversation, options: ShareO
         conversation=conversation,
         include_system_prompt=options.include_system_prompt,
         include_thinking=options.include_thinking,
+        include_attachments=options.include_attachments,
     )
     now = timezone.now()
     link.include_system_prompt = options.include_system_prompt
     link.include_thinking = options.include_thinking
+    link.include_attachments = options.include_attachments
     link.visibility = options.visibility
     link.expiry_days = options.expiry_days
     link.expires_at = (
@@ -56,7 +59,7 @@ def _share_apply(*, link: ShareLink, conversation: Conversation, options: ShareO
 
 
 def share_link_create(
-    *, conversation_id: uuid.UUID | str, user: AbstractBaseUser, options: ShareOptions
+    *, conversation_id: uuid.UUID | str, user: User, options: ShareOptions
 ) -> tuple[ShareLink, str]:
     """Publish the branch on screen. Returns the link and its token; raises
     Conversation.DoesNotExist unless the user owns the conversation."""
@@ -74,7 +77,7 @@ def share_link_create(
 
 
 def share_link_publish(
-    *, conversation_id: uuid.UUID | str, user: AbstractBaseUser, options: ShareOptions
+    *, conversation_id: uuid.UUID | str, user: User, options: ShareOptions
 ) -> tuple[ShareLink, bool]:
     """What the dialog's button does: update the conversation's live link, or create one.
     The decision is taken under the conversation's row lock, so two clicks racing each other
@@ -88,9 +91,7 @@ def share_link_publish(
     return link, True
 
 
-def share_link_update(
-    *, link_id: uuid.UUID | str, user: AbstractBaseUser, options: ShareOptions
-) -> ShareLink:
+def share_link_update(*, link_id: uuid.UUID | str, user: User, options: ShareOptions) -> ShareLink:
     """Refresh the snapshot and options under the same URL. Only a live link can be updated:
     a revoked one stays dead. Raises ShareLink.DoesNotExist for anyone but the owner."""
     with transaction.atomic():
@@ -104,7 +105,7 @@ def share_link_update(
     return link
 
 
-def share_link_revoke(*, link_id: uuid.UUID | str, user: AbstractBaseUser) -> ShareLink:
+def share_link_revoke(*, link_id: uuid.UUID | str, user: User) -> ShareLink:
     """The link answers 404 from now on. Raises ShareLink.DoesNotExist for anyone but the
     owner; revoking twice keeps the first time."""
     link = ShareLink.objects.get(id=link_id, conversation__owner=user)
@@ -120,13 +121,23 @@ def share_link_record_view(*, link: ShareLink) -> None:
     ShareLink.objects.filter(id=link.id).update(view_count=F("view_count") + 1)
 
 
-def conversation_create_from_share(*, link: ShareLink, owner: AbstractBaseUser) -> Conversation:
+COPY_SUFFIX = " (copy)"
+
+
+def copy_title(*, title: str) -> str:
+    """A copy says it is one ("Rust lifetimes (copy)"), within the title's length."""
+    room = (Conversation._meta.get_field("title").max_length or 200) - len(COPY_SUFFIX)
+    base = title if len(title) <= room else title[: room - 1].rstrip() + "…"
+    return base + COPY_SUFFIX
+
+
+def conversation_create_from_share(*, link: ShareLink, owner: User) -> Conversation:
     """Continue this conversation: a new conversation of the viewer's own, holding a copy of
     the published messages (never anything the snapshot left out)."""
     with transaction.atomic():
         conversation = Conversation.objects.create(
             owner=owner,
-            title=link.title[: Conversation._meta.get_field("title").max_length],
+            title=copy_title(title=link.title),
             system_prompt=link.system_prompt,
         )
         parent: Message | None = None

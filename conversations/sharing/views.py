@@ -13,13 +13,16 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from conversations.chat import selectors
+from conversations.http import AuthenticatedHttpRequest
 from conversations.models import Conversation, ShareLink
 from conversations.sharing import selectors as sharing_selectors
 from conversations.sharing import services as sharing_services
 from conversations.sharing.forms import ShareOptionsForm
 
+NOTHING_TO_SHARE = "Nothing to share yet: send a message first, then create the link."
 
-def _owned_conversation(request: HttpRequest, conversation_id: str) -> Conversation:
+
+def _owned_conversation(request: AuthenticatedHttpRequest, conversation_id: str) -> Conversation:
     conversation = selectors.conversation_get_for_user(
         conversation_id=conversation_id, user=request.user
     )
@@ -35,7 +38,7 @@ def _share_url(request: HttpRequest, link: ShareLink | None) -> str:
 
 
 def _dialog(
-    request: HttpRequest,
+    request: AuthenticatedHttpRequest,
     conversation: Conversation,
     *,
     form: ShareOptionsForm | None = None,
@@ -48,6 +51,7 @@ def _dialog(
         conversation=conversation,
         include_system_prompt=bool(options.get("include_system_prompt")),
         include_thinking=bool(options.get("include_thinking")),
+        include_attachments=bool(options.get("include_attachments")),
     )
     context = {
         "conversation": conversation,
@@ -63,7 +67,7 @@ def _dialog(
 
 @require_http_methods(["GET", "POST"])
 @login_required
-def share_dialog(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def share_dialog(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     """GET: the dialog. POST: create the link, or update the live one under the same URL."""
     conversation = _owned_conversation(request, conversation_id)
     if request.method == "GET":
@@ -71,6 +75,10 @@ def share_dialog(request: HttpRequest, conversation_id: str) -> HttpResponse:
     form = ShareOptionsForm(request.POST)
     if not form.is_valid():
         return _dialog(request, conversation, form=form, notice="Check the options below.")
+    if not sharing_selectors.share_snapshot_build(
+        conversation=conversation, include_system_prompt=False, include_thinking=False
+    ).messages:
+        return _dialog(request, conversation, form=form, notice=NOTHING_TO_SHARE)
     _, created = sharing_services.share_link_publish(
         conversation_id=conversation.id, user=request.user, options=form.options()
     )
@@ -85,7 +93,7 @@ def share_dialog(request: HttpRequest, conversation_id: str) -> HttpResponse:
 
 @require_GET
 @login_required
-def share_preview(request: HttpRequest, conversation_id: str) -> HttpResponse:
+def share_preview(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     conversation = _owned_conversation(request, conversation_id)
     form = ShareOptionsForm(request.GET)
     form.is_valid()
@@ -94,13 +102,14 @@ def share_preview(request: HttpRequest, conversation_id: str) -> HttpResponse:
         conversation=conversation,
         include_system_prompt=bool(options.get("include_system_prompt")),
         include_thinking=bool(options.get("include_thinking")),
+        include_attachments=bool(options.get("include_attachments")),
     )
     return render(request, "sharing/_share_preview.html", {"preview": preview})
 
 
 @require_POST
 @login_required
-def share_link_revoke(request: HttpRequest, link_id: str) -> HttpResponse:
+def share_link_revoke(request: AuthenticatedHttpRequest, link_id: str) -> HttpResponse:
     link = sharing_selectors.share_link_get_for_user(link_id=link_id, user=request.user)
     if link is None:
         raise Http404("No such link.")
@@ -114,7 +123,7 @@ def share_link_revoke(request: HttpRequest, link_id: str) -> HttpResponse:
 
 @require_GET
 @login_required
-def shared_links(request: HttpRequest) -> HttpResponse:
+def shared_links(request: AuthenticatedHttpRequest) -> HttpResponse:
     links = sharing_selectors.share_link_list_for_user(user=request.user)
     rows = [{"link": link, "url": _share_url(request, link)} for link in links]
     return render(request, "sharing/links.html", {"rows": rows})

@@ -74,26 +74,30 @@
     return Date.now().toString(36) + Math.random().toString(36).slice(2);
   }
 
-  // Scrolling: follow the stream unless the reader has scrolled up; then offer a way back.
+  // Scrolling: only the transcript scrolls (the page itself never does), and it follows the
+  // stream unless the reader has scrolled up; then it offers a way back.
   function nearBottom() {
-    var scroller = document.scrollingElement;
-    return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < NEAR_BOTTOM_PX;
+    var transcript = $("transcript");
+    if (!transcript) return true;
+    return transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < NEAR_BOTTOM_PX;
   }
 
   function scrollToLatest() {
-    window.scrollTo(0, document.scrollingElement.scrollHeight);
+    var transcript = $("transcript");
+    if (transcript) transcript.scrollTop = transcript.scrollHeight;
     var jump = $("jump-latest");
     if (jump) jump.hidden = true;
   }
 
   function bindScrolling() {
     var jump = $("jump-latest");
-    if (!jump) return;
+    var transcript = $("transcript");
+    if (!jump || !transcript) return;
     jump.addEventListener("click", function () {
       scrollToLatest();
       $("message").focus();
     });
-    window.addEventListener(
+    transcript.addEventListener(
       "scroll",
       function () {
         if (nearBottom()) jump.hidden = true;
@@ -151,6 +155,7 @@
       }
       updateStreamingState();
       foldThinking();
+      nameActions();
       var title = $("chat-title");
       if (title) document.title = title.textContent + " · chatsite";
       if (followStream) {
@@ -201,17 +206,6 @@
   function showComposerError(text) {
     var error = $("composer-error");
     if (error) error.textContent = text;
-  }
-
-  function copyText(text, button) {
-    if (!navigator.clipboard) return;
-    navigator.clipboard.writeText(text).then(function () {
-      var label = button.textContent;
-      button.textContent = "Copied";
-      setTimeout(function () {
-        button.textContent = label;
-      }, 1500);
-    });
   }
 
   function rawContent(article) {
@@ -303,7 +297,7 @@
       if (codeCopy) {
         var block = codeCopy.closest(".codeblock");
         var pre = block && block.querySelector("pre");
-        if (pre) copyText(pre.innerText, codeCopy);
+        if (pre) window.chatsite.copyText(pre.innerText, codeCopy);
         return;
       }
       var button = event.target.closest("#transcript [data-action]");
@@ -312,7 +306,7 @@
       var id = article.getAttribute("data-message-id");
       var action = button.getAttribute("data-action");
       if (action === "copy") {
-        copyText(rawContent(article), button);
+        window.chatsite.copyText(rawContent(article), button);
       } else if (action === "edit") {
         openEditor(article);
       } else if (action === "edit-cancel") {
@@ -320,7 +314,10 @@
       } else if (action === "edit-send") {
         var text = article.querySelector(".edit-box textarea").value;
         if (text.trim() === "") return;
-        sendAction("edit", { message_id: id, message: text });
+        var edit = { message_id: id, message: text };
+        // Lets attachments.js say which of the message's files the new version keeps.
+        article.dispatchEvent(new CustomEvent("chat:edit-frame", { bubbles: true, detail: edit }));
+        sendAction("edit", edit);
       } else if (action === "more") {
         showMore(article, button);
       } else if (action === "switch") {
@@ -328,6 +325,28 @@
       } else {
         sendAction(action, { message_id: id });
       }
+    });
+  }
+
+  // Every Copy / Edit / Copy code button says which message it acts on ("Copy Claude's reply
+  // 3"), counted in the order on screen, so a screen reader's list of buttons is not a column
+  // of identical names.
+  function nameActions() {
+    var counts = { user: 0, assistant: 0 };
+    document.querySelectorAll("#transcript article[data-role]").forEach(function (article) {
+      var role = article.getAttribute("data-role");
+      if (!(role in counts)) return;
+      counts[role] += 1;
+      var which = role === "user" ? "your prompt " + counts[role] : "Claude's reply " + counts[role];
+      var copy = article.querySelector('[data-action="copy"]');
+      if (copy) copy.setAttribute("aria-label", "Copy " + which);
+      var edit = article.querySelector('[data-action="edit"]');
+      if (edit) edit.setAttribute("aria-label", "Edit " + which);
+      var codes = article.querySelectorAll(".copy-code");
+      codes.forEach(function (button, index) {
+        var block = codes.length > 1 ? " (block " + (index + 1) + ")" : "";
+        button.setAttribute("aria-label", "Copy code from " + which + block);
+      });
     });
   }
 
@@ -421,6 +440,8 @@
       opener.addEventListener("click", function () {
         var dialog = $(opener.getAttribute("data-dialog"));
         if (!dialog) return;
+        var menu = opener.closest("details");
+        if (menu) menu.open = false;
         dialog.showModal();
         var input = dialog.querySelector("input[type=text]");
         if (input) input.select();
@@ -440,10 +461,47 @@
     });
   }
 
+  // Notices the user may dismiss stay dismissed (per notice, in this browser).
+  function bindNotices() {
+    document.querySelectorAll("[data-dismiss-key]").forEach(function (notice) {
+      var key = "chatsite-dismissed-" + notice.getAttribute("data-dismiss-key");
+      try {
+        if (localStorage.getItem(key)) notice.hidden = true;
+      } catch (e) {
+        // Storage unavailable: the notice shows until dismissed on this page.
+      }
+      var close = notice.querySelector("[data-dismiss]");
+      if (!close) return;
+      close.addEventListener("click", function () {
+        notice.hidden = true;
+        try {
+          localStorage.setItem(key, "1");
+        } catch (e) {
+          // As above.
+        }
+        var message = $("message");
+        if (message) message.focus();
+      });
+    });
+  }
+
+  // A search result links to the message it matched (#msg-<id>): open the transcript there and
+  // mark it, rather than at the end.
+  function showLinkedMessage() {
+    var match = /^#(msg-[0-9a-f-]{36})$/.exec(window.location.hash);
+    var article = match && document.getElementById(match[1]);
+    if (!article || !article.matches("#transcript article")) return;
+    article.scrollIntoView({ block: "center" });
+    article.classList.add("is-highlighted");
+    article.addEventListener("animationend", function () {
+      article.classList.remove("is-highlighted");
+    }, { once: true });
+  }
+
   // Deferred scripts run once the document is parsed but before htmx initialises on
-  // DOMContentLoaded: start at the latest message now, so the "load older messages" sentinel
-  // at the top is not already revealed when htmx looks at it.
-  if ($("transcript")) window.scrollTo(0, document.scrollingElement.scrollHeight);
+  // DOMContentLoaded: start the transcript at the latest message now, so the "load older
+  // messages" sentinel at its top is not already in view when htmx looks at it.
+  scrollToLatest();
 
   document.addEventListener("DOMContentLoaded", function () {
     bindComposer();
@@ -454,7 +512,11 @@
     bindMenu();
     bindDialogs();
     bindOptions();
+    bindNotices();
     updateStreamingState();
+    nameActions();
+    document.body.addEventListener("htmx:afterSettle", nameActions);
     scrollToLatest();
+    showLinkedMessage();
   });
 })();

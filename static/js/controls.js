@@ -35,25 +35,30 @@
     if (input && output) output.textContent = Number(input.value).toFixed(2);
   }
 
-  // Which sampling parameter is sent: the profile says whether the model takes one of them
-  // only; moving a slider selects it.
+  // Which sampling parameter is sent: one segmented choice (default / temperature / top P)
+  // offering only what the model takes, and only the chosen parameter's slider shows. The
+  // sliders and the choice share one description (#sampling-hint) saying what is sent.
+  function samplingMode() {
+    var checked = document.querySelector('input[name="sampling"]:checked');
+    return checked ? checked.value : "default";
+  }
+
   function setSampling(mode) {
-    var sampling = $("sampling");
     var profile = currentProfile();
-    if (!sampling || !profile) return;
+    if (!profile) return;
     if (mode !== "default" && !profile[mode]) mode = "default";
-    sampling.value = mode;
-    var thinks = thinking(profile);
+    var radio = $("sampling-" + mode);
+    if (radio) radio.checked = true;
     document.querySelectorAll("[data-sampling-control]").forEach(function (control) {
-      var name = control.getAttribute("data-sampling-control");
-      var inactive = (profile.sampling_exclusive && mode !== name) || (name === "temperature" && thinks);
-      control.classList.toggle("control--inactive", inactive);
+      control.hidden = control.getAttribute("data-sampling-control") !== mode;
     });
     // The slider keeps the model's full range: the server says what thinking allows, in words.
+    var thinks = thinking(profile);
     var span = profile.top_p_while_thinking;
     var hint = $("sampling-hint");
     if (!hint) return;
-    if (!profile.temperature && !profile.top_p) hint.textContent = "";
+    hint.hidden = !profile.temperature && !profile.top_p;
+    if (hint.hidden) hint.textContent = "";
     else if (mode === "default") hint.textContent = "Model defaults: neither temperature nor Top P is sent.";
     else if (mode === "temperature" && thinks) hint.textContent = "With reasoning on, temperature is not sent (thinking uses 1).";
     else if (mode === "temperature") hint.textContent = "Sending temperature; Top P is not sent.";
@@ -61,12 +66,18 @@
     else hint.textContent = "Sending Top P; temperature is not sent.";
   }
 
+  // The choice offers a parameter only when the model takes it, and its slider spans the
+  // model's range.
   function applyRange(name, span) {
-    var control = document.querySelector('[data-sampling-control="' + name + '"]');
+    var option = $("sampling-" + name);
+    var label = document.querySelector('label[for="sampling-' + name + '"]');
     var input = $(name);
-    if (!control || !input) return;
-    control.hidden = !span;
-    if (!span) return;
+    if (option) {
+      option.hidden = !span;
+      option.disabled = !span;
+    }
+    if (label) label.hidden = !span;
+    if (!span || !input) return;
     input.min = String(span.min);
     input.max = String(span.max);
     clamp(input, span.min, span.max);
@@ -87,6 +98,8 @@
     applyRange("temperature", profile.temperature);
     applyRange("top_p", profile.top_p);
     setReason("sampling-reason", profile.sampling_reason);
+    var choice = document.querySelector("[data-sampling-choice]");
+    if (choice) choice.hidden = Boolean(profile.sampling_reason);
     var reset = $("reset-sampling");
     if (reset) reset.hidden = Boolean(profile.sampling_reason);
     var reasoning = $("reasoning_effort");
@@ -97,9 +110,11 @@
     var maxTokens = $("max_tokens");
     if (maxTokens) {
       maxTokens.max = String(profile.max_output_tokens);
-      clamp(maxTokens, 1, profile.max_output_tokens);
+      maxTokens.placeholder = "default (" + profile.default_max_tokens + ")";
+      // Blank stays blank: it asks for the model's default.
+      if (maxTokens.value !== "") clamp(maxTokens, 1, profile.max_output_tokens);
     }
-    setSampling($("sampling").value);
+    setSampling(samplingMode());
   }
 
   function bind() {
@@ -113,23 +128,31 @@
     });
     temperature.addEventListener("input", function () {
       showValue("temperature");
-      setSampling("temperature");
     });
     topP.addEventListener("input", function () {
       showValue("top_p");
-      setSampling("top_p");
     });
-    reasoning.addEventListener("change", function () {
-      setSampling($("sampling").value);
+    document.querySelectorAll('input[name="sampling"]').forEach(function (radio) {
+      radio.addEventListener("change", function () {
+        setSampling(samplingMode());
+      });
     });
-    $("reset-sampling").addEventListener("click", function () {
-      var profile = currentProfile();
-      temperature.value = String(profile && profile.temperature ? profile.temperature.default : 1);
-      topP.value = String(profile && profile.top_p ? profile.top_p.default : 1);
-      showValue("temperature");
-      showValue("top_p");
-      setSampling("default");
-    });
+    if (reasoning) {
+      reasoning.addEventListener("change", function () {
+        setSampling(samplingMode());
+      });
+    }
+    var reset = $("reset-sampling");
+    if (reset) {
+      reset.addEventListener("click", function () {
+        var profile = currentProfile();
+        temperature.value = String(profile && profile.temperature ? profile.temperature.default : 1);
+        topP.value = String(profile && profile.top_p ? profile.top_p.default : 1);
+        showValue("temperature");
+        showValue("top_p");
+        setSampling("default");
+      });
+    }
     applyProfile(currentProfile());
   }
 

@@ -6,23 +6,6 @@
     return document.getElementById("share-dialog");
   }
 
-  function copyText(text, button, doneLabel) {
-    var original = button.textContent;
-    function done() {
-      button.textContent = doneLabel;
-      setTimeout(function () {
-        button.textContent = original;
-      }, 1500);
-    }
-    if (navigator.clipboard && window.isSecureContext) {
-      navigator.clipboard.writeText(text).then(done, function () {});
-    } else {
-      // Plain http on a LAN has no Clipboard API; selecting lets the user press Ctrl+C.
-      var input = document.getElementById(button.getAttribute("data-copy-from"));
-      if (input) input.select();
-    }
-  }
-
   document.addEventListener("htmx:afterSwap", function (event) {
     var box = dialog();
     if (!box || event.target.id !== "share-dialog-body") return;
@@ -48,14 +31,14 @@
     var copy = event.target.closest("[data-copy-from]");
     if (copy) {
       var input = document.getElementById(copy.getAttribute("data-copy-from"));
-      if (input) copyText(input.value, copy, "Copied");
+      if (input) window.chatsite.copyText(input.value, copy, input);
       return;
     }
     // The chat page binds its own code-copy buttons; the shared page has no chat.js.
     var code = event.target.closest(".page-shared .copy-code");
     if (code) {
       var pre = code.closest(".codeblock").querySelector("pre");
-      if (pre) copyText(pre.innerText, code, "Copied");
+      if (pre) window.chatsite.copyText(pre.innerText, code);
     }
   });
 
