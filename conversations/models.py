@@ -70,6 +70,12 @@ class Conversation(TurnSettingsFields):
     )
     context_trimmed_at = models.DateTimeField(null=True, blank=True)
 
+    # Set by the owner: pinned conversations head the sidebar (most recently pinned first);
+    # archived ones leave the sidebar and search until unarchived. Neither touches updated_at,
+    # which is the conversation's last activity.
+    pinned_at = models.DateTimeField(null=True, blank=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         ordering = ["-updated_at"]
         indexes = [models.Index(fields=["owner", "-updated_at"])]
@@ -155,6 +161,33 @@ class Message(models.Model):
     @property
     def is_streaming(self) -> bool:
         return self.status == self.Status.STREAMING
+
+
+class MessageFeedback(models.Model):
+    """The owner's thumbs up or down on one reply, with an optional comment. The comment is
+    written by the user, so it is content: staff read it only in the reason-gated transcript."""
+
+    class Rating(models.TextChoices):
+        UP = "up", "Good reply"
+        DOWN = "down", "Bad reply"
+
+    COMMENT_MAX_CHARS = 1000
+
+    message = models.OneToOneField(
+        Message, on_delete=models.CASCADE, primary_key=True, related_name="feedback"
+    )
+    rating = models.CharField(max_length=8, choices=Rating, db_index=True)
+    comment = models.TextField(blank=True, max_length=COMMENT_MAX_CHARS)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "reply feedback"
+        verbose_name_plural = "reply feedback"
+
+    def __str__(self) -> str:
+        # Never the comment: the admin prints str() where no reason was given.
+        return f"feedback on {self.message}"
 
 
 class ShareLink(models.Model):

@@ -2,7 +2,7 @@ from django.urls import include, path
 
 from conversations.catalogue import views as views_context
 from conversations.chat import exports as views_export
-from conversations.chat import views
+from conversations.chat import organise, views
 from conversations.sharing import views as views_sharing
 
 urlpatterns = [
@@ -79,6 +79,15 @@ urlpatterns = [
         name="conversation_context_continue",
     ),
     path("", include("conversations.attachments.urls")),
+    # Keeping conversations in order, and feedback on replies.
+    path("c/<uuid:conversation_id>/pin/", organise.conversation_pin, name="conversation_pin"),
+    path(
+        "c/<uuid:conversation_id>/archive/",
+        organise.conversation_archive,
+        name="conversation_archive",
+    ),
+    path("archived/", organise.archived, name="archived"),
+    path("m/<uuid:message_id>/feedback/", organise.message_feedback, name="message_feedback"),
     # Browsers ask for /favicon.ico whatever the page says; answer instead of logging a 404.
     path("favicon.ico", views.favicon),
 ]

@@ -15,6 +15,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
+from conversations.chat import services as chat_services
 from conversations.models import (
     Conversation,
     LoginThrottle,
@@ -35,7 +36,14 @@ THINKING_CANARY = "canary-thinking-2323"
 TITLE_CANARY = "canary-title-4412"
 SYSTEM_PROMPT_CANARY = "canary-system-9090"
 PREFERENCE_CANARY = "canary-preference-5151"
-CONTENT_CANARIES = (MESSAGE_CANARY, THINKING_CANARY, SYSTEM_PROMPT_CANARY, PREFERENCE_CANARY)
+FEEDBACK_CANARY = "canary-feedback-7373"
+CONTENT_CANARIES = (
+    MESSAGE_CANARY,
+    THINKING_CANARY,
+    SYSTEM_PROMPT_CANARY,
+    PREFERENCE_CANARY,
+    FEEDBACK_CANARY,
+)
 MODELS = (
     "conversation",
     "conversationreview",
@@ -45,6 +53,7 @@ MODELS = (
     "userquota",
     "loginthrottle",
     "usagerecord",
+    "messagefeedback",
 )
 MAX_PAGES = 250
 
@@ -55,7 +64,13 @@ def seeded(make_user) -> dict[str, object]:
     conversation = Conversation.objects.create(
         owner=owner, title=TITLE_CANARY, system_prompt=SYSTEM_PROMPT_CANARY
     )
-    add_turn(conversation, f"remember: {MESSAGE_CANARY}", MESSAGE_CANARY, reasoning=THINKING_CANARY)
+    reply = add_turn(
+        conversation, f"remember: {MESSAGE_CANARY}", MESSAGE_CANARY, reasoning=THINKING_CANARY
+    )
+    # The owner's comment on a reply is content too.
+    chat_services.message_feedback_set(
+        message_id=reply.id, owner=owner, rating="down", comment=FEEDBACK_CANARY
+    )
     sharing_services.share_link_create(
         conversation_id=conversation.id,
         user=owner,
@@ -93,6 +108,7 @@ def _seed_urls(seeded: dict[str, object]) -> list[str]:
         "/admin/",
         f"{CHANGELIST}?q=4831",
         f"{CHANGELIST}?q=canary",
+        f"{CHANGELIST}?negative_feedback=yes",
         f"{CHANGELIST}{conversation.pk}/change/",
         f"{CHANGELIST}{conversation.pk}/history/",
         f"{CHANGELIST}{conversation.pk}/delete/",

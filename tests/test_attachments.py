@@ -14,7 +14,7 @@ from conversations.attachments import selectors, services
 from conversations.attachments.models import Attachment, MessageAttachment
 from conversations.attachments.validation import AttachmentRefused, filename_clean
 from conversations.chat import services as chat_services
-from conversations.models import TranscriptAccess
+from conversations.models import Conversation, TranscriptAccess
 from conversations.sharing import services as sharing_services
 from conversations.sharing.services import ShareOptions
 from tests import attachment_files as files
@@ -307,6 +307,87 @@ def test_share_token_does_not_open_other_attachments(user: Any) -> None:
     unpublished = services.attachment_upload(owner=user, data=files.pdf(), filename="x.pdf")
     url = reverse("shared_attachment_file", args=[token, unpublished.id])
     assert Client().get(url).status_code == 404
+
+
+def _continue(viewer: Any, token: str) -> Any:
+    client = Client()
+    client.force_login(viewer)
+    return client, client.post(reverse("shared_continue", args=[token]))
+
+
+def test_continue_copies_the_published_files_as_the_viewers_own(
+    user: Any, make_user: Any, media: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    original, token, link = _shared(user, include_attachments=True)
+    bob = make_user("bob")
+
+    client, response = _continue(bob, token)
+
+    assert response.status_code == 302
+    copy_conversation = Conversation.objects.get(owner=bob)
+    first = copy_conversation.messages.get(role="user")
+    [copy] = [link.attachment for link in MessageAttachment.objects.filter(message=first)]
+    assert first.attachment_count == 1
+    assert copy.owner == bob and copy.id != original.id
+    assert copy.storage_name.startswith(f"attachments/{bob.pk}/")
+    assert selectors.attachment_read(attachment=copy) == selectors.attachment_read(
+        attachment=original
+    )
+    # The copier opens their copy, never the owner's row.
+    assert client.get(reverse("attachment_file", args=[copy.id])).status_code == 200
+    assert client.get(reverse("attachment_thumbnail", args=[copy.id])).status_code == 200
+    assert client.get(reverse("attachment_file", args=[original.id])).status_code == 404
+    assert selectors.attachment_bytes_for_user(user=bob) == copy.size
+
+    # The owner deleting theirs leaves the copy whole.
+    with django_capture_on_commit_callbacks(execute=True):
+        chat_services.conversation_delete(conversation_id=link.conversation_id, owner=user)
+    assert not Attachment.objects.filter(id=original.id).exists()
+    assert client.get(reverse("attachment_file", args=[copy.id])).status_code == 200
+
+
+def test_continue_copies_no_files_unless_the_link_published_them(user: Any, make_user: Any) -> None:
+    _, token, _ = _shared(user, include_attachments=False)
+    bob = make_user("bob")
+
+    _, response = _continue(bob, token)
+
+    assert response.status_code == 302
+    first = Conversation.objects.get(owner=bob).messages.get(role="user")
+    assert first.attachment_count == 0
+    assert not Attachment.objects.filter(owner=bob).exists()
+
+
+def test_continue_takes_only_the_link_owners_files(user: Any, make_user: Any) -> None:
+    _, token, link = _shared(user, include_attachments=True)
+    carol = make_user("carol")
+    theirs = services.attachment_upload(owner=carol, data=files.pdf(), filename="carol.pdf")
+    # A snapshot naming someone else's file (it cannot be made so, but the ids are data).
+    link.messages[0]["attachments"].append({"id": str(theirs.id)})
+    link.save(update_fields=["messages"])
+    bob = make_user("bob")
+
+    _continue(bob, token)
+
+    copies = Attachment.objects.filter(owner=bob)
+    assert [a.filename for a in copies] == ["cat.png"]
+
+
+def test_continue_over_the_viewers_quota_is_refused_and_leaves_nothing(
+    user: Any, make_user: Any, media: Any, settings: Any
+) -> None:
+    _, token, _ = _shared(user, include_attachments=True)
+    bob = make_user("bob")
+    settings.CHAT_ATTACHMENT_QUOTA_BYTES = 10
+    before = stored_files(media)
+
+    _, response = _continue(bob, token)
+
+    assert response.status_code == 409
+    assert "do not fit in your storage" in response.content.decode()
+    assert not Conversation.objects.filter(owner=bob).exists()
+    assert not Attachment.objects.filter(owner=bob).exists()
+    assert stored_files(media) == before
 
 
 def test_staff_needs_a_reason_and_each_file_access_is_logged(user: Any, make_user: Any) -> None:

@@ -129,3 +129,26 @@ async def test_demo_acknowledges_attachments(demo: UpstreamClient, style: Reques
     [usage] = [e for e in events if isinstance(e, Usage)]
     # The image counts as Claude would count it: width × height / 750 tokens.
     assert usage.prompt_tokens is not None and usage.prompt_tokens >= 1500
+
+
+@pytest.mark.parametrize("style", list(RequestStyle))
+def test_a_stopped_replys_estimate_counts_files_as_claude_does_not_by_base64(
+    style: RequestStyle,
+) -> None:
+    from conversations.accounts import limits
+
+    image = ImagePart("image/png", b"\x89PNG" + bytes(1_000_000))
+    document = DocumentPart(b"%PDF-1.7" + bytes(500_000), "r.pdf")
+    named = "Attached files: cat.png (image, 1568×1568 px); r.pdf (PDF, 3 pages)"
+    body = build_payload(
+        profile=SONNET_4_5,
+        options=TurnOptions(model="m", max_tokens=100),
+        messages=[{"role": "user", "content": [image, document, TextPart(named), TextPart("Hi")]}],
+        dialect=Dialect.of(style),
+    ).body
+
+    estimate = limits.usage_estimate(payload=body, written="")
+
+    # One image, three PDF pages, and the words; the base64 alone would be 400,000+ tokens.
+    expected = limits.IMAGE_TOKENS_ESTIMATE + 3 * limits.PDF_PAGE_TOKENS_ESTIMATE
+    assert expected < estimate.prompt_tokens < expected + 50

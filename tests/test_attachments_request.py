@@ -17,8 +17,11 @@ from conversations.chat.services import conversation_create
 from conversations.models import Message
 from conversations.realtime import runtime
 from tests import attachment_files as files
+from tests.factories import MODEL, finish, turn_with_attachments
 from tests.test_consumers import SEND, receive_until
 from tests.upstream_server import FakeUpstream, Stream, gateway_chunks
+
+CONTROLS = {k: v for k, v in SEND.items() if k not in ("action", "message")}
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -269,3 +272,183 @@ async def test_an_edit_for_a_model_without_vision_must_drop_the_image(
     [_, request] = upstream.streamed_requests
     assert request.json["messages"] == [{"role": "user", "content": "Describe it"}]
     await comm.disconnect()
+
+
+# --- Every way a reply is asked for checks the files its request carries again ------------
+
+
+async def _conversation_with_image(
+    user: Any, *, model: str = MODEL, status: str = "complete"
+) -> tuple[Any, Message]:
+    """A conversation whose first message carries an image, answered (or failed, stopped)."""
+    image = await _upload(user, files.png(), "cat.png")
+    conversation = await database_sync_to_async(conversation_create)(owner=user)
+    started = await database_sync_to_async(turn_with_attachments)(
+        conversation, "What is this?", [image], model=model
+    )
+    outcome = {"status": status} if status != "complete" else {}
+    reply = await database_sync_to_async(finish)(started.reply, "A cat, I think", **outcome)
+    return conversation, reply
+
+
+async def _refused(user: Any, conversation: Any, frame: dict[str, Any]) -> str:
+    comm = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/c/{conversation.id}/")
+    comm.scope["user"] = user
+    assert (await comm.connect())[0]
+    await comm.send_to(text_data=json.dumps(frame))
+    frames = await receive_until(comm, "composer-error")
+    await comm.disconnect()
+    return frames
+
+
+@pytest.mark.parametrize(
+    ("action", "status"), [("regenerate", "complete"), ("continue", "stopped")]
+)
+async def test_regenerate_and_continue_on_a_model_without_vision_are_refused_in_words(
+    upstream: FakeUpstream, user: Any, text_only_model: str, action: str, status: str
+) -> None:
+    conversation, reply = await _conversation_with_image(user, status=status)
+    before = await Message.objects.filter(conversation=conversation).acount()
+
+    frame = {**CONTROLS, "action": action, "message_id": str(reply.id), "model": text_only_model}
+    frames = await _refused(user, conversation, frame)
+
+    assert "already holds files" in frames
+    assert "Text-only model cannot read images" in frames
+    assert await Message.objects.filter(conversation=conversation).acount() == before
+    assert upstream.streamed_requests == []
+
+
+async def test_retry_refuses_once_the_model_no_longer_reads_images(
+    upstream: FakeUpstream, user: Any, settings: Any, tmp_path: Any
+) -> None:
+    models = tmp_path / "models.json"
+    entry = {"id": TEXT_ONLY, "kind": "claude-4", "display_name": "Text-only model"}
+    models.write_text(json.dumps([entry]))
+    settings.CHAT_MODELS_FILE = str(models)
+    conversation, failed = await _conversation_with_image(user, model=TEXT_ONLY, status="error")
+    # The operator learns the model reads no images.
+    models.write_text(json.dumps([{**entry, "vision": False}]))
+
+    frame = {**CONTROLS, "action": "retry", "message_id": str(failed.id)}
+    frames = await _refused(user, conversation, frame)
+
+    assert "Text-only model cannot read images" in frames
+    assert await Message.objects.filter(conversation=conversation).acount() == 2
+    assert upstream.streamed_requests == []
+
+
+async def test_editing_a_later_message_checks_the_files_of_earlier_turns(
+    upstream: FakeUpstream, user: Any, text_only_model: str
+) -> None:
+    conversation, _ = await _conversation_with_image(user)
+    later = await database_sync_to_async(turn_with_attachments)(conversation, "And this?", [])
+    await database_sync_to_async(finish)(later.reply, "Still a cat.")
+
+    frame = {
+        **CONTROLS,
+        "action": "edit",
+        "message_id": str(later.user_message.id),
+        "message": "Describe it",
+        "model": text_only_model,
+    }
+    frames = await _refused(user, conversation, frame)
+
+    assert "already holds files" in frames
+    assert "Text-only model cannot read images" in frames
+    assert await Message.objects.filter(conversation=conversation).acount() == 4
+    assert upstream.streamed_requests == []
+
+
+async def test_regenerate_checks_the_request_limits_again(
+    upstream: FakeUpstream, user: Any, settings: Any
+) -> None:
+    conversation, reply = await _conversation_with_image(user)
+    settings.CHAT_ATTACHMENT_MAX_BYTES_PER_REQUEST = 100
+
+    frame = {**CONTROLS, "action": "regenerate", "message_id": str(reply.id)}
+    frames = await _refused(user, conversation, frame)
+
+    assert "more than the 100 bytes a request may carry" in frames
+    assert await Message.objects.filter(conversation=conversation).acount() == 2
+    assert upstream.streamed_requests == []
+
+
+async def test_a_send_over_the_request_count_is_refused(
+    upstream: FakeUpstream, user: Any, settings: Any
+) -> None:
+    conversation, _ = await _conversation_with_image(user)
+    settings.CHAT_ATTACHMENT_MAX_PER_REQUEST = 1
+    second = await _upload(user, files.png(7, 7), "dog.png")
+
+    frame = {**SEND, "message": "And this one?", "attachments": str(second.id)}
+    frames = await _refused(user, conversation, frame)
+
+    assert "would send 2 attachments with this reply; a request may carry at most 1" in frames
+    assert await Message.objects.filter(conversation=conversation).acount() == 2
+    assert (await Attachment.objects.aget(id=second.id)).sent_at is None
+
+
+# --- Files without words --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", ["openai", "anthropic"])
+async def test_files_can_be_sent_without_words(
+    upstream: FakeUpstream, user: Any, settings: Any, style: str
+) -> None:
+    settings.CHAT_REQUEST_STYLE = style
+    upstream.enqueue(Stream(gateway_chunks(["A report."])))
+    document = await _upload(user, files.pdf(pages=3), "report.pdf")
+    comm, conversation = await _connect(user)
+
+    await _send(comm, "", [document])
+    await receive_until(comm, 'data-role="assistant" data-status="complete"')
+    await _finish_all()
+
+    [request] = upstream.streamed_requests
+    [user_turn] = [m for m in request.json["messages"] if m["role"] == "user"]
+    # The document and the line naming it; no empty text part (Anthropic refuses one).
+    assert [p["type"] for p in user_turn["content"]] == [
+        "file" if style == "openai" else "document",
+        "text",
+    ]
+    assert user_turn["content"][-1]["text"] == "Attached files: report.pdf (PDF, 3 pages)"
+    saved = await Message.objects.aget(conversation=conversation, role="user")
+    assert (saved.content, saved.attachment_count) == ("", 1)
+    await comm.disconnect()
+
+
+async def test_no_words_and_no_files_is_still_refused(upstream: FakeUpstream, user: Any) -> None:
+    comm, conversation = await _connect(user)
+
+    await _send(comm, "  ", [])
+    frames = await receive_until(comm, "composer-error")
+
+    assert "Type a message before sending." in frames
+    assert not await Message.objects.filter(conversation=conversation).aexists()
+    await comm.disconnect()
+
+
+async def test_an_edit_may_keep_only_the_files(upstream: FakeUpstream, user: Any) -> None:
+    conversation, _ = await _conversation_with_image(user)
+    first = await Message.objects.aget(conversation=conversation, role="user")
+    edit = {**CONTROLS, "action": "edit", "message_id": str(first.id), "message": ""}
+
+    frames = await _refused(user, conversation, {**edit, "keep_attachments": []})
+    assert "Type a message before sending." in frames
+    assert await Message.objects.filter(conversation=conversation).acount() == 2
+
+    upstream.enqueue(Stream(gateway_chunks(["Just the cat."])))
+    comm = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/c/{conversation.id}/")
+    comm.scope["user"] = user
+    assert (await comm.connect())[0]
+    await comm.send_to(text_data=json.dumps(edit))
+    await receive_until(comm, "Just the cat.")
+    await _finish_all()
+    await comm.disconnect()
+
+    [request] = upstream.streamed_requests
+    [user_turn] = request.json["messages"]
+    assert [p["type"] for p in user_turn["content"]] == ["image_url", "text"]
+    edited = await Message.objects.filter(role="user").order_by("-created_at").afirst()
+    assert edited is not None and (edited.content, edited.attachment_count) == ("", 1)

@@ -93,6 +93,30 @@ def test_photo_and_pdf_through_the_attach_button(
     expect(viewer).to_be_hidden()
 
 
+def test_a_file_goes_without_words(
+    browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user: Any
+) -> None:
+    upstream.enqueue(Stream(gateway_chunks(["A small square."])))
+    page = browser_page
+    sign_in(page, username=user.username)
+    message = page.get_by_label("Message")
+    expect(message).to_have_attribute("required", "")
+
+    page.get_by_label("Attach").set_input_files(
+        [{"name": "square.png", "mimeType": "image/png", "buffer": files.png(40, 40)}]
+    )
+    expect(page.locator("#attachment-chips li.is-done")).to_have_count(1)
+    expect(message).not_to_have_attribute("required", "")
+    message.press("Enter")
+
+    expect(page.locator(COMPLETE)).to_contain_text("A small square.")
+    parts = _request_parts(upstream)
+    assert [p["type"] for p in parts] == ["image_url", "text"]
+    assert parts[-1]["text"].startswith("Attached files: square.png")
+    # With the files gone the text is required again.
+    expect(message).to_have_attribute("required", "")
+
+
 DROP_AND_PASTE = """
 async ([kind, name, type, bytes]) => {
   const file = new File([new Uint8Array(bytes)], name, { type });

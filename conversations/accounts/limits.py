@@ -9,8 +9,8 @@ reservation until it settles, so concurrent replies cannot overrun the token quo
 
 import dataclasses
 import datetime
-import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,12 +187,47 @@ class UsageEstimate:
     completion_tokens: int
 
 
+# What Claude counts for an attachment it reads: an image is at most about 1,600 tokens (it is
+# scaled to about 1.15 megapixels, width × height / 750); a PDF page 1,500 to 3,000 tokens of
+# text plus its page image. The base64 they travel in says nothing about either.
+IMAGE_TOKENS_ESTIMATE = 1600
+PDF_PAGE_TOKENS_ESTIMATE = 3000
+_IMAGE_PART_TYPES = frozenset({"image_url", "image"})
+_DOCUMENT_PART_TYPES = frozenset({"file", "document"})
+# The line naming a message's files says how many pages each PDF has ("r.pdf (PDF, 3 pages)").
+_PDF_PAGES = re.compile(r"\(PDF, (\d{1,4}) pages?\)")
+
+
+def _prompt_tokens_estimate(messages: Any) -> int:
+    if not isinstance(messages, list):
+        return 0
+    chars = tokens = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+            continue
+        if not isinstance(content, list):
+            continue
+        texts = [
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        ]
+        chars += sum(len(text) for text in texts)
+        kinds = [p.get("type") for p in content if isinstance(p, dict)]
+        tokens += IMAGE_TOKENS_ESTIMATE * sum(kind in _IMAGE_PART_TYPES for kind in kinds)
+        documents = sum(kind in _DOCUMENT_PART_TYPES for kind in kinds)
+        if documents:
+            pages = [int(n) for text in texts for n in _PDF_PAGES.findall(text)]
+            tokens += PDF_PAGE_TOKENS_ESTIMATE * max(sum(pages), documents)
+    return tokens + math.ceil(chars / CHARS_PER_TOKEN_ESTIMATE)
+
+
 def usage_estimate(*, payload: dict[str, Any], written: str) -> UsageEstimate:
     """Tokens of a reply whose stream ended without a usage report (Stop, a dropped stream),
-    estimated from the request's messages and the text written so far."""
-    prompt_chars = len(json.dumps(payload.get("messages", []), ensure_ascii=False))
+    estimated from the request's messages and the text written so far. Attachments count as
+    Claude counts them, not by the length of their base64."""
     return UsageEstimate(
-        prompt_tokens=math.ceil(prompt_chars / CHARS_PER_TOKEN_ESTIMATE),
+        prompt_tokens=_prompt_tokens_estimate(payload.get("messages")),
         completion_tokens=math.ceil(len(written) / CHARS_PER_TOKEN_ESTIMATE),
     )
 

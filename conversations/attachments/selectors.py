@@ -179,7 +179,9 @@ def context_with_attachments(
                 attachment_part(attachment=attachment, data=attachment_read(attachment=attachment))
             )
         parts.append(TextPart(text=manifest_line(attachments=attachments)))
-        parts.append(TextPart(text=context[index]["content"]))
+        # Files sent without words: no empty text part (Anthropic refuses one).
+        if context[index]["content"]:
+            parts.append(TextPart(text=context[index]["content"]))
         result[index] = {"role": "user", "content": parts}
     return AttachedContext(messages=result, images_left_out=left_out)
 

@@ -28,9 +28,13 @@ __all__ = ["AttachmentRefused", "attachment_upload", "message_attachments_attach
 
 # base64 makes every file a third larger on the wire.
 BASE64_GROWTH = 4 / 3
+# The reply's note that older images were left out of its request (shown on the reply).
+IMAGES_LEFT_OUT = "images_left_out"
 
 
 def _size_text(size: float) -> str:
+    if size < 1024:
+        return f"{size:.0f} bytes"
     return f"{size / (1024 * 1024):.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KB"
 
 
@@ -112,78 +116,191 @@ def message_attachments_attach(
     owner: User,
     attachment_ids: Sequence[uuid.UUID],
     profile: ModelProfile,
-    earlier: Iterable[Attachment] = (),
 ) -> list[Attachment]:
-    """Attach the owner's unsent uploads to their new message, after checking the limits of
-    a message and of the whole request (`earlier`: attachments of the turns before, which
-    are sent again) and that the model reads these kinds of file. Raises AttachmentRefused;
-    call it inside the transaction that saves the message, so a refusal saves nothing."""
+    """Attach the owner's unsent uploads to their new message, after checking the limits of a
+    message and that the model reads these kinds of file (the whole request is checked by
+    `thread_attachments_check`). Raises AttachmentRefused; call it inside the transaction that
+    saves the message, so a refusal saves nothing."""
     if not attachment_ids:
         return []
+    ids = [str(i) for i in attachment_ids]
     with transaction.atomic():
-        return _attach(
-            message=message,
-            owner=owner,
-            attachment_ids=[str(i) for i in attachment_ids],
-            profile=profile,
-            earlier=list(earlier),
+        # Locked, so the same upload cannot go out with two messages at once.
+        found = {
+            str(a.id): a
+            for a in Attachment.objects.select_for_update().filter(
+                id__in=ids, owner=owner, sent_at__isnull=True
+            )
+        }
+        if any(i not in found for i in ids):
+            raise AttachmentRefused(
+                "An attachment is not one of your uploads, or was already sent. Remove it and "
+                "attach the file again."
+            )
+        attachments = [found[i] for i in ids]
+        _model_can_read(profile=profile, attachments=attachments)
+        size = sum(a.size for a in attachments)
+        if size > settings.CHAT_ATTACHMENT_MAX_BYTES_PER_MESSAGE:
+            raise AttachmentRefused(
+                f"These attachments come to {_size_text(size)}; a message may carry at most "
+                f"{_size_text(settings.CHAT_ATTACHMENT_MAX_BYTES_PER_MESSAGE)}."
+            )
+        MessageAttachment.objects.bulk_create(
+            MessageAttachment(message=message, attachment=attachment, position=position)
+            for position, attachment in enumerate(attachments)
         )
+        Attachment.objects.filter(id__in=[a.id for a in attachments]).update(sent_at=timezone.now())
+        type(message).objects.filter(id=message.id).update(attachment_count=len(attachments))
+        message.attachment_count = len(attachments)
+    return attachments
 
 
-def _attach(
-    *,
-    message: Any,
-    owner: User,
-    attachment_ids: Sequence[str],
-    profile: ModelProfile,
-    earlier: list[Attachment],
-) -> list[Attachment]:
-    # Locked, so the same upload cannot go out with two messages at once.
-    found = {
-        str(a.id): a
-        for a in Attachment.objects.select_for_update().filter(
-            id__in=attachment_ids, owner=owner, sent_at__isnull=True
-        )
-    }
-    missing = [i for i in attachment_ids if i not in found]
-    if missing:
+def _sent_size(attachments: Sequence[Attachment]) -> float:
+    """Bytes as the request carries them: files in base64, text files as text."""
+    binary = sum(a.size for a in attachments if a.kind != Attachment.Kind.TEXT)
+    return binary * BASE64_GROWTH + sum(
+        a.size for a in attachments if a.kind == Attachment.Kind.TEXT
+    )
+
+
+def _images_too_old(
+    *, thread: Sequence[Any], by_message: dict[uuid.UUID, list[Attachment]]
+) -> set[uuid.UUID]:
+    """Images more than CHAT_ATTACHMENT_IMAGE_MAX_AGE_TURNS user turns back (the last user
+    message is age 0): the request leaves them out."""
+    max_age = settings.CHAT_ATTACHMENT_IMAGE_MAX_AGE_TURNS
+    if not max_age:
+        return set()
+    user_turns = [m for m in thread if m.role == "user"]
+    old_turns = user_turns[: max(0, len(user_turns) - max_age)]
+    return {a.id for m in old_turns for a in by_message.get(m.id, []) if a.is_image}
+
+
+def thread_attachments_check(*, thread: Sequence[Any], profile: ModelProfile, reply: Any) -> None:
+    """Before any reply is asked for (send, edit, regenerate, continue, retry): the files the
+    request carries again (every attachment on `thread`, the messages it is built from, less
+    images too many turns back) must be kinds the model reads and within the per-request
+    limits, so the user reads why in words instead of getting the gateway's 400. Notes on the
+    reply how many images are left out. Raises AttachmentRefused."""
+    by_message = selectors.attachments_by_message(
+        message_ids=[m.id for m in thread if m.attachment_count]
+    )
+    left_out = _images_too_old(thread=thread, by_message=by_message)
+    sent = [a for m in thread for a in by_message.get(m.id, []) if a.id not in left_out]
+    try:
+        _model_can_read(profile=profile, attachments=sent)
+    except AttachmentRefused as exc:
+        raise AttachmentRefused(f"This conversation already holds files. {exc}") from exc
+    if len(sent) > settings.CHAT_ATTACHMENT_MAX_PER_REQUEST:
         raise AttachmentRefused(
-            "An attachment is not one of your uploads, or was already sent. Remove it and "
-            "attach the file again."
-        )
-    attachments = [found[i] for i in attachment_ids]
-    _model_can_read(profile=profile, attachments=attachments)
-    size = sum(a.size for a in attachments)
-    if size > settings.CHAT_ATTACHMENT_MAX_BYTES_PER_MESSAGE:
-        raise AttachmentRefused(
-            f"These attachments come to {_size_text(size)}; a message may carry at most "
-            f"{_size_text(settings.CHAT_ATTACHMENT_MAX_BYTES_PER_MESSAGE)}."
-        )
-    everything = [*earlier, *attachments]
-    sent_size = sum(a.size for a in everything if a.kind != Attachment.Kind.TEXT) * BASE64_GROWTH
-    sent_size += sum(a.size for a in everything if a.kind == Attachment.Kind.TEXT)
-    if len(everything) > settings.CHAT_ATTACHMENT_MAX_PER_REQUEST:
-        raise AttachmentRefused(
-            f"This conversation would send {len(everything)} attachments with this message; a "
-            f"request may carry at most {settings.CHAT_ATTACHMENT_MAX_PER_REQUEST}. Start a new "
+            f"This conversation would send {len(sent)} attachments with this reply; a request "
+            f"may carry at most {settings.CHAT_ATTACHMENT_MAX_PER_REQUEST}. Start a new "
             "conversation."
         )
+    sent_size = _sent_size(sent)
     if sent_size > settings.CHAT_ATTACHMENT_MAX_BYTES_PER_REQUEST:
         raise AttachmentRefused(
-            f"With this message the conversation's attachments come to {_size_text(sent_size)} "
-            "as sent, more than the "
-            f"{_size_text(settings.CHAT_ATTACHMENT_MAX_BYTES_PER_REQUEST)} a request may carry. "
-            "Start a new conversation or attach less."
+            f"The conversation's attachments come to {_size_text(sent_size)} as sent, more "
+            f"than the {_size_text(settings.CHAT_ATTACHMENT_MAX_BYTES_PER_REQUEST)} a request "
+            "may carry. Start a new conversation or attach less."
         )
-    now = timezone.now()
+    params = {k: v for k, v in reply.request_params.items() if k != IMAGES_LEFT_OUT}
+    if left_out:
+        params[IMAGES_LEFT_OUT] = len(left_out)
+    if params != reply.request_params:
+        reply.request_params = params
+        reply.save(update_fields=["request_params"])
+
+
+def shared_attachments_copy(
+    *, message: Any, owner: User, source_owner_id: Any, attachment_ids: Sequence[str]
+) -> list[Attachment]:
+    """Continue a shared conversation: the files its snapshot published for this message become
+    the copier's own (new rows, the bytes stored again under the copier), so they reach the
+    owner's files only as part of this copy, and the copier's quota counts them. Only files
+    of the link's owner are taken, whatever ids the snapshot holds; ones deleted since are
+    left out. Raises AttachmentRefused when they do not fit in the copier's storage."""
+    ids = []
+    for value in attachment_ids[: settings.CHAT_ATTACHMENT_MAX_PER_MESSAGE]:
+        try:
+            ids.append(uuid.UUID(str(value)))
+        except ValueError:
+            continue
+    found = {a.id: a for a in Attachment.objects.filter(id__in=ids, owner_id=source_owner_id)}
+    sources = [found[i] for i in ids if i in found]
+    if not sources:
+        return []
+    if owner.pk == source_owner_id:
+        # The owner continuing their own link: the rows are theirs already.
+        copies = sources
+    else:
+        copies = _attachments_copy_for(owner=owner, sources=sources)
     MessageAttachment.objects.bulk_create(
-        MessageAttachment(message=message, attachment=attachment, position=position)
-        for position, attachment in enumerate(attachments)
+        MessageAttachment(message=message, attachment=copy, position=position)
+        for position, copy in enumerate(copies)
     )
-    Attachment.objects.filter(id__in=[a.id for a in attachments]).update(sent_at=now)
-    type(message).objects.filter(id=message.id).update(attachment_count=len(attachments))
-    message.attachment_count = len(attachments)
-    return attachments
+    type(message).objects.filter(id=message.id).update(attachment_count=len(copies))
+    message.attachment_count = len(copies)
+    return copies
+
+
+def _attachments_copy_for(*, owner: User, sources: Sequence[Attachment]) -> list[Attachment]:
+    store = selectors.storage()
+    written: list[str] = []
+    try:
+        with transaction.atomic():
+            # One writer at a time per owner, as for uploads, so the quota holds.
+            get_user_model().objects.filter(pk=owner.pk).update(last_login=F("last_login"))
+            used = selectors.attachment_bytes_for_user(user=owner)
+            held = set(
+                Attachment.objects.filter(owner=owner).values_list("storage_name", flat=True)
+            )
+            copies = []
+            now = timezone.now()
+            for source in sources:
+                extension = source.storage_name.rsplit(".", 1)[-1]
+                name, thumb_name = _storage_names(
+                    owner_id=owner.pk, sha256=source.sha256, extension=extension
+                )
+                if name not in held:
+                    quota = settings.CHAT_ATTACHMENT_QUOTA_BYTES
+                    if quota and used + source.size > quota:
+                        raise AttachmentRefused(
+                            f"The files of this conversation do not fit in your storage: you use "
+                            f"{_size_text(used)} of {_size_text(quota)}. Delete conversations "
+                            "with attachments you no longer need, then continue again."
+                        )
+                    used += source.size
+                    held.add(name)
+                for source_name, target_name in (
+                    (source.storage_name, name),
+                    (source.thumbnail_name, thumb_name),
+                ):
+                    if source_name and not store.exists(target_name):
+                        with store.open(source_name, "rb") as handle:
+                            store.save(target_name, ContentFile(handle.read()))
+                        written.append(target_name)
+                copies.append(
+                    Attachment.objects.create(
+                        owner=owner,
+                        kind=source.kind,
+                        media_type=source.media_type,
+                        filename=source.filename,
+                        sha256=source.sha256,
+                        size=source.size,
+                        storage_name=name,
+                        thumbnail_name=thumb_name if source.thumbnail_name else "",
+                        width=source.width,
+                        height=source.height,
+                        page_count=source.page_count,
+                        sent_at=now,
+                    )
+                )
+            return copies
+    except BaseException:
+        for written_name in written:
+            store.delete(written_name)
+        raise
 
 
 def message_attachments_copy(
@@ -313,43 +430,18 @@ def turn_attachments_apply(
     earlier_path: Callable[[], Sequence[Any]],
 ) -> list[Attachment]:
     """The attachments part of starting a turn, in the transaction that saved it: attach the
-    uploads to the new message (checking every limit against the whole request, since the
-    earlier turns' files are sent again), and note on the reply how many older images the
-    request leaves out (CHAT_ATTACHMENT_IMAGE_MAX_AGE_TURNS). `profile` is the model the reply
-    goes to; `earlier_path` reads the messages before the new one (only when needed)."""
+    uploads to the new message, then check the whole request (earlier turns' files are sent
+    again). `profile` is the model the reply goes to; `earlier_path` reads the messages the
+    request carries before the new one (only when needed)."""
     max_age = settings.CHAT_ATTACHMENT_IMAGE_MAX_AGE_TURNS
-    reads_everything = profile.vision and profile.pdf
-    if not attachment_ids and not max_age and reads_everything:
-        # Nothing to attach, nothing to leave out, nothing the model could not read: a
-        # text-only turn costs no query here.
+    if not attachment_ids and not max_age and profile.vision and profile.pdf:
+        # Nothing to attach, nothing to leave out, nothing the model could not read, and the
+        # earlier files passed the request limits before: a text-only turn costs no query.
         return []
-    path = earlier_path()
-    by_message = selectors.attachments_by_message(
-        message_ids=[m.id for m in path if m.attachment_count]
-    )
-    earlier = [a for m in path for a in by_message.get(m.id, [])]
-    user_turns = [m for m in path if m.role == "user"]
-    # The new message is turn age 0, the one before it 1, and so on.
-    old_turns = user_turns[: max(0, len(user_turns) + 1 - max_age)] if max_age else []
-    left_out_ids = {a.id for m in old_turns for a in by_message.get(m.id, []) if a.is_image}
-    if not reads_everything:
-        # Earlier turns' files are sent again: a model switched to since must read them too.
-        try:
-            _model_can_read(
-                profile=profile, attachments=[a for a in earlier if a.id not in left_out_ids]
-            )
-        except AttachmentRefused as exc:
-            raise AttachmentRefused(f"This conversation already holds files. {exc}") from exc
     attached = message_attachments_attach(
-        message=user_message,
-        owner=owner,
-        attachment_ids=attachment_ids,
-        profile=profile,
-        earlier=earlier,
+        message=user_message, owner=owner, attachment_ids=attachment_ids, profile=profile
     )
-    if left_out_ids:
-        reply.request_params = {**reply.request_params, "images_left_out": len(left_out_ids)}
-        reply.save(update_fields=["request_params"])
+    thread_attachments_check(thread=[*earlier_path(), user_message], profile=profile, reply=reply)
     return attached
 
 

@@ -23,6 +23,7 @@ from conversations.chat import frames, frames_in, selectors, services, titles
 from conversations.chat.forms import (
     TurnForm,
     TurnSettingsForm,
+    TurnWithFilesForm,
     form_error_text,
     turn_form_checked,
     turn_settings_from,
@@ -142,7 +143,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=frames.composer_error(text=DATABASE_BUSY))
 
     async def turn_send(self, frame: frames_in.SendFrame) -> None:
-        form = await self._checked_form(TurnForm, {**frame.controls, "message": frame.message})
+        # Files may be sent without a word about them.
+        form_class = TurnWithFilesForm if frame.attachment_ids else TurnForm
+        form = await self._checked_form(form_class, {**frame.controls, "message": frame.message})
         if form.errors:
             raise FrameError(form_error_text(form))
         data = form.cleaned_data
@@ -211,8 +214,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     conversation_id=self.conversation_id, owner=owner, message_id=message_id
                 )
             elif frame.action == "edit":
+                # The new version may be its files alone (the service checks it keeps some).
+                keeps_files = frame.keep_attachments is None or bool(frame.keep_attachments)
                 form = await self._checked_form(
-                    TurnForm, {**frame.controls, "message": frame.message}
+                    TurnWithFilesForm if keeps_files else TurnForm,
+                    {**frame.controls, "message": frame.message},
                 )
                 if form.errors:
                     raise FrameError(form_error_text(form))

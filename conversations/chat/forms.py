@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 
 from conversations.catalogue.selectors import ModelChoice
 from conversations.gateway.profiles import TurnSettings
-from conversations.models import ReasoningEffort, Sampling
+from conversations.models import MessageFeedback, ReasoningEffort, Sampling
 
 STOP_FIELDS = ("stop_1", "stop_2", "stop_3", "stop_4")
 STOP_MAX_CHARS = 200
@@ -92,11 +92,16 @@ def settings_of(data: dict[str, Any], *, system_prompt: str | None = None) -> Tu
 
 
 class TurnForm(TurnSettingsForm):
-    message = forms.CharField(strip=False)
+    # Not required as a field: an empty message gets the same words as a blank one.
+    message = forms.CharField(strip=False, required=False)
+    # Whether the turn needs words; a message that carries files may be the files alone.
+    text_required = True
 
     def clean_message(self) -> str:
-        message: str = self.cleaned_data["message"]
+        message: str = self.cleaned_data.get("message") or ""
         if not message.strip():
+            if not self.text_required:
+                return ""
             raise forms.ValidationError("Type a message before sending.")
         if len(message) > settings.CHAT_MAX_MESSAGE_CHARS:
             raise forms.ValidationError(
@@ -104,6 +109,12 @@ class TurnForm(TurnSettingsForm):
                 f"{settings.CHAT_MAX_MESSAGE_CHARS:,}. Shorten it or split it into parts."
             )
         return message
+
+
+class TurnWithFilesForm(TurnForm):
+    """A turn whose message carries attachments: the text may be left empty."""
+
+    text_required = False
 
 
 def form_error_text(form: forms.Form) -> str:
@@ -164,6 +175,27 @@ class RenameForm(forms.Form):
         if not title:
             raise forms.ValidationError("A title cannot be empty.")
         return title
+
+
+class SwitchForm(forms.Form):
+    """On or off, for pin and archive: explicit, so a repeated request changes nothing."""
+
+    state = forms.ChoiceField(choices=[("on", "on"), ("off", "off")])
+
+    @property
+    def is_on(self) -> bool:
+        return bool(self.cleaned_data["state"] == "on")
+
+
+class FeedbackForm(forms.Form):
+    """A rating (blank: take the feedback back) and an optional comment."""
+
+    rating = forms.ChoiceField(
+        choices=[("", "none"), *MessageFeedback.Rating.choices], required=False
+    )
+    comment = forms.CharField(
+        required=False, max_length=MessageFeedback.COMMENT_MAX_CHARS, widget=forms.Textarea
+    )
 
 
 class SignupForm(UserCreationForm[User]):

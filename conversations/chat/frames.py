@@ -226,5 +226,9 @@ def sidebar(*, conversations: list[Conversation], current: Conversation | None) 
         )
     ]
     if current is not None:
-        parts.append(render_to_string("chat/_title.html", {"conversation": current, "oob": True}))
+        context = {"conversation": current, "oob": True}
+        parts.append(render_to_string("chat/_title.html", context))
+        # Pin and archive show their state on the page too (the More menu, the archived note).
+        parts.append(render_to_string("chat/_conversation_state.html", context))
+        parts.append(render_to_string("chat/_archived_notice.html", context))
     return "".join(parts)

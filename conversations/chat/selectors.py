@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connections
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from conversations.attachments import selectors as attachment_selectors
@@ -24,6 +24,7 @@ from conversations.gateway.payload import TurnRequest
 from conversations.models import (
     Conversation,
     Message,
+    MessageFeedback,
 )
 
 
@@ -44,9 +45,10 @@ def conversation_list_for_user(*, user: User) -> QuerySet[Conversation]:
 
 
 def conversation_empty_for_user(*, user: User) -> Conversation | None:
-    """The user's newest conversation without messages, reused so '/' doesn't pile up blanks."""
+    """The user's newest conversation without messages, reused so '/' doesn't pile up blanks
+    (never an archived one: the user put it away)."""
     return (
-        Conversation.objects.filter(owner=user, messages__isnull=True)
+        Conversation.objects.filter(owner=user, messages__isnull=True, archived_at__isnull=True)
         .order_by("-created_at")
         .first()
     )
@@ -62,11 +64,13 @@ def thread_path(*, conversation: Conversation) -> list[Message]:
 def upstream_context(*, thread: Sequence[Message]) -> list[dict[str, Any]]:
     """The conversation as the model should see it: replies that failed before any text are
     left out, so a retried turn doesn't confuse the model with an empty assistant message.
-    A user message with attachments becomes content parts (the files, then its text)."""
+    A user message with attachments becomes content parts (the files, then its text, if any:
+    files may be sent without words)."""
     kept = [
         message
         for message in thread
-        if message.content and message.status != Message.Status.STREAMING
+        if (message.content or message.attachment_count)
+        and message.status != Message.Status.STREAMING
     ]
     context = [{"role": message.role, "content": message.content} for message in kept]
     return attachment_selectors.context_with_attachments(messages=kept, context=context).messages
@@ -178,6 +182,10 @@ def reply_request(*, reply: Message) -> tuple[dict[str, Any], uuid.UUID]:
 def conversation_export_data(*, conversation: Conversation) -> dict[str, Any]:
     """The whole conversation as plain data: every message of every branch, with the ids
     needed to rebuild the tree, and the branch that was on screen."""
+    feedback = {
+        f.message_id: {"rating": f.rating, "comment": f.comment}
+        for f in MessageFeedback.objects.filter(message__conversation=conversation)
+    }
     messages = list(conversation.messages.order_by("created_at"))
     attachments = attachment_selectors.attachments_by_message(message_ids=[m.id for m in messages])
     return {
@@ -199,6 +207,8 @@ def conversation_export_data(*, conversation: Conversation) -> dict[str, Any]:
                 "error": m.error,
                 "refusal": m.refusal,
                 "citations": m.citations,
+                # The owner's thumbs and comment, or None.
+                "feedback": feedback.get(m.id),
                 "model": m.model,
                 "request_params": m.request_params,
                 "usage": {
@@ -267,6 +277,7 @@ def messages_as_only_versions(*, messages: list[Message]) -> list[Message]:
     under a leaf): version 1 of 1, without asking the database."""
     for message in messages:
         message.version = Version(index=1, count=1, previous_id=None, next_id=None)  # type: ignore[attr-defined]
+        message.user_feedback = None  # type: ignore[attr-defined]
     attachment_selectors.messages_with_attachments(messages=messages)
     return messages
 
@@ -349,8 +360,10 @@ def thread_window(
 
 
 def messages_with_versions(*, messages: list[Message]) -> list[Message]:
-    """Give messages (of one conversation) their `version`: of a thread window, or rendered
-    outside one (a frame). One query, for the siblings of just these messages."""
+    """Give messages (of one conversation) their `version` and the owner's `user_feedback`
+    (None when not rated): of a thread window, or rendered outside one (a frame). One query,
+    for the siblings of just these messages (every message is among its own siblings, so the
+    feedback rides along on a join)."""
     if not messages:
         return messages
     parent_ids = {message.parent_id for message in messages}
@@ -368,11 +381,18 @@ def messages_with_versions(*, messages: list[Message]) -> list[Message]:
     rows = (
         Message.objects.filter(siblings)
         .order_by("created_at")
-        .values_list("id", "parent_id", "role")
+        .values_list("id", "parent_id", "role", "feedback__rating", "feedback__comment")
     )
-    for message_id, parent_id, role in rows:
+    feedback: dict[uuid.UUID, MessageFeedback] = {}
+    for message_id, parent_id, role, rating, comment in rows:
         if parent_id in parent_ids:
             versions[(parent_id, role)].append(message_id)
+        if rating:
+            feedback[message_id] = MessageFeedback(
+                message_id=message_id, rating=rating, comment=comment or ""
+            )
+    for reply in messages:
+        reply.user_feedback = feedback.get(reply.id)  # type: ignore[attr-defined]
     for message in messages:
         message.version = _version_of(message=message, versions=versions)  # type: ignore[attr-defined]
     attachment_selectors.messages_with_attachments(messages=messages)
@@ -388,15 +408,22 @@ class SearchHit:
 
 
 def conversation_search_for_user(
-    *, user: User, query: str, limit: int = SEARCH_LIMIT
+    *,
+    user: User,
+    query: str,
+    limit: int = SEARCH_LIMIT,
+    include_archived: bool = False,
 ) -> list[SearchHit]:
-    """The user's own conversations whose title or any message text contains `query`."""
+    """The user's own conversations whose title or any message text contains `query`;
+    archived ones only when asked for."""
     query = " ".join(query.split())[:200]
     if not query or not user.is_authenticated:
         return []
+    owned = Conversation.objects.filter(owner=user)
+    if not include_archived:
+        owned = owned.filter(archived_at__isnull=True)
     conversations = list(
-        Conversation.objects.filter(owner=user)
-        .filter(Q(title__icontains=query) | Q(messages__content__icontains=query))
+        owned.filter(Q(title__icontains=query) | Q(messages__content__icontains=query))
         .distinct()
         .order_by("-updated_at")[:limit]
     )
@@ -430,12 +457,14 @@ def _snippet(text: str, query: str) -> str:
 def conversation_sidebar_for_user(
     *, user: User, current_id: uuid.UUID | None, limit: int
 ) -> list[Conversation]:
-    """The sidebar: conversations with at least one message, newest activity first, plus the
-    one on screen (a blank 'New chat' is listed only while it is open)."""
+    """The sidebar: conversations with at least one message, plus the one on screen (a blank
+    'New chat' is listed only while it is open); pinned ones first, most recently pinned on top,
+    then the rest by newest activity. Archived conversations are left out, even the one on
+    screen (its page says it is archived)."""
     return list(
-        Conversation.objects.filter(owner=user)
+        Conversation.objects.filter(owner=user, archived_at__isnull=True)
         .filter(Q(active_leaf__isnull=False) | Q(id=current_id))
-        .order_by("-updated_at")[:limit]
+        .order_by(F("pinned_at").desc(nulls_last=True), "-updated_at")[:limit]
     )
 
 
@@ -457,3 +486,40 @@ def title_request_for(*, conversation_id: uuid.UUID) -> TitleRequest | None:
     return TitleRequest(
         title=conversation.title, user_text=path[0].content, reply_text=path[1].content
     )
+
+
+# Organising and feedback.
+
+ARCHIVED_LIST_SIZE = 200
+
+
+def conversation_archived_for_user(
+    *, user: User, limit: int = ARCHIVED_LIST_SIZE
+) -> list[Conversation]:
+    """The user's archived conversations, most recently archived first."""
+    return list(
+        Conversation.objects.filter(owner=user, archived_at__isnull=False).order_by("-archived_at")[
+            :limit
+        ]
+    )
+
+
+def messages_with_feedback(*, messages: list[Message]) -> list[Message]:
+    """Give each message its `user_feedback` (a MessageFeedback or None), in one query."""
+    reply_ids = [m.id for m in messages if m.role == Message.Role.ASSISTANT]
+    given = (
+        {f.message_id: f for f in MessageFeedback.objects.filter(message_id__in=reply_ids)}
+        if reply_ids
+        else {}
+    )
+    for message in messages:
+        message.user_feedback = given.get(message.id)  # type: ignore[attr-defined]
+    return messages
+
+
+def feedback_for_user(*, message_id: uuid.UUID | str, user: User) -> Message | None:
+    """The user's own message with its `user_feedback`, or None (never a hint)."""
+    message = message_get_for_user(message_id=message_id, user=user)
+    if message is None:
+        return None
+    return messages_with_feedback(messages=[message])[0]

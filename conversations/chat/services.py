@@ -18,10 +18,16 @@ from conversations.attachments import services as attachment_services
 from conversations.catalogue import selectors as catalogue
 from conversations.chat.rendering import markdown_to_html
 from conversations.chat.selectors import message_path
-from conversations.gateway.profiles import STORED_FIELDS, TurnSettings, settings_from_params
+from conversations.gateway.profiles import (
+    STORED_FIELDS,
+    ModelProfile,
+    TurnSettings,
+    settings_from_params,
+)
 from conversations.models import (
     Conversation,
     Message,
+    MessageFeedback,
     UserPreferences,
 )
 
@@ -129,8 +135,8 @@ def turn_start(
             reply=reply,
             owner=owner,
             attachment_ids=attachment_ids,
-            profile=plan.profile or catalogue.catalogue_current().profile(plan.model),
-            earlier_path=lambda: message_path(message=user_message)[:-1],
+            profile=_profile_of(plan),
+            earlier_path=lambda: _request_thread(conversation=conversation, leaf=user_message)[:-1],
         )
         accounts_services.usage_reserve(reply=reply, owner=owner)
         conversation.active_leaf = reply
@@ -372,10 +378,38 @@ def _reply_create(
         model_note=plan.note,
         model_changed=_model_changes(parent=parent, model=plan.model),
     )
+    _attachments_check(conversation=conversation, leaf=parent, reply=reply, plan=plan)
     accounts_services.usage_reserve(reply=reply, owner=conversation.owner)
     conversation.active_leaf = reply
     conversation.save()
     return reply
+
+
+def _profile_of(plan: catalogue.TurnPlan) -> ModelProfile:
+    return plan.profile or catalogue.catalogue_current().profile(plan.model)
+
+
+def _request_thread(*, conversation: Conversation, leaf: Message) -> list[Message]:
+    """The messages a request ending at `leaf` is built from (as `reply_turn` builds it)."""
+    return catalogue.thread_in_context(conversation=conversation, thread=message_path(message=leaf))
+
+
+def _attachments_check(
+    *, conversation: Conversation, leaf: Message | None, reply: Message, plan: catalogue.TurnPlan
+) -> None:
+    """A new reply's request carries every file on its thread again: refused in words when
+    the model cannot read them or they pass the request limits (the transaction then leaves
+    nothing behind)."""
+    if leaf is None:
+        return
+    try:
+        attachment_services.thread_attachments_check(
+            thread=_request_thread(conversation=conversation, leaf=leaf),
+            profile=_profile_of(plan),
+            reply=reply,
+        )
+    except attachment_services.AttachmentRefused as exc:
+        raise TurnRefused(str(exc)) from exc
 
 
 def _model_changes(*, parent: Message | None, model: str) -> bool:
@@ -434,8 +468,10 @@ def turn_edit(
             source_id=original.id,
             target=user_message,
             keep_ids=keep_attachments,
-            profile=plan.profile or catalogue.catalogue_current().profile(plan.model),
+            profile=_profile_of(plan),
         )
+        if not content.strip() and not user_message.attachment_count:
+            raise TurnRefused("Type a message before sending.")
         _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
         reply = _reply_create(conversation=conversation, parent=user_message, plan=plan)
     return user_message, reply
@@ -573,7 +609,91 @@ def reply_retry(
             model_note=plan.note,
             model_changed=_model_changes(parent=failed.parent, model=plan.model),
         )
+        _attachments_check(conversation=conversation, leaf=failed.parent, reply=reply, plan=plan)
         accounts_services.usage_reserve(reply=reply, owner=owner)
         conversation.active_leaf = reply
         conversation.save(update_fields=["active_leaf", "updated_at"])
     return failed, reply
+
+
+# Organising: pin and archive. A queryset update, so updated_at (the last activity, which
+# orders the sidebar) stays what it was.
+
+
+def conversation_pin_set(
+    *, conversation_id: uuid.UUID | str, owner: User, pinned: bool
+) -> Conversation:
+    """Pin (to the top of the sidebar) or unpin. An archived conversation is unarchived by
+    pinning it: pinned means wanted at hand. Raises Conversation.DoesNotExist for anyone but
+    the owner."""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
+        if pinned:
+            conversation.pinned_at = conversation.pinned_at or timezone.now()
+            conversation.archived_at = None
+        else:
+            conversation.pinned_at = None
+        Conversation.objects.filter(pk=conversation.pk).update(
+            pinned_at=conversation.pinned_at, archived_at=conversation.archived_at
+        )
+    return conversation
+
+
+def conversation_archive_set(
+    *, conversation_id: uuid.UUID | str, owner: User, archived: bool
+) -> Conversation:
+    """Archive (out of the sidebar and search, kept whole) or unarchive. Archiving unpins.
+    Raises Conversation.DoesNotExist for anyone but the owner."""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
+        if archived:
+            conversation.archived_at = conversation.archived_at or timezone.now()
+            conversation.pinned_at = None
+        else:
+            conversation.archived_at = None
+        Conversation.objects.filter(pk=conversation.pk).update(
+            pinned_at=conversation.pinned_at, archived_at=conversation.archived_at
+        )
+    return conversation
+
+
+# Feedback on replies.
+
+
+class FeedbackRefused(Exception):
+    """Feedback cannot be given on this message; the message says why, in words for the user."""
+
+
+def _reply_for_feedback(*, message_id: uuid.UUID | str, owner: User) -> Message:
+    """The owner's finished reply. Raises Message.DoesNotExist for anyone else's message."""
+    message = Message.objects.get(id=message_id, conversation__owner=owner)
+    if message.role != Message.Role.ASSISTANT:
+        raise FeedbackRefused("Feedback is for Claude's replies.")
+    if message.status == Message.Status.STREAMING:
+        raise FeedbackRefused("Wait for the reply to finish before rating it.")
+    return message
+
+
+def message_feedback_set(
+    *, message_id: uuid.UUID | str, owner: User, rating: str, comment: str
+) -> MessageFeedback:
+    """Rate a reply up or down, with an optional comment; rating it again replaces both."""
+    if rating not in MessageFeedback.Rating.values:
+        raise FeedbackRefused("Rate the reply up or down.")
+    comment = comment.strip()
+    if len(comment) > MessageFeedback.COMMENT_MAX_CHARS:
+        raise FeedbackRefused(
+            f"Keep the comment under {MessageFeedback.COMMENT_MAX_CHARS} characters."
+        )
+    with transaction.atomic():
+        message = _reply_for_feedback(message_id=message_id, owner=owner)
+        feedback, _ = MessageFeedback.objects.update_or_create(
+            message=message, defaults={"rating": rating, "comment": comment}
+        )
+    return feedback
+
+
+def message_feedback_clear(*, message_id: uuid.UUID | str, owner: User) -> None:
+    """Take the rating and comment back. Raises Message.DoesNotExist for anyone else's."""
+    message = Message.objects.get(id=message_id, conversation__owner=owner)
+    MessageFeedback.objects.filter(message=message).delete()

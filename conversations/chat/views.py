@@ -178,11 +178,19 @@ def conversation_delete(request: AuthenticatedHttpRequest, conversation_id: str)
 def conversation_search(request: AuthenticatedHttpRequest) -> HttpResponse:
     # PostgreSQL text cannot hold NUL: a query with one would fail rather than find nothing.
     query = request.GET.get("q", "").replace("\x00", "")
-    hits = selectors.conversation_search_for_user(user=request.user, query=query)
+    include_archived = request.GET.get("archived") == "1"
+    hits = selectors.conversation_search_for_user(
+        user=request.user, query=query, include_archived=include_archived
+    )
     return render(
         request,
         "chat/_search_results.html",
-        {"hits": hits, "query": query.strip()},
+        {
+            "hits": [hit for hit in hits if hit.conversation.archived_at is None],
+            "archived_hits": [hit for hit in hits if hit.conversation.archived_at is not None],
+            "query": query.strip(),
+            "include_archived": include_archived,
+        },
     )
 
 

@@ -73,8 +73,8 @@ def _last_user_content(messages: Any) -> Any:
 
 
 def _last_user_text(messages: Any) -> str:
-    """What the user typed: with attachments, the last text part (the app puts the files and
-    the line naming them first)."""
+    """What the user typed: with attachments, the text after the app's line naming the files
+    (the files come first; files sent without words have none)."""
     content = _last_user_content(messages)
     if isinstance(content, list):
         texts = [
@@ -82,6 +82,9 @@ def _last_user_text(messages: Any) -> str:
             for part in content
             if isinstance(part, Mapping) and isinstance(part.get("text"), str)
         ]
+        named = [i for i, text in enumerate(texts) if text.startswith(_ATTACHED)]
+        if named:
+            texts = texts[named[-1] + 1 :]
         return texts[-1] if texts else ""
     return _text_of(content)
 

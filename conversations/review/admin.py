@@ -33,6 +33,7 @@ from conversations.models import (
     Conversation,
     ConversationReview,
     Message,
+    MessageFeedback,
     ShareLink,
     TranscriptAccess,
     UsageRecord,
@@ -145,6 +146,22 @@ class HasErrorFilter(_YesNoFilter):
         )
 
 
+class NegativeFeedbackFilter(_YesNoFilter):
+    """Whether the owner rated any reply down: metadata only, the comments stay behind the gate."""
+
+    title = "has negative feedback"
+    parameter_name = "negative_feedback"
+
+    def condition(self) -> Q:
+        return Q(
+            Exists(
+                MessageFeedback.objects.filter(
+                    message__conversation=OuterRef("pk"), rating=MessageFeedback.Rating.DOWN
+                )
+            )
+        )
+
+
 class SharedFilter(_YesNoFilter):
     title = "shared (live link)"
     parameter_name = "shared"
@@ -245,6 +262,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         RetiringModelFilter,
         MessageStatusFilter,
         HasErrorFilter,
+        NegativeFeedbackFilter,
         SharedFilter,
         FlaggedFilter,
         ReviewedFilter,
@@ -483,7 +501,9 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
                 "conversation": conversation,
-                "thread": selectors.thread_path(conversation=conversation),
+                "thread": selectors.messages_with_feedback(
+                    messages=selectors.thread_path(conversation=conversation)
+                ),
                 "totals": review_selectors.usage_totals_for_conversation(conversation=conversation),
                 "branch_count": conversation.messages.count(),
                 "access": access,

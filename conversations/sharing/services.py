@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from conversations.attachments import services as attachment_services
 from conversations.chat.rendering import markdown_to_html
 from conversations.models import Conversation, Message, ShareLink
 from conversations.sharing.selectors import (
@@ -133,7 +134,9 @@ def copy_title(*, title: str) -> str:
 
 def conversation_create_from_share(*, link: ShareLink, owner: User) -> Conversation:
     """Continue this conversation: a new conversation of the viewer's own, holding a copy of
-    the published messages (never anything the snapshot left out)."""
+    the published messages (never anything the snapshot left out), with the published files
+    as the viewer's own copies. Raises AttachmentRefused when those do not fit in the viewer's
+    storage (nothing is then created)."""
     with transaction.atomic():
         conversation = Conversation.objects.create(
             owner=owner,
@@ -164,6 +167,16 @@ def conversation_create_from_share(*, link: ShareLink, owner: User) -> Conversat
                 citations=item.get("citations", []),
                 model=str(item.get("model", ""))[:100],
             )
+            published = item.get("attachments") if link.include_attachments else None
+            if role == Message.Role.USER and isinstance(published, list):
+                attachment_services.shared_attachments_copy(
+                    message=parent,
+                    owner=owner,
+                    source_owner_id=link.conversation.owner_id,
+                    attachment_ids=[
+                        str(a.get("id")) for a in published if isinstance(a, dict) and a.get("id")
+                    ],
+                )
         conversation.active_leaf = parent
         conversation.save()
     return conversation

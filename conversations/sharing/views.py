@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from conversations.attachments.validation import AttachmentRefused
 from conversations.chat import selectors
 from conversations.http import AuthenticatedHttpRequest
 from conversations.models import Conversation, ShareLink
@@ -195,5 +196,11 @@ def shared_continue(request: HttpRequest, token: str) -> HttpResponse:
         return _not_found(request)
     if not request.user.is_authenticated:
         return _login_redirect(request, token)
-    conversation = sharing_services.conversation_create_from_share(link=link, owner=request.user)
+    try:
+        conversation = sharing_services.conversation_create_from_share(
+            link=link, owner=request.user
+        )
+    except AttachmentRefused as exc:
+        context = {"link": link, "token": token, "continue_error": str(exc)}
+        return _public_headers(render(request, "sharing/shared.html", context, status=409))
     return redirect("conversation", conversation_id=conversation.id)

@@ -53,6 +53,13 @@
       return item.state === "uploading";
     });
     box().classList.toggle("is-uploading", uploading);
+    // Files may be sent without words: the text is required only when no file goes along.
+    var textarea = $("message");
+    if (textarea) {
+      textarea.required = !pending.some(function (item) {
+        return item.state === "uploading" || item.state === "done";
+      });
+    }
     var status = $("attachment-status");
     if (status) {
       status.textContent = !uploading ? "" : sendWhenReady ? "Sending once the uploads finish…" : "Uploading…";

@@ -45,7 +45,10 @@
     textarea.addEventListener("keydown", function (event) {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
-        if (!isStreaming() && textarea.value.trim() !== "") form.requestSubmit();
+        // Not required while files are attached (attachments.js): they may go without words.
+        if (!isStreaming() && (textarea.value.trim() !== "" || !textarea.required)) {
+          form.requestSubmit();
+        }
       }
     });
     textarea.addEventListener("input", function () {
@@ -345,10 +348,11 @@
         closeEditor(article);
       } else if (action === "edit-send") {
         var text = article.querySelector(".edit-box textarea").value;
-        if (text.trim() === "") return;
         var edit = { message_id: id, message: text };
         // Lets attachments.js say which of the message's files the new version keeps.
         article.dispatchEvent(new CustomEvent("chat:edit-frame", { bubbles: true, detail: edit }));
+        // Words, or at least one file kept: a message may be its files alone.
+        if (text.trim() === "" && !(edit.keep_attachments && edit.keep_attachments.length)) return;
         sendAction("edit", edit);
       } else if (action === "more") {
         showMore(article, button);
