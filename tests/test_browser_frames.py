@@ -5,7 +5,9 @@ still following the stream to its end."""
 import pytest
 from playwright.sync_api import Page, expect
 
+from conversations.chat import services
 from tests.conftest import DaphneServer, sign_in
+from tests.factories import exchange
 from tests.upstream_server import FakeUpstream, Pause, Stream, gateway_chunks
 
 pytestmark = pytest.mark.browser
@@ -72,3 +74,54 @@ def test_streaming_frames_force_no_layout_and_the_page_follows_the_stream(
     # It followed the stream: the end of the reply is in view.
     expect(page.locator(".message-body").last).to_contain_text("Line 59 of")
     page.wait_for_function(f"{TRANSCRIPT_DISTANCE_FROM_END} < 80")
+
+
+# Holds the page's socket "opening" (its open event) until the test lets it through.
+HOLD_SOCKET_OPEN = """
+(() => {
+  const Real = window.WebSocket;
+  let release;
+  const gate = new Promise((resolve) => { release = resolve; });
+  window.__openSockets = () => release();
+  const Held = function (url, protocols) {
+    const real = new Real(url, protocols);
+    return new Proxy(real, {
+      get(target, name) {
+        const value = target[name];
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+      set(target, name, value) {
+        if (name === "onopen") {
+          target.onopen = (event) => gate.then(() => value.call(target, event));
+        } else {
+          target[name] = value;
+        }
+        return true;
+      },
+    });
+  };
+  Object.assign(Held, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+  window.WebSocket = Held;
+})();
+"""
+
+
+def test_an_action_clicked_before_the_socket_opens_is_sent_once_it_does(
+    browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user
+) -> None:
+    conversation = services.conversation_create(owner=user)
+    exchange(conversation, "Name a colour", "Blue.")
+    upstream.enqueue(Stream(gateway_chunks(["Green."])))
+    page = browser_page
+    sign_in(page, username=user.username)
+    page.add_init_script(HOLD_SOCKET_OPEN)
+    page.goto(f"/c/{conversation.id}/")
+    reply = page.locator('article[data-role="assistant"]')
+
+    page.get_by_role("button", name="Regenerate").click()
+    expect(page.locator("#composer-error")).to_contain_text("Connecting")
+    page.evaluate("window.__openSockets()")
+
+    expect(reply).to_contain_text("Green.")
+    expect(reply.locator(".version-label")).to_have_text("2/2")
+    expect(page.locator("#composer-error")).to_have_text("")

@@ -155,6 +155,7 @@
     document.body.addEventListener("htmx:wsOpen", function (event) {
       socket = event.detail.socketWrapper;
       document.body.classList.remove("socket-closed");
+      sendUnsent();
     });
 
     document.body.addEventListener("htmx:wsConfigSend", function (event) {
@@ -224,18 +225,32 @@
     return values;
   }
 
+  // An action clicked before the page's socket first opened (a slow start) is sent as soon as
+  // it opens, rather than refused: the reader should not have to click twice.
+  var unsent = [];
+
   function sendAction(action, extra) {
-    if (!socket) {
-      showComposerError("Not connected yet; try again in a moment.");
-      return;
-    }
     var frame = controlValues();
     frame.action = action;
     Object.keys(extra).forEach(function (key) {
       frame[key] = extra[key];
     });
+    if (!socket) {
+      unsent.push(frame);
+      showComposerError("Connecting… it will be sent once connected.");
+      return;
+    }
     showComposerError("");
     socket.send(JSON.stringify(frame), null);
+  }
+
+  function sendUnsent() {
+    var frames = unsent;
+    unsent = [];
+    if (frames.length) showComposerError("");
+    frames.forEach(function (frame) {
+      socket.send(JSON.stringify(frame), null);
+    });
   }
 
   function showComposerError(text) {
