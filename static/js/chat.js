@@ -85,10 +85,13 @@
   var atBottom = true;
   var scrollQueued = false;
 
+  var mark = null;
+
+  // The one sentinel the observer watches: a swap that replaces the transcript's content
+  // removes it, so the same element is put back (a new one would not be observed).
   function sentinel() {
     var transcript = $("transcript");
     if (!transcript) return null;
-    var mark = $("transcript-end");
     if (!mark) {
       mark = document.createElement("div");
       mark.id = "transcript-end";
@@ -119,8 +122,8 @@
   function bindScrolling() {
     var jump = $("jump-latest");
     var transcript = $("transcript");
-    var mark = sentinel();
-    if (!jump || !transcript || !mark) return;
+    var end = sentinel();
+    if (!jump || !transcript || !end) return;
     jump.addEventListener("click", function () {
       scrollToLatest();
       $("message").focus();
@@ -131,7 +134,7 @@
         if (atBottom) jump.hidden = true;
       },
       { root: transcript, rootMargin: "0px 0px " + NEAR_BOTTOM_PX + "px 0px" }
-    ).observe(mark);
+    ).observe(end);
   }
 
   // The Thinking section is open while the model thinks and folds away once the answer starts;
