@@ -37,9 +37,12 @@ test-sqlite: $(VENV)/.installed browser
 test-postgres: $(VENV)/.installed browser
 	DATABASE_URL=$(POSTGRES_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest $(PYTEST_ARGS)
 
+# Types: mypy with django-stubs over the app (strict for gateway/ and realtime/); it reads the
+# development settings.
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	DJANGO_DEBUG=1 $(VENV)/bin/mypy
 
 # Django's own checks: no model change without its migration, and production settings that
 # pass `check --deploy` (a throwaway secret key; nothing is served).

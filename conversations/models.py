@@ -127,6 +127,11 @@ class Message(models.Model):
     model_note = models.CharField(max_length=300, blank=True)
     # The reply before it on its branch came from another model (the transcript says so).
     model_changed = models.BooleanField(default=False)
+    # Parameters the user set that the request did not carry, and why, in words shown on it.
+    request_notes = models.JSONField(default=list, blank=True)
+    # The first data event of a stream the app could not read (bounded, key scrubbed): it is
+    # gateway text, so staff read it only in the logged transcript.
+    raw_event = models.TextField(blank=True)
     # How many files the message carries, so rendering a text-only window asks for none.
     attachment_count = models.PositiveSmallIntegerField(default=0)
 
@@ -474,11 +479,20 @@ class ModelOffer(models.Model):
 
 
 class ModelDialect(models.Model):
-    """The request dialect that worked for a model, shared by every server process."""
+    """The request dialect that worked for a model at a gateway, shared by every server
+    process: two gateways may take the same model id in different shapes."""
 
-    model_id = models.CharField(max_length=100, unique=True)
+    gateway = models.CharField(max_length=200, default="")
+    model_id = models.CharField(max_length=100)
     dialect = models.JSONField(default=dict)
     updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["gateway", "model_id"], name="model_dialect_per_gateway"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.model_id

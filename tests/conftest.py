@@ -8,16 +8,17 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.test import Client
 
 from conversations.realtime import runtime
-from tests.support.browser_audit import watch_csp
+from tests.support.browser_audit import axe_violations, watch_csp
 from tests.support.fixtures import (  # noqa: F401 (fixtures)
     layer_through_redis_proxy,
     postgres_proxy,
@@ -89,15 +90,23 @@ def _no_rate_limit_unless_asked(settings) -> None:
 
 @pytest.fixture
 def make_user(db: None):
-    def make(username: str = "alice", **extra: object) -> AbstractBaseUser:
+    def make(username: str = "alice", **extra: object) -> User:
         return get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
 
     return make
 
 
 @pytest.fixture
-def user(make_user) -> AbstractBaseUser:
+def user(make_user) -> User:
     return make_user("alice")
+
+
+@pytest.fixture
+def conversation(user: User) -> Any:
+    """An empty conversation of `user`; modules that need a transcript override it."""
+    from conversations.chat.services import conversation_create
+
+    return conversation_create(owner=user)
 
 
 @pytest.fixture
@@ -201,6 +210,28 @@ def daphne(
     server.stop()
 
 
+@pytest.fixture
+def two_processes(
+    _sync_orm_beside_playwright: None, transactional_db: None, upstream: FakeUpstream
+) -> Iterator[tuple[DaphneServer, DaphneServer]]:
+    """Two Daphne processes sharing the test's PostgreSQL database and one Redis layer."""
+    if not os.environ.get("REDIS_URL"):
+        # On PostgreSQL without Redis the test cannot mean anything: fail, never skip quietly.
+        pytest.fail("the scale-out test needs REDIS_URL alongside PostgreSQL")
+    prefix = f"chatsite-scaleout-{uuid.uuid4().hex[:8]}"
+    servers = [
+        DaphneServer(upstream=upstream, extra_env={"CHANNELS_REDIS_PREFIX": prefix})
+        for _ in range(2)
+    ]
+    try:
+        for server in servers:
+            server.start()
+        yield servers[0], servers[1]
+    finally:
+        for server in servers:
+            server.stop()
+
+
 @pytest.fixture(scope="module")
 def chromium_browser(django_db_setup: None):
     """Per module: Playwright's sync API keeps an event loop running in this thread, which
@@ -253,8 +284,15 @@ def browser_page(chromium_browser, live: DaphneServer):
     csp_violations = watch_csp(context)
     page = context.new_page()
     yield page
+    # Every browser test ends with axe-core on the state it left the page in, so each state the
+    # suite visits is checked (test_browser_accessibility covers the states in between).
+    idle = page.is_closed() or page.url == "about:blank"
+    violations = [] if idle else axe_violations(page)
     context.close()
     assert csp_violations == [], f"Content-Security-Policy violations: {csp_violations}"
+    assert violations == [], f"axe-core on the final state of the test ({page.url}): " + "; ".join(
+        f"{v['id']}: {v['help']} at {[n['target'] for n in v['nodes']]}" for v in violations
+    )
 
 
 def sign_in(page, *, username: str, password: str = PASSWORD) -> None:

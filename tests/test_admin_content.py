@@ -36,12 +36,15 @@ THINKING_CANARY = "canary-thinking-2323"
 TITLE_CANARY = "canary-title-4412"
 SYSTEM_PROMPT_CANARY = "canary-system-9090"
 PREFERENCE_CANARY = "canary-preference-5151"
+# The first event of a stream the app could not read: gateway text, so content.
+RAW_EVENT_CANARY = "canary-raw-event-6262"
 FEEDBACK_CANARY = "canary-feedback-7373"
 CONTENT_CANARIES = (
     MESSAGE_CANARY,
     THINKING_CANARY,
     SYSTEM_PROMPT_CANARY,
     PREFERENCE_CANARY,
+    RAW_EVENT_CANARY,
     FEEDBACK_CANARY,
 )
 MODELS = (
@@ -71,6 +74,10 @@ def seeded(make_user) -> dict[str, object]:
     chat_services.message_feedback_set(
         message_id=reply.id, owner=owner, rating="down", comment=FEEDBACK_CANARY
     )
+    unreadable = add_turn(conversation, "and then?", "")
+    unreadable.status, unreadable.error = "error", "The gateway's reply could not be read."
+    unreadable.raw_event = f'{{"type": "message_start", "note": "{RAW_EVENT_CANARY}"}}'
+    unreadable.save()
     sharing_services.share_link_create(
         conversation_id=conversation.id,
         user=owner,
@@ -103,7 +110,7 @@ def _seed_urls(seeded: dict[str, object]) -> list[str]:
     conversation = seeded["conversation"]
     preferences = seeded["preferences"]
     link = conversation.share_links.get()
-    message = conversation.messages.get(role="assistant")
+    message = conversation.messages.filter(role="assistant").order_by("created_at").first()
     return [
         "/admin/",
         f"{CHANGELIST}?q=4831",
@@ -292,3 +299,21 @@ def test_the_transcript_gate_does_not_show_the_title(seeded, make_user) -> None:
 
     assert "Why are you opening this transcript?" in gate.content.decode()
     assert TITLE_CANARY not in gate.content.decode()
+
+
+def test_the_raw_event_of_an_unreadable_stream_shows_in_the_logged_transcript_only(
+    seeded, make_user
+) -> None:
+    client = staff_with(make_user, "reader", ["view_conversation"])
+    conversation = seeded["conversation"]
+    url = reverse("admin:conversations_conversation_transcript", args=[conversation.pk])
+
+    gate = client.get(url)
+    opened = client.post(url, {"reason": "reply could not be read"})
+    transcript = client.get(opened["Location"]).content.decode()
+
+    assert RAW_EVENT_CANARY not in unescape(gate.content.decode())
+    assert RAW_EVENT_CANARY in unescape(transcript)
+    assert "The gateway's first event, as received" in unescape(transcript)
+    entry = TranscriptAccess.objects.filter(staff_username="reader").get()
+    assert entry.reason == "reply could not be read"

@@ -18,7 +18,10 @@ from conversations.models import Message
 from conversations.realtime import runtime
 from tests import attachment_files as files
 from tests.factories import MODEL, finish, turn_with_attachments
-from tests.test_consumers import SEND, receive_until
+from tests.support.sockets import (
+    SEND,
+    receive_until,
+)
 from tests.upstream_server import FakeUpstream, Stream, gateway_chunks
 
 CONTROLS = {k: v for k, v in SEND.items() if k not in ("action", "message")}

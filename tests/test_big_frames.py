@@ -19,8 +19,10 @@ from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
 from tests.conftest import DaphneServer, sign_in
 from tests.factories import exchange
-from tests.test_consumers import SEND
-from tests.test_sqlite_concurrency import _session_cookie
+from tests.support.sockets import (
+    SEND,
+)
+from tests.support.ws import session_cookie
 from tests.upstream_server import FakeUpstream, Stream, gateway_chunks
 
 # Daphne's default --websocket-max-message-size, which the app's own limit must not exceed.
@@ -79,7 +81,7 @@ def test_a_5_mb_reply_streams_and_keeps_every_socket_open(
     pieces = [piece] * 560  # ≈ 5.2 MB
     upstream.enqueue(Stream(gateway_chunks(pieces)))
     conversation = conversation_create(owner=user)
-    cookie = _session_cookie(user)
+    cookie = session_cookie(user)
 
     async def run() -> tuple[int, int, str, str, int]:
         async with Socket(live, cookie, conversation) as sender:
@@ -135,7 +137,7 @@ def test_a_3_mb_regenerate_arrives_in_pieces_and_keeps_the_socket_open(
     for turn in range(12):
         _, last = exchange(conversation, f"Question {turn}", f"Answer {turn}: " + "word " * 25_000)
     upstream.enqueue(Stream(gateway_chunks(["A short ", "new version."])))
-    cookie = _session_cookie(user)
+    cookie = session_cookie(user)
 
     async def run() -> tuple[int, str]:
         async with Socket(live, cookie, conversation) as socket:
@@ -207,8 +209,8 @@ def test_slices_of_a_huge_delta_or_snapshot_each_fit_and_add_up(reasoning: str) 
         pieces = build(message_id="m", text=text, reasoning=reasoning)
         assert len(pieces) > 1
         assert all(len(piece.encode()) <= DAPHNE_LIMIT for piece in pieces)
-        # Text goes into the streaming tail, whether appended or restated.
-        shown = "".join(re.findall(r"-tail\"(?: class=\"stream-tail\")?>([^<]*)<", "".join(pieces)))
+        # Text goes to the streaming tail (appended, or the tail inside a replaced body).
+        shown = "".join(re.findall(r"-(?:content|tail)\"[^>]*>([^<]*)<", "".join(pieces)))
         assert html.unescape(shown) == text
         thought = "".join(re.findall(r"-reasoning\">([^<]*)<", "".join(pieces)))
         assert html.unescape(thought) == reasoning

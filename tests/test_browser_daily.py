@@ -83,6 +83,29 @@ def test_no_thinking_section_while_streaming_without_reasoning(
     expect(reply.locator("details.thinking")).to_be_hidden()
 
 
+def test_a_reply_is_announced_once_when_it_completes(
+    browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user
+) -> None:
+    gate = Gate()
+    chunks = gateway_chunks(["Half of it", " and the rest."])
+    upstream.enqueue(Stream([chunks[0], Hold(gate), *chunks[1:]]))
+    page = browser_page
+    sign_in(page, username=user.username)
+    announcer = page.locator("#reply-announcer")
+    page.get_by_label("Message").fill("Say something")
+    page.get_by_role("button", name="Send").click()
+    reply = page.locator(ASSISTANT)
+
+    expect(reply).to_contain_text("Half of it")
+    # The transcript itself is not live: fragments are not read out as they arrive.
+    expect(page.get_by_role("log")).to_have_attribute("aria-live", "off")
+    expect(announcer).to_have_attribute("role", "status")
+    expect(announcer).to_have_text("")
+    gate.release()
+    expect(reply).to_have_attribute("data-status", "complete")
+    expect(announcer).to_have_text("Claude replied: Half of it and the rest.")
+
+
 def test_streaming_tail_continues_the_rendered_paragraph(
     browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user
 ) -> None:
@@ -145,6 +168,7 @@ def test_message_buttons_say_which_message_they_act_on(
         "Copy Claude's reply 1",
         "Copy Claude's reply 2",
         "Copy code from Claude's reply 1 (block 2)",
+        "Regenerate Claude's reply 2",
     ):
         expect(log.get_by_role("button", name=name, exact=True)).to_have_count(1)
 

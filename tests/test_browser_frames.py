@@ -2,6 +2,8 @@
 (no read of the transcript's geometry outside an animation frame) while a reply streams, and
 still following the stream to its end."""
 
+import re
+
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -106,7 +108,7 @@ HOLD_SOCKET_OPEN = """
 """
 
 
-def test_an_action_clicked_before_the_socket_opens_is_sent_once_it_does(
+def test_an_edit_sent_before_the_socket_opens_is_sent_once_it_does(
     browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user
 ) -> None:
     conversation = services.conversation_create(owner=user)
@@ -116,12 +118,14 @@ def test_an_action_clicked_before_the_socket_opens_is_sent_once_it_does(
     sign_in(page, username=user.username)
     page.add_init_script(HOLD_SOCKET_OPEN)
     page.goto(f"/c/{conversation.id}/")
-    reply = page.locator('article[data-role="assistant"]')
+    asked = page.locator('article[data-role="user"]')
 
-    page.get_by_role("button", name="Regenerate").click()
+    asked.get_by_role("button", name=re.compile("Edit")).click()
+    page.get_by_label("Edited text").fill("Name another colour")
+    page.get_by_role("button", name="Send edit").click()
     expect(page.locator("#composer-error")).to_contain_text("Connecting")
     page.evaluate("window.__openSockets()")
 
-    expect(reply).to_contain_text("Green.")
-    expect(reply.locator(".version-label")).to_have_text("2/2")
+    expect(page.locator('article[data-role="assistant"]')).to_contain_text("Green.")
+    expect(asked).to_contain_text("Name another colour")
     expect(page.locator("#composer-error")).to_have_text("")

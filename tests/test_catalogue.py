@@ -12,7 +12,6 @@ from conversations.accounts import services as accounts_services
 from conversations.catalogue import selectors as catalogue
 from conversations.catalogue.services import (
     REFRESH_LEASE_KEY,
-    DatabaseDialectMemory,
     catalogue_refresh,
     catalogue_refresh_soon,
 )
@@ -230,13 +229,3 @@ def test_a_new_conversation_takes_the_preferred_model_then_the_site_model(
         user=user, settings=turn_settings(model="anthropic/claude-opus-4-5")
     )
     assert services.conversation_create(owner=user).model == "anthropic/claude-opus-4-5"
-
-
-@pytest.mark.django_db
-def test_dialect_memory_is_shared_through_the_database() -> None:
-    writer, reader = DatabaseDialectMemory(), DatabaseDialectMemory()
-
-    assert reader.get("anthropic/claude-sonnet-4.5") is None
-    writer.remember("anthropic/claude-sonnet-4.5", {"system": "top-level"})
-
-    assert reader.get("anthropic/claude-sonnet-4.5") == {"system": "top-level"}

@@ -12,12 +12,17 @@ from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
 from conversations.realtime import runtime
 from tests.factories import exchange
-from tests.test_consumers import RECEIVE_TIMEOUT, SEND, communicator_for, receive_until
+from tests.support.sockets import (
+    COMPLETE,
+    RECEIVE_TIMEOUT,
+    SEND,
+    communicator_for,
+    receive_until,
+)
 from tests.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chunks
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
-COMPLETE = 'data-role="assistant" data-status="complete"'
 CONTROLS = {k: v for k, v in SEND.items() if k not in ("action", "message")}
 
 

@@ -12,7 +12,11 @@ from conversations.chat import services
 from conversations.gateway.profiles import SONNET_4_6
 from conversations.models import Conversation, Message
 from conversations.realtime import runtime
-from tests.test_consumers import SEND, communicator_for, receive_until
+from tests.support.sockets import (
+    SEND,
+    communicator_for,
+    receive_until,
+)
 from tests.transcripts import add_turn
 from tests.upstream_server import ErrorReply, FakeUpstream, completion_reply
 

@@ -23,7 +23,14 @@ from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
 from conversations.realtime import runtime
 from tests.conftest import TEST_API_KEY
-from tests.test_consumers import SEND, communicator_for
+from tests.support.sockets import (
+    RECEIVE_TIMEOUT,
+    SEND,
+    SOCKET_TIMEOUT,
+    communicator_for,
+    drain_final_state,
+    wait_generations,
+)
 from tests.upstream_server import (
     Drop,
     ErrorReply,
@@ -41,9 +48,6 @@ from tests.upstream_server import (
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 FINAL = re.compile(r'data-role="assistant" data-status="(complete|error|stopped|interrupted)"')
-RECEIVE_TIMEOUT = 15
-# Generous: on the Redis leg of a busy machine a connect can take seconds.
-SOCKET_TIMEOUT = 10
 
 
 @dataclass
@@ -66,16 +70,6 @@ async def collect_until_final(comm: WebsocketCommunicator) -> str:
             received.append(frame)
             if FINAL.search(frame):
                 return html.unescape("".join(received))
-
-
-async def drain_final_state(comm: WebsocketCommunicator) -> str:
-    """On connect, a socket is sent the final state of the conversation's last reply."""
-    return await comm.receive_from(timeout=SOCKET_TIMEOUT)
-
-
-async def wait_generations() -> None:
-    for task in [g.task for g in runtime.current().generations.values() if g.task]:
-        await task
 
 
 async def run_turn(upstream: FakeUpstream, user: Any, *replies: Any) -> Turn:

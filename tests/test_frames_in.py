@@ -19,12 +19,18 @@ from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
 from conversations.realtime import generation
 from tests.factories import exchange
-from tests.test_consumers import RECEIVE_TIMEOUT, SEND, communicator_for, receive_until
-from tests.test_limits import JSON_VALUES, wait_generations
+from tests.support.sockets import (
+    COMPLETE,
+    RECEIVE_TIMEOUT,
+    SEND,
+    communicator_for,
+    receive_until,
+    wait_generations,
+)
+from tests.support.strategies import JSON_VALUES
 from tests.upstream_server import FakeUpstream
 
 CONTROLS = {k: v for k, v in SEND.items() if k not in ("action", "message")}
-COMPLETE = 'data-role="assistant" data-status="complete"'
 NOT_UUIDS = ["not-a-uuid", "1", "", " ", "' OR 1=1 --", "0" * 33, "g" * 32, "\x00", "x" * 5000]
 HUGE = "h" * 200_000
 # Wrong in type (or hostile in value) for any field a frame may carry.

@@ -143,7 +143,7 @@ async def test_memory_shared_by_two_clients_sends_the_second_straight_to_the_wor
     events, error = await collect(second, turn())
 
     assert error is None
-    assert memory.get(MODEL) == OPENAI.switched(Aspect.SYSTEM)
+    assert await memory.get(MODEL) == OPENAI.switched(Aspect.SYSTEM)
     assert only(events, DialectSwitched) == []
     assert len(fake_gateway.requests) == 3
 
@@ -159,7 +159,7 @@ async def test_memory_is_not_taught_a_shape_the_gateway_also_refused(
     _, error = await collect(client, turn())
 
     assert isinstance(error, ShapeRejected)
-    assert memory.get(MODEL) is None
+    assert await memory.get(MODEL) is None
 
 
 @pytest.mark.asyncio

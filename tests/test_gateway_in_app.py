@@ -10,13 +10,11 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.routing import URLRouter
-from channels.testing import WebsocketCommunicator
 
-from conversations.chat.routing import websocket_urlpatterns
 from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
 from conversations.realtime import runtime
+from tests.support.sockets import RECEIVE_TIMEOUT, SEND, communicator_for
 from tests.upstream_server import (
     Event,
     FakeUpstream,
@@ -28,17 +26,6 @@ from tests.upstream_server import (
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
-# Generous: CI machines are small and noisy; a passing test never waits this long.
-RECEIVE_TIMEOUT = 30
-SEND = {
-    "action": "send",
-    "message": "Hello there",
-    "sampling": "default",
-    "temperature": "1",
-    "top_p": "1",
-    "reasoning_effort": "off",
-    "max_tokens": "1000",
-}
 SMILE = "\U0001f600"
 FINAL = (
     'data-role="assistant" data-status="complete"',
@@ -50,8 +37,7 @@ async def _turn(user: Any, stream: Stream, upstream: FakeUpstream) -> tuple[Mess
     """Send one message over a real consumer; the saved reply and every frame received."""
     upstream.enqueue(stream)
     conversation: Conversation = await database_sync_to_async(conversation_create)(owner=user)
-    comm = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/c/{conversation.id}/")
-    comm.scope["user"] = user
+    comm = communicator_for(user, conversation)
     assert (await comm.connect())[0]
     await comm.send_to(text_data=json.dumps(SEND))
     frames: list[str] = []

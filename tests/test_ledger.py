@@ -18,8 +18,13 @@ from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message, UsageRecord, UserQuota
 from conversations.sharing import services as sharing_services
 from conversations.sharing.services import ShareOptions
-from tests.test_consumers import SEND, communicator_for, finished, receive_until
-from tests.test_limits import _race
+from tests.support.sockets import (
+    SEND,
+    communicator_for,
+    finished,
+    receive_until,
+)
+from tests.support.threads import race
 from tests.transcripts import add_turn
 from tests.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chunks
 
@@ -115,7 +120,7 @@ def test_concurrent_replies_cannot_overrun_the_token_quota(user: Any, settings: 
         ).reply
         started.append(reply)
 
-    outcomes = _race(start, 20)
+    outcomes = race(start, 20)
     # Only now do the replies finish, each using all it may.
     for reply in started:
         services.reply_finish(

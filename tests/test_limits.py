@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from django.db import OperationalError, close_old_connections, connection
+from django.db import OperationalError
 from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -22,10 +22,16 @@ from conversations.chat import services
 from conversations.chat.frames_in import FRAME_OVERHEAD_CHARS
 from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message, UsageRecord, UserQuota
-from conversations.realtime import runtime
 from tests.conftest import DaphneServer, sign_in
-from tests.test_consumers import SEND, communicator_for, receive_until
-from tests.test_faults import SOCKET_TIMEOUT
+from tests.support.sockets import (
+    SEND,
+    SOCKET_TIMEOUT,
+    communicator_for,
+    receive_until,
+    wait_generations,
+)
+from tests.support.strategies import JSON_VALUES
+from tests.support.threads import race
 from tests.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chunks
 
 TURN_SETTINGS = services.TurnSettings(
@@ -48,11 +54,6 @@ def start_turn(user: Any, conversation: Conversation | None = None) -> Message:
         message_id=reply.id, outcome=services.ReplyOutcome(status="complete", content="ok")
     )
     return reply
-
-
-async def wait_generations() -> None:
-    for task in [g.task for g in runtime.current().generations.values() if g.task]:
-        await task
 
 
 # Message length and frame size.
@@ -99,20 +100,6 @@ async def test_over_large_frame_is_refused_before_parsing(
 
 # Malformed frames: a property test.
 
-JSON_LEAVES = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(10**40), max_value=10**40)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=30)
-)
-JSON_VALUES = st.recursive(
-    JSON_LEAVES,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=12,
-)
 KNOWN_KEYS = st.sampled_from(
     [
         "action",
@@ -215,29 +202,6 @@ async def test_two_sends_at_once_from_two_sockets_make_exactly_one_reply(
     await second.disconnect()
 
 
-def _race(target: Any, count: int) -> list[BaseException | None]:
-    """Run `target` in `count` threads released at once; each gets its own DB connection."""
-    barrier = threading.Barrier(count)
-    outcomes: list[BaseException | None] = [None] * count
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait()
-            target()
-        except BaseException as exc:  # recorded for the assertion
-            outcomes[index] = exc
-        finally:
-            close_old_connections()
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return outcomes
-
-
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_turns_in_one_conversation_start_exactly_one_reply(user: Any) -> None:
     conversation = conversation_create(owner=user)
@@ -251,7 +215,7 @@ def test_concurrent_turns_in_one_conversation_start_exactly_one_reply(user: Any)
             model="m",
         )
 
-    outcomes = _race(send, 4)
+    outcomes = race(send, 4)
 
     assert Message.objects.filter(role=Message.Role.ASSISTANT).count() == 1
     assert Message.objects.filter(role=Message.Role.USER).count() == 1
@@ -282,7 +246,7 @@ def test_rate_limit_holds_across_concurrent_sends_in_different_conversations(
             model="m",
         )
 
-    _race(send, 5)
+    race(send, 5)
 
     assert Message.objects.filter(role=Message.Role.ASSISTANT).count() <= 2
 

@@ -19,7 +19,13 @@ from conversations.gateway.profiles import BUILT_IN, OPUS_4_5, SONNET_4_5, SONNE
 from conversations.models import Conversation, Message
 from conversations.realtime import generation
 from tests.factories import exchange, finish, turn_settings
-from tests.test_consumers import SEND, communicator_for, finished, receive_until
+from tests.support.sockets import (
+    COMPLETE,
+    SEND,
+    communicator_for,
+    finished,
+    receive_until,
+)
 from tests.upstream_server import (
     ErrorReply,
     FakeUpstream,
@@ -28,7 +34,6 @@ from tests.upstream_server import (
     gateway_chunks,
 )
 
-COMPLETE = 'data-role="assistant" data-status="complete"'
 SONNET_5 = "anthropic/claude-sonnet-5"
 RETIRED_NOTE = "Claude Sonnet 4.5 was retired on 30 Nov 2026; this reply is from Claude Sonnet 4.6."
 
@@ -423,3 +428,49 @@ async def test_titles_use_the_replacement_of_a_retired_site_model(
     assert await titles.title_generate(conversation_id=conversation.id, owner_id=user.pk)
 
     assert upstream.requests[0].json["model"] == SONNET_4_6.id
+
+
+@pytest.fixture
+def retires_to_adaptive(settings, tmp_path) -> None:
+    """The operator sends Sonnet 4.5's conversations to an adaptive model when it retires."""
+    path = tmp_path / "models.json"
+    path.write_text(
+        json.dumps(
+            {
+                "models": [
+                    {"id": SONNET_5, "kind": "adaptive", "display_name": "Claude Sonnet 5"},
+                    {"id": SONNET_4_5.id, "replaced_by": SONNET_5},
+                ]
+            }
+        )
+    )
+    settings.CHAT_MODELS_FILE = str(path)
+
+
+@pytest.mark.django_db
+def test_settings_the_replacement_does_not_take_are_named_on_the_reply(
+    settings, user, owner_client, monkeypatch, retires_to_adaptive
+) -> None:
+    settings.AIMLAPI_API_KEY = "sk-test"
+    settings.CHAT_MODELS_REFRESH_SECONDS = 0
+    on_day(monkeypatch, datetime.date(2026, 12, 1))
+    conversation = services.conversation_create(owner=user)
+
+    started = services.turn_start(
+        conversation_id=conversation.id,
+        owner=user,
+        content="Hi",
+        settings=turn_settings(sampling="temperature", temperature=0.4, reasoning_effort="low"),
+        model=SONNET_4_5.id,
+    )
+
+    reply = started.reply
+    assert reply.model == SONNET_5
+    assert reply.request_params == {"max_tokens": 1000}
+    assert reply.request_notes == [
+        "Temperature was not sent as set: Claude Sonnet 5 chooses its own sampling.",
+        "Thinking was not sent as set: Claude Sonnet 5 decides for itself how much to think.",
+    ]
+    finish(reply, "Bonjour")
+    page = owner_client.get(reverse("conversation", args=[conversation.id])).content.decode()
+    assert "Temperature was not sent as set: Claude Sonnet 5 chooses its own sampling." in page

@@ -16,7 +16,11 @@ from django.db import connection
 from conversations.chat import orm
 from conversations.chat.services import conversation_create
 from tests.factories import exchange
-from tests.test_consumers import SEND, communicator_for, receive_until
+from tests.support.sockets import (
+    SEND,
+    communicator_for,
+    receive_until,
+)
 from tests.upstream_server import FakeUpstream, Stream, gateway_chunks
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]

@@ -5,16 +5,12 @@ skipped with the reason: several processes need a shared database and a shared c
 which SQLite and the in-memory layer are not.
 """
 
-import os
-import uuid
-from collections.abc import Iterator
-
 import pytest
 from django.conf import settings as django_settings
 from playwright.sync_api import expect
 
 from conversations.models import Message
-from tests.conftest import DaphneServer, sign_in
+from tests.conftest import sign_in
 from tests.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chunks
 
 # Generous: the shared Redis of a busy CI machine can stall for seconds.
@@ -30,27 +26,6 @@ pytestmark = [
         "PostgreSQL + Redis leg (DATABASE_URL=postgres://..., REDIS_URL=redis://...)",
     ),
 ]
-
-
-@pytest.fixture
-def two_processes(
-    _sync_orm_beside_playwright: None, transactional_db: None, upstream: FakeUpstream
-) -> Iterator[tuple[DaphneServer, DaphneServer]]:
-    if not os.environ.get("REDIS_URL"):
-        # On PostgreSQL without Redis the test cannot mean anything: fail, never skip quietly.
-        pytest.fail("the scale-out test needs REDIS_URL alongside PostgreSQL")
-    prefix = f"chatsite-scaleout-{uuid.uuid4().hex[:8]}"
-    servers = [
-        DaphneServer(upstream=upstream, extra_env={"CHANNELS_REDIS_PREFIX": prefix})
-        for _ in range(2)
-    ]
-    try:
-        for server in servers:
-            server.start()
-        yield servers[0], servers[1]
-    finally:
-        for server in servers:
-            server.stop()
 
 
 def test_a_reply_made_on_one_process_streams_to_and_stops_from_the_other(

@@ -19,8 +19,11 @@ from chatsite.asgi import application
 from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
 from tests.conftest import ARTIFACTS, BASE_DIR, PASSWORD, TEST_API_KEY, DaphneServer, sign_in
-from tests.test_consumers import communicator_for
-from tests.test_faults import SOCKET_TIMEOUT, drain_final_state
+from tests.support.sockets import (
+    SOCKET_TIMEOUT,
+    communicator_for,
+    drain_final_state,
+)
 from tests.upstream_server import ErrorReply, Event, FakeUpstream, Stream, gateway_chunks
 
 PRODUCTION_ENV = {

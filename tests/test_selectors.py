@@ -14,11 +14,6 @@ from tests.factories import MODEL, exchange, finish, regenerated, turn_settings
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def conversation(user) -> Conversation:
-    return services.conversation_create(owner=user)
-
-
 def _versions(window: selectors.ThreadWindow) -> list[tuple[str, int, int]]:
     return [(m.content, m.version.index, m.version.count) for m in window.messages]
 

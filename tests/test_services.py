@@ -8,11 +8,6 @@ from tests.factories import MODEL, exchange, finish, regenerated, turn_settings
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def conversation(user) -> Conversation:
-    return services.conversation_create(owner=user)
-
-
 def test_regenerate_keeps_the_old_reply_as_a_version(conversation: Conversation) -> None:
     asked, first = exchange(conversation, "Hi", "Hello!")
 

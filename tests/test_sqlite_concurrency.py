@@ -20,29 +20,28 @@ import websockets
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.db import connection
-from django.test import Client
 
 from conversations.chat import services
 from conversations.chat.consumers import DATABASE_BUSY
 from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
 from tests.conftest import DaphneServer
-from tests.test_consumers import RECEIVE_TIMEOUT, SEND, communicator_for, receive_until
-from tests.test_limits import wait_generations
+from tests.support.sockets import (
+    COMPLETE,
+    RECEIVE_TIMEOUT,
+    SEND,
+    communicator_for,
+    receive_until,
+    wait_generations,
+)
+from tests.support.ws import session_cookie
 from tests.upstream_server import FakeUpstream
 
 SENDERS = 10
 SENDS_EACH = 6
 # Generous: ten replies stream at once on a small, shared CI machine.
 TURN_TIMEOUT = 60
-COMPLETE = 'data-role="assistant" data-status="complete"'
 CSRF_INPUT = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
-
-
-def _session_cookie(user: Any) -> str:
-    client = Client()
-    client.force_login(user)
-    return client.cookies[django_settings.SESSION_COOKIE_NAME].value
 
 
 async def _chat_loop(server: DaphneServer, cookie: str, conversation: Conversation) -> list[str]:
@@ -134,7 +133,7 @@ def server(
 @pytest.mark.browser
 def test_ten_senders_and_fast_renames_lose_no_send(server: DaphneServer, user: Any) -> None:
     conversations = [conversation_create(owner=user) for _ in range(SENDERS)]
-    cookie = _session_cookie(user)
+    cookie = session_cookie(user)
     done = threading.Event()
 
     async def run() -> tuple[list[list[str]], int, list[int]]:

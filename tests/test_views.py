@@ -476,3 +476,41 @@ def test_sign_up_ignores_a_next_on_another_site(client: Client) -> None:
 
     assert response.status_code == 302
     assert response["Location"] == reverse("home")
+
+
+def test_message_actions_are_ws_send_buttons_and_only_message_text_is_hx_disabled(
+    client_for,
+) -> None:
+    client, user = client_for("alice")
+    conversation = services.conversation_create(owner=user)
+    _, reply = exchange(conversation, "Question <b hx-get='/x'>", "Answer")
+
+    body = client.get(f"/c/{conversation.id}/").content.decode()
+    article = body[body.index(f'<article id="msg-{reply.id}"') :]
+    article = article[: article.index("</article>")]
+    opening = article[: article.index(">")]
+
+    assert "hx-disable" not in opening
+    assert '<div class="message-text" hx-disable>' in article
+    assert (
+        'data-action="regenerate" ws-send hx-trigger="click" hx-include="#controls" '
+        f'hx-vals=\'{{"action": "regenerate", "message_id": "{reply.id}"}}\''
+    ) in article
+
+
+def test_a_search_result_opens_the_page_reaching_back_to_its_message(client_for) -> None:
+    client, user = client_for("alice")
+    conversation = services.conversation_create(owner=user)
+    first, _ = exchange(conversation, "The oldest needle", "An answer")
+    for turn in range(30):
+        exchange(conversation, f"question {turn}", "More")
+    services.conversation_rename(conversation_id=conversation.id, owner=user, title="Haystack")
+
+    results = client.get(reverse("search"), {"q": "needle"}, headers={"HX-Request": "true"})
+    link = f"/c/{conversation.id}/?at={first.id}#msg-{first.id}"
+    opened = client.get(f"/c/{conversation.id}/", {"at": str(first.id)})
+    plain = client.get(f"/c/{conversation.id}/")
+
+    assert link in results.content.decode()
+    assert f'id="msg-{first.id}"' in opened.content.decode()
+    assert f'id="msg-{first.id}"' not in plain.content.decode()

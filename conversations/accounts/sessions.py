@@ -6,6 +6,7 @@ session (a logout names one session; the others end every session of the user). 
 caught by chatsite.sockets, which re-checks each socket's session.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -37,7 +38,7 @@ def sockets_close_for_user(*, user_id: Any, session_key: str | None = None) -> N
     transaction.on_commit(send)
 
 
-async def socket_session_ended(*, scope: dict[str, Any], event: dict[str, Any]) -> bool:
+async def socket_session_ended(*, scope: Mapping[str, Any], event: dict[str, Any]) -> bool:
     """Whether a `session.ended` event ends the socket with this scope."""
     named = event.get("session_key")
     if not named:

@@ -1,5 +1,6 @@
 """Staff's side of the models: which are offered to whom, what the gateway last said about
-them, and which conversations sit on a model that is retiring."""
+them, which request shape each model was found to take, and which conversations sit on a model
+that is retiring."""
 
 from typing import Any
 
@@ -8,7 +9,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from conversations.catalogue import selectors
-from conversations.models import Conversation, GatewayModel, ModelOffer
+from conversations.gateway.dialect import Dialect
+from conversations.models import Conversation, GatewayModel, ModelDialect, ModelOffer
 
 
 class RetiringModelFilter(admin.SimpleListFilter):
@@ -63,6 +65,28 @@ class GatewayModelAdmin(admin.ModelAdmin[GatewayModel]):
         "refreshed_at",
     )
     list_filter = ("listed", "status")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(ModelDialect)
+class ModelDialectAdmin(admin.ModelAdmin[ModelDialect]):
+    """What the gateway was found to take, per model, in words. Deleting a row makes the next
+    turn start from the configured dialect again (and learn anew if it is refused)."""
+
+    list_display = ("model_id", "gateway", "dialect_column", "updated_at")
+    fields = ("model_id", "gateway", "dialect_column", "updated_at")
+    readonly_fields = fields
+    list_filter = ("gateway",)
+
+    @admin.display(description="Request shape")
+    def dialect_column(self, row: ModelDialect) -> str:
+        dialect = Dialect.from_json(row.dialect)
+        return dialect.summary() if dialect is not None else "not readable (ignored)"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -15,9 +14,10 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from conversations.catalogue import selectors as catalogue
-from conversations.catalogue.payload import request_payload
+from conversations.catalogue.payload import turn_request
 from conversations.catalogue.selectors import thread_in_context
 from conversations.chat.selectors import thread_path
+from conversations.gateway.payload import TurnRequest
 from conversations.gateway.profiles import ModelProfile
 from conversations.models import Conversation, Message
 
@@ -141,7 +141,7 @@ def context_trim(
         return TrimResult(left_out=[m.id for m in full].index(kept.id), kept_from=kept)
 
 
-def summary_request(*, conversation: Conversation) -> dict[str, Any]:
+def summary_request(*, conversation: Conversation) -> TurnRequest:
     """The non-streaming request that asks the conversation's model for a summary of it."""
     lines = [
         f"{'User' if m.role == Message.Role.USER else 'Assistant'}: {m.content}"
@@ -151,14 +151,12 @@ def summary_request(*, conversation: Conversation) -> dict[str, Any]:
     source = "\n\n".join(lines)[-SUMMARY_SOURCE_CHARS:]
     current = catalogue.catalogue_current()
     chosen = conversation.model or catalogue.default_model_id(catalogue=current)
-    payload = request_payload(
+    return turn_request(
         model_id=current.profile(chosen).id,
         params={"max_tokens": SUMMARY_MAX_TOKENS},
         messages=[{"role": "user", "content": source}],
         system_prompt=SUMMARY_INSTRUCTION,
-        stream=False,
     )
-    return payload
 
 
 def conversation_create_from_summary(

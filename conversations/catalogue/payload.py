@@ -38,18 +38,3 @@ def turn_request(
         system_prompt=system_prompt,
         dialect=Dialect.of(RequestStyle(settings.CHAT_REQUEST_STYLE)),
     )
-
-
-def request_payload(
-    *,
-    model_id: str,
-    params: Mapping[str, Any],
-    messages: Sequence[Mapping[str, Any]],
-    system_prompt: str,
-    stream: bool = True,
-) -> dict[str, Any]:
-    """The JSON body in the configured dialect."""
-    turn = turn_request(
-        model_id=model_id, params=params, messages=messages, system_prompt=system_prompt
-    )
-    return turn.build(turn.starting_dialect, stream=stream).body

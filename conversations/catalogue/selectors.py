@@ -7,7 +7,7 @@ import datetime
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,14 @@ from conversations.gateway.profiles import (
     profile_index,
     profile_of_kind,
 )
-from conversations.models import Conversation, GatewayModel, Message, ModelOffer, UserPreferences
+from conversations.models import (
+    Conversation,
+    GatewayModel,
+    Message,
+    ModelDialect,
+    ModelOffer,
+    UserPreferences,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +196,8 @@ class TurnPlan:
     model: str
     params: dict[str, Any]
     note: str = ""
+    # What the user set that the replacement does not take, in words (kept on the reply).
+    notes: list[str] = field(default_factory=list)
     # The profile of `model`, when the plan was made from the catalogue.
     profile: ModelProfile | None = None
 
@@ -206,6 +215,7 @@ def turn_plan(
                 model=successor.id,
                 params=settings.fitted(successor).request_params(successor),
                 note=retired_note(retired=profile, successor=successor),
+                notes=settings.fitting_notes(successor),
                 profile=successor,
             )
     return TurnPlan(model=chosen, params=settings.request_params(profile), profile=profile)
@@ -355,3 +365,13 @@ def model_in_service(*, model_id: str) -> str:
         return model_id
     successor = replacement_for(profile=profile, catalogue=current, on=today())
     return successor.id if successor is not None else model_id
+
+
+def dialect_remembered(*, gateway: str, model_id: str) -> object | None:
+    """The stored request dialect that worked for ``model_id`` at ``gateway`` (as stored: the
+    caller validates it), or None."""
+    return (
+        ModelDialect.objects.filter(gateway=gateway[:200], model_id=model_id[:100])
+        .values_list("dialect", flat=True)
+        .first()
+    )

@@ -3,12 +3,10 @@ never in a turn's way), and the request dialect that worked per model."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -148,28 +146,12 @@ def catalogue_refresh_soon() -> threading.Thread | None:
     return thread
 
 
-def _as_json(dialect: Any) -> Any:
-    if dataclasses.is_dataclass(dialect) and not isinstance(dialect, type):
-        return dataclasses.asdict(dialect)
-    return dialect
-
-
-class DatabaseDialectMemory:
-    """The request dialect that worked for each model, in the database so that every server
-    process sends the next turn straight in it. `decode` turns the stored JSON back into the
-    gateway's dialect value."""
-
-    def __init__(self, *, decode: Callable[[Any], Any] = lambda stored: stored) -> None:
-        self._decode = decode
-
-    def get(self, model_id: str) -> Any | None:
-        row = ModelDialect.objects.filter(model_id=model_id[:100]).first()
-        return None if row is None else self._decode(row.dialect)
-
-    def remember(self, model_id: str, dialect: Any) -> None:
-        ModelDialect.objects.update_or_create(
-            model_id=model_id[:100], defaults={"dialect": _as_json(dialect)}
-        )
+def dialect_remember(*, gateway: str, model_id: str, dialect: dict[str, Any]) -> None:
+    """Keep the request dialect that worked for ``model_id`` at ``gateway``, so every server
+    process sends the model's next turn straight in it."""
+    ModelDialect.objects.update_or_create(
+        gateway=gateway[:200], model_id=model_id[:100], defaults={"dialect": dialect}
+    )
 
 
 def reply_switch_model(*, reply_id: Any, on: datetime.date) -> str | None:
@@ -192,18 +174,26 @@ def reply_switch_model(*, reply_id: Any, on: datetime.date) -> str | None:
                 f"The gateway no longer offers {refused.display_name}; this reply is from "
                 f"{successor.display_name}."
             )
-        fitted = settings_from_params(reply.request_params, model=reply.model).fitted(successor)
-        params = fitted.request_params(successor)
+        chosen = settings_from_params(reply.request_params, model=reply.model)
+        params = chosen.fitted(successor).request_params(successor)
         if "reasoning_effort" not in reply.request_params:
             # A continuation never thinks; neither does its switched request.
             params.pop("reasoning_effort", None)
         reply.model, reply.request_params, reply.model_note = successor.id, params, note
+        reply.request_notes = chosen.fitting_notes(successor)
         reply.model_changed = selectors.previous_model_of(parent=reply.parent) not in (
             "",
             successor.id,
         )
         reply.save(
-            update_fields=["model", "request_params", "model_note", "model_changed", "updated_at"]
+            update_fields=[
+                "model",
+                "request_params",
+                "model_note",
+                "request_notes",
+                "model_changed",
+                "updated_at",
+            ]
         )
         Conversation.objects.filter(id=reply.conversation_id, model=refused.id).update(
             model=successor.id

@@ -101,10 +101,10 @@ async def context_summary(request: AuthenticatedHttpRequest, conversation_id: st
     )
     if conversation is None:
         raise Http404("No such conversation.")
-    payload = await database_sync_to_async(context.summary_request)(conversation=conversation)
+    turn = await database_sync_to_async(context.summary_request)(conversation=conversation)
     error, summary = "", ""
     try:
-        summary = (await runtime.current().client.complete(payload))[:SUMMARY_MAX_CHARS]
+        summary = (await runtime.current().client.complete(turn))[:SUMMARY_MAX_CHARS]
     except GatewayError as exc:
         error = exc.message
     return render(

@@ -4,7 +4,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -30,6 +30,7 @@ from conversations.chat.forms import (
 )
 from conversations.chat.frames_in import FrameError
 from conversations.chat.orm import orm_concurrent
+from conversations.gateway.payload import TurnRequest
 from conversations.models import Conversation, Message
 from conversations.realtime import events, generation, live
 
@@ -48,13 +49,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # Per message id: how much of the content and reasoning this socket has shown.
     shown: dict[str, tuple[int, int]]
 
+    @property
+    def user(self) -> User:
+        """The signed-in user: `connect` closes the socket for anyone else."""
+        return cast(User, self.scope["user"])
+
     async def connect(self) -> None:
-        user = self.scope["user"]
-        if not user.is_authenticated:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         conversation = await database_sync_to_async(selectors.conversation_get_for_user)(
-            conversation_id=self.scope["url_route"]["kwargs"]["conversation_id"], user=user
+            conversation_id=self.scope["url_route"]["kwargs"]["conversation_id"], user=self.user
         )
         if conversation is None:
             await self.close(code=CLOSE_NOT_FOUND)
@@ -66,7 +72,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(
             generation.viewers_group(self.conversation_id), self.channel_name
         )
-        await self.channel_layer.group_add(live.user_group(user.pk), self.channel_name)
+        await self.channel_layer.group_add(live.user_group(self.user.pk), self.channel_name)
         await self.accept()
         await self._snapshot_request()
         # A reply that ended between the page render and this socket joining the group has no
@@ -75,7 +81,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if finished is not None:
             await self.send(text_data=frames.message_replaced(message=finished))
 
-    async def send(
+    async def send(  # type: ignore[override]  # the signature of Channels' websocket consumer
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
     ) -> None:
         """Every frame goes out here: one too large for the socket (a huge reply, a long
@@ -114,9 +120,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(
                 generation.viewers_group(self.conversation_id), self.channel_name
             )
-            await self.channel_layer.group_discard(
-                live.user_group(self.scope["user"].pk), self.channel_name
-            )
+            await self.channel_layer.group_discard(live.user_group(self.user.pk), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
@@ -149,7 +153,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if form.errors:
             raise FrameError(form_error_text(form))
         data = form.cleaned_data
-        owner = self.scope["user"]
+        owner = self.user
         turn_settings = turn_settings_from(form=form, frame=frame.controls)
         overflow = await orm_concurrent(context.context_offers_needed)(
             conversation_id=self.conversation_id,
@@ -199,14 +203,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if user_message.parent_id is None:
             titles.title_schedule(
                 conversation_id=self.conversation_id,
-                owner_id=self.scope["user"].pk,
+                owner_id=self.user.pk,
                 after=running.task,
             )
 
     async def branch(self, frame: frames_in.BranchFrame) -> None:
         """Regenerate / retry / continue a reply, edit a user message, or page to a version:
         the branch on screen changes, so every tab of the conversation re-renders it."""
-        owner, message_id = self.scope["user"], frame.message_id
+        owner, message_id = self.user, frame.message_id
         reply_id = None
         try:
             if frame.action == "switch":
@@ -263,7 +267,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     ) -> TurnSettingsForm:
         """The frame's controls checked against the profile of the model they name."""
         return await orm_concurrent(_checked_form)(
-            form_class, data, self.scope["user"], self.conversation_id
+            form_class, data, self.user, self.conversation_id
         )
 
     async def reply_retry(self, frame: frames_in.RetryFrame) -> None:
@@ -271,7 +275,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             failed, reply = await database_sync_to_async(services.reply_retry)(
                 conversation_id=self.conversation_id,
                 message_id=frame.message_id,
-                owner=self.scope["user"],
+                owner=self.user,
                 model=settings.CHAT_MODEL,
             )
         except services.TurnRefused as exc:
@@ -397,7 +401,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self._refresher = asyncio.create_task(self._refresh(), name="socket-refresh")
 
     async def _refresh(self) -> None:
-        user = self.scope["user"]
+        user = self.user
         while self._stale:
             parts, self._stale = self._stale, set()
             try:
@@ -466,7 +470,7 @@ def _workspace_frame(user: Any, conversation_id: uuid.UUID, *, sidebar: bool, qu
 @dataclass(frozen=True, slots=True)
 class TurnStart:
     started: services.StartedTurn
-    prepared: tuple[dict[str, Any], uuid.UUID]
+    prepared: tuple[TurnRequest, uuid.UUID]
     frame: str
 
 

@@ -46,25 +46,26 @@ def turn_started(*, messages: list[Message]) -> str:
     return f'<div hx-swap-oob="beforeend:#transcript">{articles}</div>'
 
 
-def message_article(*, message: Message) -> str:
-    return render_to_string("chat/_message.html", {"message": message})
+# Out-of-band partials are marked one way: the template writes hx-swap-oob from its `oob`
+# value (True, or a swap spec such as "outerHTML:#msg-…").
+
+
+def message_article(*, message: Message, oob: bool | str = False) -> str:
+    return render_to_string("chat/_message.html", {"message": message, "oob": oob})
 
 
 def message_replaced(*, message: Message) -> str:
-    article = message_article(message=message)
     # The article keeps its id, so an outerHTML swap replaces the streaming one in place.
-    return article.replace("<article ", '<article hx-swap-oob="true" ', 1)
+    return message_article(message=message, oob=True)
 
 
 def message_swapped(*, replaced_id: str, message: Message) -> str:
     """A retried reply takes the place of the failed one on screen."""
-    article = message_article(message=message)
-    return article.replace("<article ", f'<article hx-swap-oob="outerHTML:#msg-{replaced_id}" ', 1)
+    return message_article(message=message, oob=f"outerHTML:#msg-{replaced_id}")
 
 
 def quota_status(*, usage: Any) -> str:
-    html = render_to_string("chat/_quota.html", {"quota": usage})
-    return html.replace("<p ", '<p hx-swap-oob="true" ', 1)
+    return render_to_string("chat/_quota.html", {"quota": usage, "oob": True})
 
 
 def text_appended(*, message_id: str, text: str, reasoning: str) -> str:

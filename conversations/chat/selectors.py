@@ -359,6 +359,24 @@ def thread_window(
     )
 
 
+# How far back a page opened at one message (a search result) may reach in one window.
+THREAD_WINDOW_REACH = 500
+
+
+def thread_window_reaching(*, conversation: Conversation, message_id: uuid.UUID) -> ThreadWindow:
+    """The window on screen, reaching back far enough to hold `message_id` when it is on the
+    branch shown and no more than THREAD_WINDOW_REACH messages back; otherwise the usual one."""
+    leaf = conversation.active_leaf_id
+    if leaf is None:
+        return thread_window(conversation=conversation)
+    path = _ancestors(conversation_id=conversation.id, message_id=leaf, limit=THREAD_WINDOW_REACH)
+    ids = [message.id for message in path]
+    if message_id not in ids:
+        return thread_window(conversation=conversation)
+    reach = len(ids) - ids.index(message_id)
+    return thread_window(conversation=conversation, size=max(THREAD_WINDOW, reach))
+
+
 def messages_with_versions(*, messages: list[Message]) -> list[Message]:
     """Give messages (of one conversation) their `version` and the owner's `user_feedback`
     (None when not rated): of a thread window, or rendered outside one (a frame). One query,

@@ -58,6 +58,10 @@ class ReplyOutcome:
     usage_estimated: bool = False
     time_to_first_token_ms: int | None = None
     duration_ms: int | None = None
+    # Parameters the request did not carry, and why, in words (shown on the reply).
+    request_notes: list[str] = field(default_factory=list)
+    # The first event of a stream the app could not read, for staff (see Message.raw_event).
+    raw_event: str = ""
 
 
 def conversation_create(*, owner: User) -> Conversation:
@@ -124,6 +128,7 @@ def turn_start(
             model=plan.model,
             request_params=plan.params,
             model_note=plan.note,
+            request_notes=plan.notes,
             model_changed=(
                 _model_changes(parent=user_message, model=plan.model)
                 if state.leaf_reply_model is None
@@ -252,11 +257,31 @@ def _cost_of(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> tuple[Decimal |
     return estimate, estimate is not None
 
 
+# A reply's notes are a handful of short sentences; anything beyond is not one of them.
+REQUEST_NOTES_MAX = 8
+REQUEST_NOTE_MAX_CHARS = 300
+RAW_EVENT_MAX_CHARS = 4000
+
+
+def request_notes_bounded(*, notes: list[str]) -> list[str]:
+    kept: list[str] = []
+    for note in notes:
+        if isinstance(note, str) and note and note not in kept:
+            kept.append(note[:REQUEST_NOTE_MAX_CHARS])
+    return kept[:REQUEST_NOTES_MAX]
+
+
 def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
     """Save the end of a reply, once. A reply the recovery sweep marked `interrupted` while its
     process could not reach the database is still saved: its text is the whole truth."""
     content_html = markdown_to_html(outcome.content)
     cost_usd, cost_estimated = _cost_of(message_id=message_id, outcome=outcome)
+    notes: dict[str, list[str]] = {}
+    if outcome.request_notes:
+        # Beside those the turn started with (a retired model's replacement took less).
+        started = Message.objects.filter(id=message_id).values_list("request_notes", flat=True)
+        earlier = started.first() or []
+        notes["request_notes"] = request_notes_bounded(notes=[*earlier, *outcome.request_notes])
     with transaction.atomic():
         updated = Message.objects.filter(
             id=message_id, status__in=[Message.Status.STREAMING, Message.Status.INTERRUPTED]
@@ -278,7 +303,9 @@ def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
             usage_estimated=outcome.usage_estimated,
             time_to_first_token_ms=outcome.time_to_first_token_ms,
             duration_ms=outcome.duration_ms,
+            raw_event=outcome.raw_event[:RAW_EVENT_MAX_CHARS],
             updated_at=timezone.now(),
+            **notes,
         )
         if updated:
             Conversation.objects.filter(messages__id=message_id).update(updated_at=timezone.now())
@@ -376,6 +403,7 @@ def _reply_create(
         model=plan.model,
         request_params=plan.params,
         model_note=plan.note,
+        request_notes=plan.notes,
         model_changed=_model_changes(parent=parent, model=plan.model),
     )
     _attachments_check(conversation=conversation, leaf=parent, reply=reply, plan=plan)
@@ -607,6 +635,7 @@ def reply_retry(
             model=plan.model,
             request_params=plan.params,
             model_note=plan.note,
+            request_notes=plan.notes,
             model_changed=_model_changes(parent=failed.parent, model=plan.model),
         )
         _attachments_check(conversation=conversation, leaf=failed.parent, reply=reply, plan=plan)

@@ -75,7 +75,7 @@ def conversation_detail(request: AuthenticatedHttpRequest, conversation_id: str)
         "chat/chat.html",
         {
             "conversation": conversation,
-            "window": selectors.thread_window(conversation=conversation),
+            "window": _window_at(conversation, request.GET.get("at", "")),
             "conversations": selectors.conversation_sidebar_for_user(
                 user=request.user, current_id=conversation.id, limit=SIDEBAR_SIZE
             ),
@@ -92,6 +92,17 @@ def conversation_detail(request: AuthenticatedHttpRequest, conversation_id: str)
             ),
         },
     )
+
+
+def _window_at(conversation: Conversation, at: str) -> selectors.ThreadWindow:
+    """The transcript's window; `?at=<message id>` (a search result) reaches back to it."""
+    try:
+        message_id = uuid.UUID(at) if at and len(at) <= 64 else None
+    except ValueError:
+        message_id = None
+    if message_id is None:
+        return selectors.thread_window(conversation=conversation)
+    return selectors.thread_window_reaching(conversation=conversation, message_id=message_id)
 
 
 @require_GET
@@ -113,7 +124,9 @@ def conversation_older(request: AuthenticatedHttpRequest, conversation_id: str) 
 
 @require_GET
 @login_required
-def message_text(request: HttpRequest, conversation_id: str, message_id: str) -> HttpResponse:
+def message_text(
+    request: AuthenticatedHttpRequest, conversation_id: str, message_id: str
+) -> HttpResponse:
     """The rest of a reply too long to show whole, one window at a time from `start` (JSON,
     plain text that the page inserts as text), or all of it as a file with `download`."""
     message = selectors.message_get_for_user(message_id=message_id, user=request.user)

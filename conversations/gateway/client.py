@@ -235,7 +235,7 @@ class UpstreamClient:
         error: GatewayError
         if isinstance(request, TurnRequest):
             model = request.options.model
-            dialect = self._dialects.get(model) or request.starting_dialect
+            dialect = await self._dialects.get(model) or request.starting_dialect
             built = request.build(dialect, stream=stream)
             payload = built.body
             for notice in built.not_sent:
@@ -255,7 +255,7 @@ class UpstreamClient:
             try:
                 response = await self._open(payload, headers, model)
                 if switched and dialect is not None:
-                    self._dialects.remember(model, dialect)
+                    await self._dialects.remember(model, dialect)
                 try:
                     async for event in self._events(response):
                         produced = True

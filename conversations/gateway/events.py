@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Final
 
 from conversations.gateway.dialect import Aspect, Dialect
 
@@ -74,6 +75,21 @@ class ParameterNotSent:
     parameter: str
     reason: str
 
+    @property
+    def sentence(self) -> str:
+        """The notice in words for the user, e.g. "Temperature was not sent: …"."""
+        label = _PARAMETER_LABELS.get(self.parameter, self.parameter)
+        return f"{label} was not sent as set: {self.reason}"
+
+
+_PARAMETER_LABELS: Final = {
+    "temperature": "Temperature",
+    "top_p": "Top P",
+    "reasoning_effort": "Thinking",
+    "max_tokens": "Max tokens",
+    "stop": "Stop sequences",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class DialectSwitched:
@@ -83,6 +99,22 @@ class DialectSwitched:
     model: str
     aspect: Aspect
     dialect: Dialect
+
+    @property
+    def sentence(self) -> str:
+        """The switch in words for the user and the operator."""
+        return (
+            f"The gateway did not take {_ASPECT_NAMES[self.aspect]} in the form sent; the request "
+            f"was sent again with {self.dialect.describe(self.aspect)}."
+        )
+
+
+_ASPECT_NAMES: Final = {
+    Aspect.SYSTEM: "the system prompt",
+    Aspect.REASONING: "the thinking switch",
+    Aspect.STOP: "the stop sequences",
+    Aspect.CONTENT: "the images and files",
+}
 
 
 Event = (

@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from conversations.gateway.content import RequestStyle
+from conversations.gateway.events import ParameterNotSent
 
 KIND_CLAUDE_4: Final = "claude-4"
 KIND_ADAPTIVE: Final = "adaptive"
@@ -369,6 +370,14 @@ class TurnSettings:
         if len(self.stop) > profile.max_stop_sequences:
             found["stop"] = f"{name} takes at most {profile.max_stop_sequences} stop sequences."
         return found
+
+    def fitting_notes(self, profile: ModelProfile) -> list[str]:
+        """What ``fitted`` changes, in words for the reply: a switch the user did not make
+        must not drop or change their settings silently."""
+        return [
+            ParameterNotSent(parameter=control, reason=reason).sentence
+            for control, reason in self.problems(profile).items()
+        ]
 
     def fitted(self, profile: ModelProfile) -> TurnSettings:
         """The nearest settings the model takes: for a switch the user did not make (a retired

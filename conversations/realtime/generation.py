@@ -22,12 +22,15 @@ from conversations.catalogue import selectors as catalogue
 from conversations.catalogue.services import reply_switch_model
 from conversations.chat import selectors, services
 from conversations.gateway.client import UpstreamClient
-from conversations.gateway.errors import GatewayError, ModelUnavailable
+from conversations.gateway.errors import GatewayError, ModelUnavailable, UnreadableStream
 from conversations.gateway.events import (
     ContentDelta,
+    DialectSwitched,
+    ParameterNotSent,
     ReasoningDelta,
     Retrying,
 )
+from conversations.gateway.payload import TurnRequest
 from conversations.models import Message
 from conversations.realtime import events, recovery, runtime, saving
 from conversations.realtime.delivery import LayerHealth
@@ -62,7 +65,7 @@ class Generation:
         *,
         reply_id: uuid.UUID,
         conversation_id: uuid.UUID,
-        payload: dict[str, Any],
+        turn: TurnRequest,
         client: UpstreamClient,
         layer: BaseChannelLayer,
         live: runtime.Runtime,
@@ -70,7 +73,9 @@ class Generation:
         self.reply_id = reply_id
         self._live = live
         self.conversation_id = conversation_id
-        self._payload = payload
+        # Built by the client in the dialect that works for the model (negotiated when the
+        # gateway refuses one), so parameter notices and dialect switches reach the reply.
+        self._turn = turn
         self._client = client
         self._layer = layer
         self._text = StreamText()
@@ -130,6 +135,8 @@ class Generation:
                 status = Message.Status.STOPPED
         except GatewayError as exc:
             status, error = Message.Status.ERROR, exc.message
+            if isinstance(exc, UnreadableStream):
+                self._upstream.raw_event = exc.raw_event
         except Exception:
             logger.exception("reply %s failed", self.reply_id)
             status, error = Message.Status.ERROR, "The reply failed because of an internal error."
@@ -157,15 +164,17 @@ class Generation:
             )
             if note is None:
                 raise
-            self._payload, _ = await database_sync_to_async(_reply_prepare_by_id)(
+            self._turn, _ = await database_sync_to_async(_reply_prepare_by_id)(
                 reply_id=self.reply_id
             )
+            # The refused model's notices no longer apply; the replacement's come with its turn.
+            self._upstream.notes.clear()
             await self._notice(note)
             await self._consume()
 
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
-        stream = self._client.stream_chat(self._payload, request_id=str(self.reply_id))
+        stream = self._client.stream_chat(self._turn, request_id=str(self.reply_id))
         async for event in stream:
             event_type = type(event)
             if event_type is ContentDelta:
@@ -181,6 +190,17 @@ class Generation:
                     f"The model is busy ({event.reason}); retrying in "  # type: ignore[union-attr]
                     f"{event.delay:.0f} s (attempt {event.attempt + 1})."  # type: ignore[union-attr]
                 )
+            elif event_type is ParameterNotSent:
+                self._upstream.record(event)
+                # Kept on the reply when it is saved; shown at once meanwhile.
+                await self._notice(" ".join(self._upstream.notes))
+            elif event_type is DialectSwitched:
+                logger.warning(
+                    "reply %s: %s",
+                    self.reply_id,
+                    event.sentence,  # type: ignore[union-attr]
+                )
+                await self._notice(event.sentence)  # type: ignore[union-attr]
             else:
                 self._upstream.record(event)
 
@@ -228,7 +248,10 @@ class Generation:
         content, reasoning = self._text.content_text(), self._text.reasoning_text()
         # The gateway bills a reply cut short too: without its report, our estimate is charged.
         estimate = (
-            limits.usage_estimate(payload=self._payload, written=content + reasoning)
+            limits.usage_estimate(
+                payload=self._turn.build(self._turn.starting_dialect, stream=True).body,
+                written=content + reasoning,
+            )
             if self._upstream.usage is None
             and (status == Message.Status.STOPPED or content or reasoning)
             else None
@@ -411,29 +434,30 @@ def reply_too_long_error() -> str:
     )
 
 
-def reply_prepare(*, reply: Message) -> tuple[dict[str, Any], uuid.UUID]:
-    """Claim a saved `streaming` reply for this process and build its upstream request; returns
-    (payload, conversation id). Sync: call it in the same ORM hop as the write that saved it."""
+def reply_prepare(*, reply: Message) -> tuple[TurnRequest, uuid.UUID]:
+    """Claim a saved `streaming` reply for this process and gather its turn (the client builds
+    the request from it in the dialect that works); returns (turn, conversation id). Sync: call
+    it in the same ORM hop as the write that saved it."""
     # Recorded so that, should this process die, another one can tell the reply is orphaned.
     recovery.reply_claim(message_id=reply.id, worker=recovery.worker_id())
-    return selectors.reply_request(reply=reply)
+    return selectors.reply_turn(reply=reply)
 
 
 async def reply_generate(
     *,
     reply_id: uuid.UUID,
-    prepared: tuple[dict[str, Any], uuid.UUID] | None = None,
+    prepared: tuple[TurnRequest, uuid.UUID] | None = None,
 ) -> Generation:
     """Start generating a saved `streaming` reply in this process. `prepared` is what
     `reply_prepare` returned when the caller already has it (saves a DB hop)."""
     if prepared is None:
         prepared = await database_sync_to_async(_reply_prepare_by_id)(reply_id=reply_id)
-    payload, conversation_id = prepared
+    turn, conversation_id = prepared
     live = runtime.current()
     generation = Generation(
         reply_id=reply_id,
         conversation_id=conversation_id,
-        payload=payload,
+        turn=turn,
         client=live.client,
         layer=events.channel_layer(),
         live=live,
@@ -442,7 +466,7 @@ async def reply_generate(
     return generation
 
 
-def _reply_prepare_by_id(*, reply_id: uuid.UUID) -> tuple[dict[str, Any], uuid.UUID]:
+def _reply_prepare_by_id(*, reply_id: uuid.UUID) -> tuple[TurnRequest, uuid.UUID]:
     return reply_prepare(reply=Message.objects.select_related("conversation").get(id=reply_id))
 
 

@@ -5,7 +5,14 @@ from dataclasses import dataclass, field
 
 from conversations.accounts.limits import UsageEstimate
 from conversations.chat import services
-from conversations.gateway.events import Citation, Event, Finished, Refusal, Usage
+from conversations.gateway.events import (
+    Citation,
+    Event,
+    Finished,
+    ParameterNotSent,
+    Refusal,
+    Usage,
+)
 
 
 @dataclass
@@ -15,6 +22,9 @@ class UpstreamOutcome:
     citations: list[Citation] = field(default_factory=list)
     refusal: list[str] = field(default_factory=list)
     first_token_at: float | None = None
+    # Parameters the request did not carry, in words; kept on the reply.
+    notes: list[str] = field(default_factory=list)
+    raw_event: str = ""
 
     def first_text(self, now: float) -> None:
         if self.first_token_at is None:
@@ -29,6 +39,8 @@ class UpstreamOutcome:
             self.citations.append(event)
         elif isinstance(event, Refusal):
             self.refusal.append(event.text)
+        elif isinstance(event, ParameterNotSent) and event.sentence not in self.notes:
+            self.notes.append(event.sentence)
 
     def outcome(
         self,
@@ -67,4 +79,6 @@ class UpstreamOutcome:
             usage_estimated=estimate is not None,
             time_to_first_token_ms=first_token_ms,
             duration_ms=round((now - started_at) * 1000),
+            request_notes=list(self.notes),
+            raw_event=self.raw_event,
         )

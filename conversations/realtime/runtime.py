@@ -17,6 +17,7 @@ from django.conf import settings
 
 from conversations.gateway.client import UpstreamClient
 from conversations.gateway.demo import DemoTransport
+from conversations.realtime.dialects import DatabaseDialects
 from conversations.realtime.saving import Checkpointer
 
 if TYPE_CHECKING:
@@ -77,7 +78,11 @@ def _client_from_settings() -> UpstreamClient:
             **common,
         )
     return UpstreamClient(
-        base_url=settings.AIMLAPI_BASE_URL, api_key=settings.AIMLAPI_API_KEY, **common
+        base_url=settings.AIMLAPI_BASE_URL,
+        api_key=settings.AIMLAPI_API_KEY,
+        # Learned once by any process, used by all: no refused first request per process.
+        dialects=DatabaseDialects(gateway=settings.AIMLAPI_BASE_URL.rstrip("/")),
+        **common,
     )
 
 

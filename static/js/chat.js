@@ -1,7 +1,7 @@
 // The chat page's behaviour that htmx does not cover (the controls are in controls.js): keyboard,
 // clearing the composer only once the server has saved the message, Stop visibility, scrolling,
-// message actions (articles carry hx-disable, so their buttons are handled here by delegation
-// and sent over the page's socket), theme, phone menu and dialogs.
+// Copy and Edit (regenerate, retry, continue and versions are ws-send buttons; only the part of
+// an article holding message text carries hx-disable), theme, phone menu and dialogs.
 (function () {
   "use strict";
 
@@ -16,6 +16,39 @@
 
   function isStreaming() {
     return document.querySelector('#transcript article[data-status="streaming"]') !== null;
+  }
+
+  // The transcript is not a live region (every 50 ms fragment would be read out): a reply is
+  // announced once, when it completes, stops or fails, in #reply-announcer.
+  var ANNOUNCE_MAX_CHARS = 2000;
+  var streamingIds = [];
+
+  function streamingArticleIds() {
+    return Array.prototype.map.call(
+      document.querySelectorAll('#transcript article[data-status="streaming"]'),
+      function (article) {
+        return article.id;
+      }
+    );
+  }
+
+  function announceFinished() {
+    var announcer = $("reply-announcer");
+    var finished = streamingIds.filter(function (id) {
+      var article = document.getElementById(id);
+      return article && article.getAttribute("data-status") !== "streaming";
+    });
+    streamingIds = streamingArticleIds();
+    if (!announcer || finished.length === 0) return;
+    var article = document.getElementById(finished[finished.length - 1]);
+    var status = article.getAttribute("data-status");
+    var body = article.querySelector(".message-body");
+    var text = body ? body.textContent.trim() : "";
+    if (text.length > ANNOUNCE_MAX_CHARS) text = text.slice(0, ANNOUNCE_MAX_CHARS) + "… (continues in the transcript)";
+    var error = article.querySelector(".message-error");
+    if (status === "error") announcer.textContent = "The reply failed. " + (error ? error.textContent : "");
+    else if (status === "stopped") announcer.textContent = "Claude's reply, stopped: " + text;
+    else announcer.textContent = "Claude replied: " + text;
   }
 
   function updateStreamingState() {
@@ -166,6 +199,8 @@
       if (params.action === "send") {
         pendingToken = newToken();
         params.client_token = pendingToken;
+      } else {
+        showComposerError("");
       }
     });
 
@@ -190,6 +225,7 @@
         var hint = document.querySelector(".empty-hint");
         if (hint && document.querySelector("#transcript article")) hint.remove();
         updateStreamingState();
+        announceFinished();
       }
       foldThinking();
       if (structural || message.indexOf("copy-code") !== -1) nameActions();
@@ -269,29 +305,16 @@
   function openEditor(article) {
     if (article.querySelector(".edit-box")) return;
     var id = article.getAttribute("data-message-id");
-    var box = document.createElement("div");
-    box.className = "edit-box";
-    var label = document.createElement("label");
-    label.className = "visually-hidden";
-    label.htmlFor = "edit-" + id;
-    label.textContent = "Edited text";
-    var textarea = document.createElement("textarea");
+    // The editor's markup is the page's <template id="message-editor">, not built here.
+    var template = $("message-editor");
+    if (!template) return;
+    var box = template.content.firstElementChild.cloneNode(true);
+    var textarea = box.querySelector("textarea");
     textarea.id = "edit-" + id;
+    box.querySelector("label").htmlFor = textarea.id;
     textarea.value = rawContent(article);
-    var buttons = document.createElement("div");
-    buttons.className = "edit-buttons";
-    var cancel = document.createElement("button");
-    cancel.type = "button";
-    cancel.className = "button";
-    cancel.setAttribute("data-action", "edit-cancel");
-    cancel.textContent = "Cancel";
-    var save = document.createElement("button");
-    save.type = "button";
-    save.className = "button button--primary";
-    save.setAttribute("data-action", "edit-send");
-    save.textContent = "Send edit";
-    buttons.append(cancel, save);
-    box.append(label, textarea, buttons);
+    var cancel = box.querySelector('[data-action="edit-cancel"]');
+    var save = box.querySelector('[data-action="edit-send"]');
     article.classList.add("is-editing");
     article.querySelector(".message-body").after(box);
     textarea.addEventListener("input", function () {
@@ -374,11 +397,8 @@
         sendAction("edit", edit);
       } else if (action === "more") {
         showMore(article, button);
-      } else if (action === "switch") {
-        sendAction("switch", { message_id: button.getAttribute("data-target") });
-      } else {
-        sendAction(action, { message_id: id });
       }
+      // Regenerate, Retry, Continue and the version switcher are htmx (ws-send with hx-vals).
     });
   }
 
@@ -396,6 +416,10 @@
       if (copy) copy.setAttribute("aria-label", "Copy " + which);
       var edit = article.querySelector('[data-action="edit"]');
       if (edit) edit.setAttribute("aria-label", "Edit " + which);
+      [["regenerate", "Regenerate "], ["retry", "Retry "], ["continue", "Continue "]].forEach(function (pair) {
+        var button = article.querySelector('[data-action="' + pair[0] + '"]');
+        if (button) button.setAttribute("aria-label", pair[1] + which);
+      });
       var codes = article.querySelectorAll(".copy-code");
       codes.forEach(function (button, index) {
         var block = codes.length > 1 ? " (block " + (index + 1) + ")" : "";
@@ -568,6 +592,7 @@
     bindOptions();
     bindNotices();
     updateStreamingState();
+    streamingIds = streamingArticleIds();
     nameActions();
     document.body.addEventListener("htmx:afterSettle", function (event) {
       // Not after a delta's text lands in a reply's tail: only when messages or code blocks

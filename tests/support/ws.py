@@ -7,26 +7,20 @@ from dataclasses import dataclass, field
 from html import unescape
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.conf import settings
+from django.contrib.auth.models import User
 from django.test import Client
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.support.sockets import SEND
+
 FINAL = re.compile(r'data-role="assistant" data-status="(complete|error|stopped|interrupted)"')
-SEND = {
-    "action": "send",
-    "message": "Hello there",
-    "sampling": "default",
-    "temperature": "1",
-    "top_p": "1",
-    "reasoning_effort": "off",
-    "max_tokens": "1000",
-}
 
 
-def session_cookie(user: AbstractBaseUser) -> str:
+def session_cookie(user: User) -> str:
     client = Client()
     client.force_login(user)
-    return client.cookies["sessionid"].value
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
 
 
 @dataclass
