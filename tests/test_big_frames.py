@@ -43,6 +43,8 @@ class Socket:
             "Origin": server.url,
         }
         self.largest = 0
+        # Characters of reply text appended to the screen by deltas.
+        self.appended = 0
         self.connection: Any = None
 
     async def __aenter__(self) -> "Socket":
@@ -60,6 +62,8 @@ class Socket:
             while True:
                 frame = str(await self.connection.recv())
                 self.largest = max(self.largest, len(frame.encode()))
+                for shown in re.findall(r'beforeend:#msg-[^"]*-tail">([^<]*)</span>', frame):
+                    self.appended += len(html.unescape(shown))
                 if all(needle in frame for needle in needles):
                     return frame
 
@@ -79,34 +83,50 @@ def test_a_5_mb_reply_streams_and_keeps_every_socket_open(
     conversation = conversation_create(owner=user)
     cookie = session_cookie(user)
 
-    async def run() -> tuple[int, int, str]:
+    async def run() -> tuple[int, int, str, str, int]:
         async with Socket(live, cookie, conversation) as sender:
             await sender.connection.send(json.dumps(SEND))
-            # The finished reply is too large for one frame: its tab loads it over HTTP.
-            await sender.until("transcript-fetch")
+            # The finished reply is shown windowed: its final frame fits in one message.
+            final = await sender.until('data-status="complete"', "data-windowed")
             await sender.still_open("sender")
-            # A socket opened after the reply: the final state is too large for one frame.
+            # A socket opened after the reply gets the same window.
             async with Socket(live, cookie, conversation) as late:
-                fetch = await late.until("transcript-fetch")
+                restated = await late.until('data-status="complete"', "data-windowed")
                 await late.still_open("late")
-            return sender.largest, late.largest, fetch
+            return sender.largest, late.largest, final, restated, sender.appended
 
-    largest_sender, largest_late, fetch = asyncio.run(run())
+    largest_sender, largest_late, final, restated, appended = asyncio.run(run())
 
     reply = Message.objects.get(conversation=conversation, role="assistant")
     assert reply.status == Message.Status.COMPLETE
-    assert len(reply.content) == len(piece) * len(pieces) > 5_000_000
+    whole = piece * len(pieces)
+    assert reply.content == whole and len(whole) > 5_000_000
     assert largest_sender <= DAPHNE_LIMIT and largest_late <= DAPHNE_LIMIT
-    # The page is sent to load the transcript over HTTP, where the whole reply is served.
-    url = re.search(r'hx-get="([^"]+)"', fetch)
-    assert url, fetch
+    # The screen holds one window of the reply, never the megabytes, while it streams too.
+    window = django_settings.CHAT_MESSAGE_WINDOW_CHARS
+    assert 0 < appended <= window
+    for frame in (final, restated):
+        assert len(frame) < 3 * window
+        assert "transcript-fetch" not in frame
+    # The rest is reachable: window after window over HTTP, and whole as a download.
+    url = re.search(r'data-url="([^"]+)"', final)
+    assert url, final
+    pieces_read = [whole[:window]]
+    next_url = html.unescape(url.group(1))
     with httpx.Client(
         base_url=live.url, cookies={django_settings.SESSION_COOKIE_NAME: cookie}, timeout=TIMEOUT
     ) as http:
-        transcript = http.get(url.group(1))
-    assert transcript.status_code == 200
-    assert f'id="msg-{reply.id}"' in transcript.text
-    assert len(transcript.text) > 5_000_000
+        while True:
+            part = http.get(next_url).json()
+            assert len(part["text"]) <= window
+            pieces_read.append(part["text"])
+            if part["shown"] >= part["total"]:
+                break
+            next_url = re.sub(r"start=\d+", f"start={part['shown']}", next_url)
+        download = http.get(re.sub(r"\?.*", "?download=1", next_url))
+    assert "".join(pieces_read) == whole
+    assert download.status_code == 200 and download.text == whole
+    assert "attachment" in download.headers["content-disposition"]
 
 
 @pytest.mark.browser
@@ -145,25 +165,34 @@ def test_a_3_mb_regenerate_arrives_in_pieces_and_keeps_the_socket_open(
 
 
 @pytest.mark.browser
-def test_the_page_streams_a_huge_reply_and_loads_its_end_over_http(
+def test_the_page_shows_a_huge_reply_in_windows_and_reaches_the_rest(
     browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user: Any
 ) -> None:
-    piece = "Another line of a reply far larger than a websocket message. " * 100
+    line = "Another line of a reply far larger than a websocket message. "
+    piece = line * 100
     upstream.enqueue(Stream(gateway_chunks([piece] * 300)))  # ≈ 1.9 MB
     upstream.enqueue(Stream(gateway_chunks(["Still ", "talking."])))
     page = browser_page
     sign_in(page, username=user.username)
-    fetched = []
-    page.on("request", lambda request: fetched.append(request.url))
+    window = django_settings.CHAT_MESSAGE_WINDOW_CHARS
 
     page.get_by_label("Message").fill("Write at length")
     page.get_by_role("button", name="Send").click()
     replies = page.locator('article[data-role="assistant"]')
     expect(replies.first).to_have_attribute("data-status", "complete", timeout=60_000)
     expect(page.locator("body")).not_to_have_class(re.compile("socket-closed"))
-    assert any("/older/" in url for url in fetched), fetched
-    text = replies.first.locator(".message-body").inner_text(timeout=60_000)
-    assert len(text) >= len(piece.strip()) * 300
+    body = replies.first.locator(".message-body")
+    # One window on screen, not the megabytes: the page stays light.
+    assert len(body.inner_text()) == window
+    more = replies.first.get_by_role("button", name="Show more")
+    more.click()
+    expect(body).to_have_js_property("textContent", (piece * 300)[: 2 * window])
+    expect(replies.first.locator(".message-window-label")).to_contain_text(
+        f"first {2 * window} of {len(piece) * 300}"
+    )
+    download = replies.first.get_by_role("link", name="Download the whole reply")
+    response = page.request.get(download.get_attribute("href") or "")
+    assert response.text() == piece * 300
 
     # The socket still carries turns.
     page.get_by_label("Message").fill("And briefly?")

@@ -277,3 +277,194 @@ def test_a_reply_the_database_refuses_for_too_long_is_spooled_and_saved_at_the_n
     assert reply is not None
     assert reply.content == "Kept on disk until the database came back."
     assert not list(spool.glob("*.jsonl*"))
+
+
+def _gated(pieces: list[str]) -> tuple[Stream, list[Gate]]:
+    """A reply whose pieces after the first each wait for their own gate, and whose end (usage,
+    finish) waits for a last one: the test decides when each word is written."""
+    chunks = gateway_chunks(pieces)
+    gates = [Gate() for _ in pieces]
+    steps: list[object] = [chunks[0]]
+    for gate, chunk in zip(gates, chunks[1 : len(pieces)], strict=False):
+        steps += [Hold(gate), chunk]
+    steps += [Hold(gates[-1]), *chunks[len(pieces) :]]
+    return Stream(steps), gates  # type: ignore[arg-type]
+
+
+# Well under the Redis client's 30 s socket timeout, so the stall is a stall, not a cut.
+STALL_STEP = 10
+
+
+def test_a_redis_stall_mid_reply_keeps_local_deltas_flowing_and_loses_nothing(
+    servers, redis_proxy: TcpFaultProxy, upstream: FakeUpstream, user
+) -> None:
+    redis = redis_proxy.url_for(os.environ["REDIS_URL"])
+    a, b = servers(REDIS_URL=redis), servers(REDIS_URL=redis)
+    first = ["One: before the stall. ", "One: stalled a. ", "One: stalled b. ", "One: after."]
+    second = ["Two: before the stall. ", "Two: stalled a. ", "Two: stalled b. ", "Two: after."]
+    stream_one, gates_one = _gated(first)
+    stream_two, gates_two = _gated(second)
+    upstream.enqueue(stream_one, stream_two)
+    one, two = conversation_create(owner=user), conversation_create(owner=user)
+    cookie = session_cookie(user)
+
+    async def scenario() -> tuple[str, str, str, str]:
+        # Reply one is written by A and watched from A and B; reply two is written by B.
+        one_on_a = await _connect(a, one.id, cookie)
+        one_on_b = await _connect(b, one.id, cookie)
+        two_on_b = await _connect(b, two.id, cookie)
+        async with asyncio.timeout(WITHIN):
+            await one_on_a.send_turn()
+            await one_on_a.read_until(first[0])
+            await one_on_b.read_until(first[0])
+            await two_on_b.send_turn()
+            await two_on_b.read_until(second[0])
+        await asyncio.to_thread(redis_proxy.stall)
+        # While Redis answers nothing, each process's own sockets still get every word, one
+        # after the other (not only the first delta of the stall).
+        for index in (1, 2):
+            gates_one[index - 1].release()
+            gates_two[index - 1].release()
+            async with asyncio.timeout(STALL_STEP):
+                await one_on_a.read_until(first[index])
+                await two_on_b.read_until(second[index])
+        # Nothing of the stall reached B's viewer of reply one: it crosses Redis.
+        assert first[1] not in one_on_b.text
+        await asyncio.to_thread(redis_proxy.restore)
+        gates_one[2].release()
+        gates_two[2].release()
+        gates_one[3].release()
+        gates_two[3].release()
+        async with asyncio.timeout(WITHIN):
+            statuses = (
+                await one_on_a.final_status(),
+                await one_on_b.final_status(),
+                await two_on_b.final_status(),
+            )
+            # Every socket is still open and answers.
+            for socket in (one_on_a, one_on_b, two_on_b):
+                await socket.connection.send('{"action": "probe"}')
+                await socket.read_until("probe")
+        for socket in (one_on_a, one_on_b, two_on_b):
+            await socket.connection.close()
+        return *statuses, one_on_b.frames[-1] if one_on_b.frames else ""
+
+    *statuses, _ = asyncio.run(scenario())
+
+    assert statuses == ["complete", "complete", "complete"]
+    for conversation, pieces in ((one, first), (two, second)):
+        reply = reply_of(conversation.id)
+        assert reply is not None
+        assert (reply.status, reply.content) == (Message.Status.COMPLETE, "".join(pieces))
+
+
+def test_a_database_stall_mid_reply_keeps_deltas_flowing_and_saves_the_reply_whole(
+    servers, postgres_proxy: TcpFaultProxy, upstream: FakeUpstream, user
+) -> None:
+    server = servers(DATABASE_URL=postgres_proxy.url_for(live_database_url()))
+    first = ["One: before. ", "One: stalled a. ", "One: stalled b. ", "One: end."]
+    second = ["Two: before. ", "Two: stalled a. ", "Two: stalled b. ", "Two: end."]
+    stream_one, gates_one = _gated(first)
+    stream_two, gates_two = _gated(second)
+    upstream.enqueue(stream_one, stream_two)
+    one, two = conversation_create(owner=user), conversation_create(owner=user)
+    cookie = session_cookie(user)
+
+    async def start() -> tuple[ChatSocket, ChatSocket]:
+        on_one = await _connect(server, one.id, cookie)
+        on_two = await _connect(server, two.id, cookie)
+        async with asyncio.timeout(WITHIN):
+            await on_one.send_turn()
+            await on_one.read_until(first[0])
+            await on_two.send_turn()
+            await on_two.read_until(second[0])
+        return on_one, on_two
+
+    async def stalled(on_one: ChatSocket, on_two: ChatSocket) -> None:
+        # Neither reply needs the database to reach its socket, word after word; reply one
+        # also ends while the database answers nothing.
+        for index in (1, 2, 3):
+            gates_one[index - 1].release()
+            gates_two[index - 1].release()
+            async with asyncio.timeout(STALL_STEP):
+                await on_one.read_until(first[index])
+                await on_two.read_until(second[index])
+        gates_one[3].release()
+
+    async def finish(on_one: ChatSocket, on_two: ChatSocket) -> tuple[str, str]:
+        gates_two[3].release()
+        async with asyncio.timeout(WITHIN):
+            statuses = (await on_one.final_status(), await on_two.final_status())
+            for socket in (on_one, on_two):
+                await socket.connection.send('{"action": "probe"}')
+                await socket.read_until("probe")
+        for socket in (on_one, on_two):
+            await socket.connection.close()
+        return statuses
+
+    loop = asyncio.new_event_loop()
+    try:
+        on_one, on_two = loop.run_until_complete(start())
+        postgres_proxy.stall()
+        loop.run_until_complete(stalled(on_one, on_two))
+        # The end of reply one waits for the database, held in memory.
+        assert getattr(reply_of(one.id), "status", "") == Message.Status.STREAMING
+        postgres_proxy.restore()
+        statuses = loop.run_until_complete(finish(on_one, on_two))
+    finally:
+        loop.close()
+
+    assert statuses == ("complete", "complete")
+    for conversation, pieces in ((one, first), (two, second)):
+        reply = reply_of(conversation.id)
+        assert reply is not None
+        assert (reply.status, reply.content) == (Message.Status.COMPLETE, "".join(pieces))
+
+
+def test_a_database_connection_dropped_silently_is_given_up_and_the_save_retried(
+    servers, postgres_proxy: TcpFaultProxy, upstream: FakeUpstream, user
+) -> None:
+    server = servers(
+        DATABASE_URL=postgres_proxy.url_for(live_database_url()), CHAT_DB_STALL_SECONDS="2"
+    )
+    pieces = ["Saved although ", "its connection went dark."]
+    stream, gates = _gated(pieces)
+    upstream.enqueue(stream)
+    conversation = conversation_create(owner=user)
+    cookie = session_cookie(user)
+
+    async def start() -> ChatSocket:
+        socket = await _connect(server, conversation.id, cookie)
+        async with asyncio.timeout(WITHIN):
+            await socket.send_turn()
+            await socket.read_until(pieces[0])
+        return socket
+
+    async def finish(socket: ChatSocket) -> str:
+        async with asyncio.timeout(WITHIN):
+            status = await socket.final_status()
+        await socket.connection.close()
+        return status
+
+    loop = asyncio.new_event_loop()
+    try:
+        socket = loop.run_until_complete(start())
+        # Every connection open now holds its bytes for good (nothing restores them); new
+        # connections work. Only a bound in the app ends a save stuck on an old one.
+        postgres_proxy.stall_open_connections()
+        accepted = postgres_proxy.accepted
+        gates[0].release()
+        gates[1].release()
+        wait_for(
+            lambda: getattr(reply_of(conversation.id), "status", "") == Message.Status.COMPLETE,
+            what="the reply saved on a fresh connection",
+        )
+        status = loop.run_until_complete(finish(socket))
+    finally:
+        loop.close()
+
+    reply = reply_of(conversation.id)
+    assert reply is not None
+    assert reply.content == "".join(pieces)
+    assert status == "complete"
+    assert postgres_proxy.accepted > accepted

@@ -42,15 +42,63 @@ async def test_frames_for_this_process_arrive_in_order_while_redis_is_cut(
     await here.group_add("chat.g", local)
     await elsewhere.group_add("chat.g", remote)
 
+    receiving = asyncio.ensure_future(here.receive(local))  # this loop is the layer's home
     await asyncio.to_thread(redis_proxy.cut)
     for offset in range(3):
-        # The other process's member is out of reach: the send says so, after delivering here.
-        with pytest.raises(Exception):  # noqa: B017, PT011 (redis-py or OS connection error)
-            await here.group_send("chat.g", {"type": "reply.delta", "offset": offset})
-    received = [await asyncio.wait_for(here.receive(local), 5) for _ in range(3)]
+        # Deltas for other processes go in the background: the sender never waits on Redis.
+        await here.group_send("chat.g", {"type": "reply.delta", "offset": offset})
+    # The end of a reply is waited for: the send says the other process's member is out of
+    # reach, after delivering here.
+    with pytest.raises(Exception):  # noqa: B017, PT011 (redis-py or OS connection error)
+        await here.group_send("chat.g", {"type": "reply.finished", "offset": 3})
+    received = [await asyncio.wait_for(receiving, 5)]
+    received += [await asyncio.wait_for(here.receive(local), 5) for _ in range(3)]
 
-    assert [message["offset"] for message in received] == [0, 1, 2]
+    assert [message["offset"] for message in received] == [0, 1, 2, 3]
     await asyncio.to_thread(redis_proxy.restore)
+    await here.group_discard("chat.g", local)
+    await elsewhere.group_discard("chat.g", remote)
+    await elsewhere.flush()
+
+
+async def test_a_stalled_redis_holds_no_local_frame_and_bounds_a_waited_send(
+    redis_proxy: TcpFaultProxy,
+) -> None:
+    prefix = f"test-layers-{uuid.uuid4().hex[:8]}"
+    here = LocalFirstRedisChannelLayer(
+        hosts=[{"address": redis_proxy.url_for(os.environ["REDIS_URL"])}],
+        prefix=prefix,
+        remote_send_timeout=1,
+    )
+    elsewhere = _layer(os.environ["REDIS_URL"], prefix)
+    local, remote = await here.new_channel(), await elsewhere.new_channel()
+    await here.group_add("chat.g", local)
+    await elsewhere.group_add("chat.g", remote)
+    receiving = asyncio.ensure_future(here.receive(local))
+    await here.group_send("chat.g", {"type": "reply.delta", "offset": 0})
+    assert (await asyncio.wait_for(elsewhere.receive(remote), 5))["offset"] == 0
+
+    await asyncio.to_thread(redis_proxy.stall)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for offset in range(1, 4):
+        await here.group_send("chat.g", {"type": "reply.delta", "offset": offset})
+    assert loop.time() - started < 0.5  # no delta waited on the stalled Redis
+    with pytest.raises(TimeoutError):
+        await here.group_send("chat.g", {"type": "reply.finished", "offset": 4})
+    # Bounded: one timeout for the delta on the wire, one for the end of the reply at most.
+    assert loop.time() - started < 2 * 1 + 1
+    received = [await asyncio.wait_for(receiving, 5)]
+    received += [await asyncio.wait_for(here.receive(local), 5) for _ in range(4)]
+    assert [message["offset"] for message in received] == [0, 1, 2, 3, 4]
+
+    await asyncio.to_thread(redis_proxy.restore)
+    await here.group_send("chat.g", {"type": "reply.finished", "offset": 5})
+    # Other processes get what is sent once Redis answers again (what the stall cost them, a
+    # replaceable frame, their next delta shows as a gap).
+    async with asyncio.timeout(10):
+        while (await elsewhere.receive(remote))["offset"] != 5:
+            pass
     await here.group_discard("chat.g", local)
     await elsewhere.group_discard("chat.g", remote)
     await elsewhere.flush()

@@ -411,6 +411,37 @@ def test_page_queries_do_not_grow_with_the_conversation(
     assert html.count("<article ") == 50
 
 
+def test_a_long_reply_is_shown_in_windows_that_only_its_owner_reads(
+    client: Client, user, make_user, settings
+) -> None:
+    settings.CHAT_MESSAGE_WINDOW_CHARS = 1000
+    conversation = conversation_create(owner=user)
+    text = "".join(f"<{n}>" for n in range(1000))  # markup-like, ~4.9k characters
+    _, reply = exchange(conversation, "Long please", text)
+    client.force_login(user)
+
+    page = client.get(reverse("conversation", args=[conversation.id])).content.decode()
+    url = reverse("message_text", args=[conversation.id, reply.id])
+    assert "data-windowed" in page and f"{url}?start=1000" in page
+    assert text[1000:1100] not in page  # the rest is not in the page at all
+    assert "&lt;0&gt;" in page  # shown as escaped text
+
+    parts, start = [], 1000
+    while start < len(text):
+        part = client.get(url, {"start": start}).json()
+        parts.append(part["text"])
+        assert part["total"] == len(text)
+        start = part["shown"]
+    assert text[:1000] + "".join(parts) == text
+    assert client.get(url, {"download": 1}).content.decode() == text
+    assert client.get(url, {"start": "-5"}).status_code == 400
+
+    stranger = make_user("stranger")
+    client.force_login(stranger)
+    assert client.get(url, {"start": 0}).status_code == 404
+    assert client.get(url, {"download": 1}).status_code == 404
+
+
 def test_sign_up_keeps_next_from_the_sign_in_page(client: Client) -> None:
     shared = "/s/some-token/"
 

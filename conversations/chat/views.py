@@ -3,7 +3,13 @@ import uuid
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+)
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -105,6 +111,34 @@ def conversation_older(request: AuthenticatedHttpRequest, conversation_id: str) 
         return HttpResponseBadRequest("`before` must be the id of a message.")
     window = selectors.thread_window(conversation=conversation, before=before_id)
     return render(request, "chat/_thread.html", {"window": window})
+
+
+@require_GET
+@login_required
+def message_text(
+    request: AuthenticatedHttpRequest, conversation_id: str, message_id: str
+) -> HttpResponse:
+    """The rest of a reply too long to show whole, one window at a time from `start` (JSON,
+    plain text that the page inserts as text), or all of it as a file with `download`."""
+    message = selectors.message_get_for_user(message_id=message_id, user=request.user)
+    if message is None or str(message.conversation_id) != str(conversation_id):
+        raise Http404("No such message.")
+    if "download" in request.GET:
+        response = HttpResponse(message.content, content_type="text/plain; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="reply-{message.id}.txt"'
+        return response
+    start = request.GET.get("start", "0")
+    if not start.isdigit() or len(start) > 12:
+        return HttpResponseBadRequest("`start` must be a character offset.")
+    begin = min(int(start), len(message.content))
+    end = begin + settings.CHAT_MESSAGE_WINDOW_CHARS
+    return JsonResponse(
+        {
+            "text": message.content[begin:end],
+            "shown": min(end, len(message.content)),
+            "total": len(message.content),
+        }
+    )
 
 
 @require_POST

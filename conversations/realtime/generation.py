@@ -349,6 +349,9 @@ class Generation:
         while True:
             await asyncio.sleep(pause)
             length = self._text.content_length
+            if length > settings.CHAT_MESSAGE_WINDOW_CHARS:
+                # Pages show a reply this long as plain text in windows: no more Markdown.
+                return
             if self._render.is_current(length):
                 continue
             started = loop.time()

@@ -111,11 +111,29 @@
   }
 
   // Scrolling: only the transcript scrolls (the page itself never does), and it follows the
-  // stream unless the reader has scrolled up; then it offers a way back.
-  function nearBottom() {
+  // stream unless the reader has scrolled up; then it offers a way back. Whether the reader is
+  // at the bottom comes from an IntersectionObserver on a sentinel after the last message, and
+  // the scroll to follow the stream happens once per animation frame: no frame from the socket
+  // reads layout (a forced synchronous layout per delta grew with the page).
+  var atBottom = true;
+  var scrollQueued = false;
+
+  var mark = null;
+
+  // The one sentinel the observer watches: a swap that replaces the transcript's content
+  // removes it, so the same element is put back (a new one would not be observed).
+  function sentinel() {
     var transcript = $("transcript");
-    if (!transcript) return true;
-    return transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < NEAR_BOTTOM_PX;
+    if (!transcript) return null;
+    if (!mark) {
+      mark = document.createElement("div");
+      mark.id = "transcript-end";
+      mark.className = "transcript-end";
+      mark.setAttribute("aria-hidden", "true");
+    }
+    // Swaps replace or append to the transcript: keep the sentinel last (O(1) when it is).
+    if (transcript.lastElementChild !== mark) transcript.appendChild(mark);
+    return mark;
   }
 
   function scrollToLatest() {
@@ -125,21 +143,31 @@
     if (jump) jump.hidden = true;
   }
 
+  function scrollToLatestSoon() {
+    if (scrollQueued) return;
+    scrollQueued = true;
+    window.requestAnimationFrame(function () {
+      scrollQueued = false;
+      scrollToLatest();
+    });
+  }
+
   function bindScrolling() {
     var jump = $("jump-latest");
     var transcript = $("transcript");
-    if (!jump || !transcript) return;
+    var end = sentinel();
+    if (!jump || !transcript || !end) return;
     jump.addEventListener("click", function () {
       scrollToLatest();
       $("message").focus();
     });
-    transcript.addEventListener(
-      "scroll",
-      function () {
-        if (nearBottom()) jump.hidden = true;
+    new IntersectionObserver(
+      function (entries) {
+        atBottom = entries[entries.length - 1].isIntersecting;
+        if (atBottom) jump.hidden = true;
       },
-      { passive: true }
-    );
+      { root: transcript, rootMargin: "0px 0px " + NEAR_BOTTOM_PX + "px 0px" }
+    ).observe(end);
   }
 
   // The Thinking section is open while the model thinks and folds away once the answer starts;
@@ -175,10 +203,14 @@
     });
 
     document.body.addEventListener("htmx:wsBeforeMessage", function () {
-      followStream = nearBottom();
+      followStream = atBottom;
     });
 
-    document.body.addEventListener("htmx:wsAfterMessage", function () {
+    document.body.addEventListener("htmx:wsAfterMessage", function (event) {
+      // Most frames are deltas (a span of new text): only frames that bring messages or
+      // rendered Markdown touch more than that text.
+      var message = String((event.detail && event.detail.message) || "");
+      var structural = message.indexOf("<article") !== -1 || message.indexOf("transcript") !== -1;
       var ack = $("composer-ack");
       if (ack && pendingToken && ack.getAttribute("data-token") === pendingToken) {
         pendingToken = null;
@@ -186,19 +218,21 @@
         autoGrow($("message"));
         followStream = true;
       }
-      if (document.querySelector("#transcript article")) {
+      if (structural) {
+        sentinel();
         var hint = document.querySelector(".empty-hint");
-        if (hint) hint.remove();
+        if (hint && document.querySelector("#transcript article")) hint.remove();
+        updateStreamingState();
+        announceFinished();
       }
-      updateStreamingState();
-      announceFinished();
       foldThinking();
-      nameActions();
+      if (structural || message.indexOf("copy-code") !== -1) nameActions();
       var title = $("chat-title");
-      if (title) document.title = title.textContent + " · chatsite";
+      var name = title ? title.textContent + " · chatsite" : "";
+      if (name && document.title !== name) document.title = name;
       if (followStream) {
-        scrollToLatest();
-      } else if ($("jump-latest")) {
+        scrollToLatestSoon();
+      } else if ($("jump-latest") && $("jump-latest").hidden) {
         $("jump-latest").hidden = false;
       }
     });
@@ -207,8 +241,9 @@
     // state and scroll position follow it as they follow socket frames.
     document.body.addEventListener("htmx:afterSwap", function (event) {
       if (event.detail.target && event.detail.target.id === "transcript") {
+        sentinel();
         updateStreamingState();
-        if (followStream) scrollToLatest();
+        if (followStream) scrollToLatestSoon();
       }
     });
 
@@ -279,6 +314,34 @@
     });
   }
 
+  // A reply too long to show whole comes in windows of plain text: each click appends the
+  // next one as a text node (never as HTML), so the page only grows when the reader asks.
+  function showMore(article, button) {
+    var url = button.getAttribute("data-url");
+    button.disabled = true;
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (!response.ok) throw new Error(response.status);
+        return response.json();
+      })
+      .then(function (part) {
+        var body = article.querySelector(".message-body");
+        body.appendChild(document.createTextNode(part.text));
+        var label = article.querySelector(".message-window-label");
+        if (label) label.textContent = "This reply is long: showing the first " + part.shown + " of " + part.total + " characters, as plain text.";
+        if (part.shown >= part.total) {
+          button.remove();
+        } else {
+          button.setAttribute("data-url", url.replace(/start=\d+/, "start=" + part.shown));
+          button.disabled = false;
+        }
+      })
+      .catch(function () {
+        button.disabled = false;
+        showComposerError("Could not load more of that reply; try again.");
+      });
+  }
+
   function bindMessageActions() {
     document.addEventListener("click", function (event) {
       var codeCopy = event.target.closest(".copy-code");
@@ -298,6 +361,8 @@
         openEditor(article);
       } else if (action === "edit-cancel") {
         closeEditor(article);
+      } else if (action === "more") {
+        showMore(article, button);
       }
       // Send edit, Regenerate, Retry, Continue and the version switcher are htmx (ws-send).
     });
@@ -496,7 +561,14 @@
     updateStreamingState();
     streamingIds = streamingArticleIds();
     nameActions();
-    document.body.addEventListener("htmx:afterSettle", nameActions);
+    document.body.addEventListener("htmx:afterSettle", function (event) {
+      // Not after a delta's text lands in a reply's tail: only when messages or code blocks
+      // may have come (labels count every message, so this is not per-frame work).
+      var elt = event.detail && event.detail.elt;
+      if (elt && elt.nodeType === 1 && (elt.matches("article, #transcript, .message-body") || elt.querySelector("article, .copy-code"))) {
+        nameActions();
+      }
+    });
     scrollToLatest();
     showLinkedMessage();
   });
