@@ -1,15 +1,5 @@
-"""Admin review of transcripts, with accountability.
+"""The conversation admin: the list, the reason-gated transcript, review actions and exports."""
 
-Content (message text, titles, system prompts) is shown only behind the reason gate, and every
-read is logged with the staff member, the time, the reason (when CHAT_REVIEW_REASON_REQUIRED)
-and whose content it was, and shown to the owner: the transcript view, exports, searches over
-titles and message text (logged with their terms and every conversation they matched), and a
-user's default system prompt. Lists and change pages show metadata and totals; titles appear in
-lists only for staff with the `view_conversation_title` permission. There is no message admin:
-a message is read in its transcript.
-"""
-
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -17,7 +7,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -32,195 +22,35 @@ from conversations.http import staff_member
 from conversations.models import (
     Conversation,
     ConversationReview,
-    Message,
-    MessageFeedback,
-    ShareLink,
     TranscriptAccess,
-    UsageRecord,
-    UserPreferences,
 )
 from conversations.review import selectors as review_selectors
 from conversations.review import services as review_services
 from conversations.review.charts import tokens_per_day_svg
 from conversations.review.forms import ReviewForm, TranscriptReasonForm
-from conversations.sharing import selectors as sharing_selectors
-
-USAGE_CHART_DAYS = 30
-TITLE_PERMISSION = "conversations.view_conversation_title"
-# Where a granted content search is remembered: {"terms": ..., "access": id}.
-CONTENT_SEARCH_SESSION_KEY = "review_content_search"
-
-
-def can_see_titles(request: HttpRequest) -> bool:
-    return request.user.has_perm(TITLE_PERMISSION)
-
-
-def _reason_required_form(request: HttpRequest) -> tuple[TranscriptReasonForm, str | None]:
-    """The reason form bound to this request and, once valid (or when reasons are not
-    required), the reason to log."""
-    form = TranscriptReasonForm(request.POST if "reason" in request.POST else None)
-    if not settings.CHAT_REVIEW_REASON_REQUIRED:
-        return form, ""
-    if form.is_valid():
-        return form, form.cleaned_data["reason"]
-    return form, None
-
 
 if TYPE_CHECKING:
     from conversations.review.selectors import ConversationWithTotals
 
 
-# --- List filters ------------------------------------------------------------------------
-
-
-class _YesNoFilter(admin.SimpleListFilter):
-    def lookups(
-        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
-    ) -> list[tuple[str, str]]:
-        return [("yes", "Yes"), ("no", "No")]
-
-    def condition(self) -> Q:
-        raise NotImplementedError
-
-    def queryset(
-        self, request: HttpRequest, queryset: QuerySet[Conversation]
-    ) -> QuerySet[Conversation]:
-        if self.value() == "yes":
-            return queryset.filter(self.condition())
-        if self.value() == "no":
-            return queryset.exclude(self.condition())
-        return queryset
-
-
-class ModelFilter(admin.SimpleListFilter):
-    title = "model"
-    parameter_name = "model"
-
-    def lookups(
-        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
-    ) -> list[tuple[str, str]]:
-        models = (
-            Message.objects.exclude(model="")
-            .order_by("model")
-            .values_list("model", flat=True)
-            .distinct()
-        )
-        return [(model, model) for model in models]
-
-    def queryset(
-        self, request: HttpRequest, queryset: QuerySet[Conversation]
-    ) -> QuerySet[Conversation]:
-        if self.value():
-            return queryset.filter(
-                Exists(Message.objects.filter(conversation=OuterRef("pk"), model=self.value()))
-            )
-        return queryset
-
-
-class MessageStatusFilter(admin.SimpleListFilter):
-    title = "message status"
-    parameter_name = "status"
-
-    def lookups(
-        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
-    ) -> list[tuple[str, str]]:
-        return list(Message.Status.choices)
-
-    def queryset(
-        self, request: HttpRequest, queryset: QuerySet[Conversation]
-    ) -> QuerySet[Conversation]:
-        if self.value() in Message.Status.values:
-            return queryset.filter(
-                Exists(Message.objects.filter(conversation=OuterRef("pk"), status=self.value()))
-            )
-        return queryset
-
-
-class HasErrorFilter(_YesNoFilter):
-    title = "has error"
-    parameter_name = "has_error"
-
-    def condition(self) -> Q:
-        return Q(
-            Exists(Message.objects.filter(conversation=OuterRef("pk"), status=Message.Status.ERROR))
-        )
-
-
-class NegativeFeedbackFilter(_YesNoFilter):
-    """Whether the owner rated any reply down: metadata only, the comments stay behind the gate."""
-
-    title = "has negative feedback"
-    parameter_name = "negative_feedback"
-
-    def condition(self) -> Q:
-        return Q(
-            Exists(
-                MessageFeedback.objects.filter(
-                    message__conversation=OuterRef("pk"), rating=MessageFeedback.Rating.DOWN
-                )
-            )
-        )
-
-
-class SharedFilter(_YesNoFilter):
-    title = "shared (live link)"
-    parameter_name = "shared"
-
-    def condition(self) -> Q:
-        return Q(
-            Exists(
-                ShareLink.objects.filter(
-                    sharing_selectors.share_link_live_q(), conversation=OuterRef("pk")
-                )
-            )
-        )
-
-
-class FlaggedFilter(_YesNoFilter):
-    title = "flagged"
-    parameter_name = "flagged"
-
-    def condition(self) -> Q:
-        return Q(review__flagged=True)
-
-
-class ReviewedFilter(_YesNoFilter):
-    title = "reviewed"
-    parameter_name = "reviewed"
-
-    def condition(self) -> Q:
-        return Q(review__reviewed_at__isnull=False)
-
-
-class EmptyConversationFilter(admin.SimpleListFilter):
-    """Blank "New chat" rows (no message) only clutter the list: hidden unless asked for."""
-
-    title = "messages"
-    parameter_name = "empty"
-
-    def lookups(
-        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
-    ) -> list[tuple[str, str]]:
-        return [("include", "Including empty"), ("only", "Empty only")]
-
-    def choices(self, changelist: Any) -> Iterator[Any]:
-        for choice in super().choices(changelist):
-            if choice["query_string"] == changelist.get_query_string(remove=[self.parameter_name]):
-                choice["display"] = "With messages"
-            yield choice
-
-    def queryset(
-        self, request: HttpRequest, queryset: QuerySet[Conversation]
-    ) -> QuerySet[Conversation]:
-        has_messages = Exists(Message.objects.filter(conversation=OuterRef("pk")))
-        if self.value() == "include":
-            return queryset
-        if self.value() == "only":
-            return queryset.filter(~has_messages)
-        return queryset.filter(has_messages)
-
-
-# --- Conversations -----------------------------------------------------------------------
+from conversations.review.admin.filters import (
+    EmptyConversationFilter,
+    FlaggedFilter,
+    HasErrorFilter,
+    MessageStatusFilter,
+    ModelFilter,
+    NegativeFeedbackFilter,
+    ReviewedFilter,
+    SharedFilter,
+)
+from conversations.review.admin.gate import (
+    CONTENT_SEARCH_SESSION_KEY,
+    USAGE_CHART_DAYS,
+    can_see_titles,
+    reason_required_form,
+    review_of,
+    username_of,
+)
 
 
 class ConversationReviewInline(admin.StackedInline[ConversationReview, Conversation]):
@@ -339,7 +169,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         """Ask why before searching content; the page says nothing about what would match."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        form, reason = _reason_required_form(request)
+        form, reason = reason_required_form(request)
         if request.method != "POST" or reason is None:
             return TemplateResponse(
                 request,
@@ -391,15 +221,15 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
 
     @admin.display(description="flagged", boolean=True, ordering="review__flagged")
     def flagged_column(self, obj: Conversation) -> bool:
-        review = _review_of(obj)
+        review = review_of(obj)
         return bool(review and review.flagged)
 
     @admin.display(description="reviewed", ordering="review__reviewed_at")
     def reviewed_column(self, obj: Conversation) -> str:
-        review = _review_of(obj)
+        review = review_of(obj)
         if review is None or review.reviewed_at is None:
             return "–"
-        return f"{review.reviewed_at:%d %b} by {_username(review.reviewed_by)}"
+        return f"{review.reviewed_at:%d %b} by {username_of(review.reviewed_by)}"
 
     @admin.display(description="transcript")
     def transcript_link(self, obj: Conversation) -> str:
@@ -492,7 +322,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
             # Redirect so a reload neither re-posts nor logs a second entry.
             return HttpResponseRedirect(f"{url}?access={access.pk}")
 
-        review = _review_of(conversation)
+        review = review_of(conversation)
         can_review = self.has_change_permission(request, conversation)
         return TemplateResponse(
             request,
@@ -653,207 +483,3 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         return markdown_attachment(
             text="\n---\n\n".join(parts), filename=f"conversations-{stamp}.md"
         )
-
-
-def _review_of(conversation: Conversation) -> ConversationReview | None:
-    try:
-        return conversation.review
-    except ConversationReview.DoesNotExist:
-        return None
-
-
-def _username(user: Any) -> str:
-    return user.get_username() if user is not None else "(deleted user)"
-
-
-# --- Share links and the access log ------------------------------------------------------
-
-
-@admin.register(ShareLink)
-class ShareLinkAdmin(admin.ModelAdmin[ShareLink]):
-    """Which conversations are public, and a way to take a link down; never the token or the
-    published text."""
-
-    list_display = (
-        "label_column",
-        "owner",
-        "status_column",
-        "visibility",
-        "view_count",
-        "created_at",
-        "expires_at",
-        "revoked_at",
-    )
-    list_select_related = ("conversation__owner",)
-    list_filter = ("visibility", "revoked_at", "created_at")
-    search_fields = ("conversation__owner__username",)
-    fields = (
-        "conversation",
-        "visibility",
-        "include_system_prompt",
-        "include_thinking",
-        "view_count",
-        "snapshot_at",
-        "expires_at",
-        "revoked_at",
-        "created_at",
-    )
-    readonly_fields = fields
-    actions = ["revoke_selected"]
-
-    def get_list_display(self, request: HttpRequest) -> tuple[Any, ...]:
-        columns = tuple(super().get_list_display(request))
-        return ("title", *columns) if can_see_titles(request) else columns
-
-    @admin.display(description="link")
-    def label_column(self, obj: ShareLink) -> str:
-        return str(obj)
-
-    @admin.display(description="owner")
-    def owner(self, obj: ShareLink) -> str:
-        return obj.conversation.owner.get_username()
-
-    @admin.display(description="status")
-    def status_column(self, obj: ShareLink) -> str:
-        return obj.status
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    @admin.action(description="Revoke selected links", permissions=["change"])
-    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ShareLink]) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        self.message_user(request, f"Revoked {count} link(s).")
-
-
-@admin.register(TranscriptAccess)
-class TranscriptAccessAdmin(admin.ModelAdmin[TranscriptAccess]):
-    """Append-only: nobody, not even a superuser, edits or deletes entries from the admin."""
-
-    list_display = (
-        "accessed_at",
-        "staff_username",
-        "kind",
-        "owner_username",
-        "conversation_uuid",
-        "search_terms",
-        "reason",
-    )
-    list_filter = ("kind", ("accessed_at", admin.DateFieldListFilter), "staff_username")
-    search_fields = ("staff_username", "owner_username", "reason", "search_terms")
-    date_hierarchy = "accessed_at"
-    exclude = ("conversation_title",)
-
-    def get_list_display(self, request: HttpRequest) -> tuple[Any, ...]:
-        columns = tuple(super().get_list_display(request))
-        return (*columns, "conversation_title") if can_see_titles(request) else columns
-
-    def get_exclude(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
-        return () if can_see_titles(request) else ("conversation_title",)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-@admin.register(UserPreferences)
-class UserPreferencesAdmin(admin.ModelAdmin[UserPreferences]):
-    """Defaults without the system prompt: reading that is a logged read, like a transcript."""
-
-    list_display = ("user", "sampling", "reasoning_effort", "max_tokens", "has_system_prompt")
-    raw_id_fields = ("user",)
-    exclude = ("system_prompt",)
-    readonly_fields = ("system_prompt_link",)
-
-    @admin.display(description="default system prompt", boolean=True)
-    def has_system_prompt(self, obj: UserPreferences) -> bool:
-        return bool(obj.system_prompt)
-
-    @admin.display(description="default system prompt")
-    def system_prompt_link(self, obj: UserPreferences) -> str:
-        if obj.pk is None:
-            return "–"
-        url = reverse("admin:conversations_userpreferences_system_prompt", args=[obj.pk])
-        return format_html('<a href="{}">Read the default system prompt (logged)</a>', url)
-
-    def get_urls(self) -> list[URLPattern]:
-        return [
-            path(
-                "<path:object_id>/system-prompt/",
-                self.admin_site.admin_view(self.system_prompt_view),
-                name="conversations_userpreferences_system_prompt",
-            ),
-            *super().get_urls(),
-        ]
-
-    def system_prompt_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        preferences = self.get_object(request, object_id)
-        if preferences is None:
-            raise Http404("No such preferences.")
-        if not self.has_view_permission(request, preferences):
-            raise PermissionDenied
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "subject": preferences.user.get_username(),
-        }
-        form, reason = _reason_required_form(request)
-        if request.method != "POST" or reason is None:
-            return TemplateResponse(
-                request,
-                "admin/conversations/system_prompt_reason.html",
-                {**context, "form": form, "title": "Why are you reading this system prompt?"},
-            )
-        access = review_services.system_prompt_read_record(
-            preferences=preferences, staff=staff_member(request), reason=reason
-        )
-        # Shown in answer to the logged POST only: a reload asks again.
-        return TemplateResponse(
-            request,
-            "admin/conversations/system_prompt.html",
-            {
-                **context,
-                "access": access,
-                "system_prompt": preferences.system_prompt,
-                "title": f"Default system prompt of {preferences.user.get_username()}",
-            },
-        )
-
-
-@admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin[UsageRecord]):
-    """The usage ledger, read-only: what each reply used, kept when conversations and accounts
-    are deleted."""
-
-    list_display = (
-        "started_at",
-        "user_column",
-        "model",
-        "status",
-        "prompt_tokens",
-        "completion_tokens",
-        "estimated",
-        "cost_usd",
-        "settled_at",
-    )
-    list_filter = ("model", "status", "estimated", ("started_at", admin.DateFieldListFilter))
-    search_fields = ("username",)
-    date_hierarchy = "started_at"
-
-    @admin.display(description="user", ordering="username")
-    def user_column(self, obj: UsageRecord) -> str:
-        return obj.username if obj.user_id else f"{obj.username} (deleted user)"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
