@@ -30,10 +30,6 @@ def reason_required_form(request: HttpRequest) -> tuple[TranscriptReasonForm, st
     return form, None
 
 
-if TYPE_CHECKING:
-    pass
-
-
 def review_of(conversation: Conversation) -> ConversationReview | None:
     try:
         return conversation.review
