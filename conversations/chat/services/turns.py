@@ -1,23 +1,20 @@
-"""Writes. Keyword-only, typed, and each one a single transaction."""
+"""Turns: starting one, and the branching actions on a thread (regenerate, edit, continue,
+retry, switch version), each a single transaction that refuses in words."""
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
-from urllib.parse import urlsplit
+from dataclasses import dataclass
 
-from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Subquery
-from django.utils import timezone
 
 from conversations.accounts import limits
 from conversations.accounts import services as accounts_services
 from conversations.attachments import services as attachment_services
 from conversations.catalogue import selectors as catalogue
-from conversations.chat.rendering import markdown_to_html
 from conversations.chat.selectors import message_path
+from conversations.chat.services.conversations import title_from_message
 from conversations.gateway.profiles import (
     STORED_FIELDS,
     ModelProfile,
@@ -27,58 +24,11 @@ from conversations.gateway.profiles import (
 from conversations.models import (
     Conversation,
     Message,
-    MessageFeedback,
-    UserPreferences,
 )
-
-__all__ = ["TurnSettings"]
-
-TITLE_FROM_MESSAGE_CHARS = 60
 
 
 class TurnRefused(Exception):
     """The turn cannot start; the message says why, in words for the user."""
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyOutcome:
-    status: str
-    content: str
-    reasoning: str = ""
-    finish_reason: str = ""
-    error: str = ""
-    refusal: str = ""
-    citations: list[dict[str, str]] = field(default_factory=list)
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    reasoning_tokens: int | None = None
-    cached_tokens: int | None = None
-    cost_usd: Decimal | None = None
-    # The token counts are the app's estimate, not the gateway's report.
-    usage_estimated: bool = False
-    time_to_first_token_ms: int | None = None
-    duration_ms: int | None = None
-    # Parameters the request did not carry, and why, in words (shown on the reply).
-    request_notes: list[str] = field(default_factory=list)
-    # The first event of a stream the app could not read, for staff (see Message.raw_event).
-    raw_event: str = ""
-    # The request dialect the gateway accepted (``Dialect.code()``); empty when none was.
-    dialect: str = ""
-
-
-def conversation_create(*, owner: User) -> Conversation:
-    """A new conversation starts from the owner's default model, system prompt and parameters."""
-    model = catalogue.model_for_new_conversation(
-        user=owner, catalogue=catalogue.catalogue_current()
-    )
-    preferences = UserPreferences.objects.filter(user=owner).first()
-    if preferences is None:
-        return Conversation.objects.create(
-            owner=owner, model=model, max_tokens=django_settings.CHAT_DEFAULT_MAX_TOKENS
-        )
-    return Conversation.objects.create(
-        owner=owner, **{**preferences.settings_values(), "model": model}
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +99,7 @@ def turn_start(
         conversation.active_leaf = reply
         _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
         if conversation.title == Conversation._meta.get_field("title").default:
-            conversation.title = _title_from_message(content)
+            conversation.title = title_from_message(content)
         conversation.save()
     return StartedTurn(
         user_message=user_message,
@@ -206,147 +156,6 @@ def _turn_start_state(*, conversation: Conversation) -> _TurnStartState:
         leaf_has_children=leaf_has_children,
         leaf_reply_model=leaf_model or "" if leaf_role == Message.Role.ASSISTANT else None,
     )
-
-
-def _title_from_message(content: str) -> str:
-    first_line = " ".join(content.split())
-    if len(first_line) <= TITLE_FROM_MESSAGE_CHARS:
-        return first_line or "New chat"
-    return first_line[: TITLE_FROM_MESSAGE_CHARS - 1].rstrip() + "…"
-
-
-def web_citations(citations: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Only http(s) sources become links: a model can cite `javascript:` as easily as a page."""
-    return [
-        citation
-        for citation in citations
-        if urlsplit(citation.get("url", "")).scheme.lower() in {"http", "https"}
-    ]
-
-
-def reply_checkpoint(*, message_id: uuid.UUID, content: str, reasoning: str) -> None:
-    """Save the partial reply; a no-op once the reply has finished, so a late checkpoint can
-    never overwrite the final text."""
-    Message.objects.filter(id=message_id, status=Message.Status.STREAMING).update(
-        content=content, reasoning=reasoning, updated_at=timezone.now()
-    )
-
-
-def replies_checkpoint(*, replies: dict[uuid.UUID, tuple[str, str]]) -> None:
-    """Checkpoint many partial replies (id → (content, reasoning)) in one transaction."""
-    with transaction.atomic():
-        for message_id, (content, reasoning) in replies.items():
-            reply_checkpoint(message_id=message_id, content=content, reasoning=reasoning)
-
-
-def _cost_of(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> tuple[Decimal | None, bool]:
-    """(cost, estimated): the gateway's own figure when it gave one, else the model profile's
-    prices times the token counts."""
-    if outcome.cost_usd is not None:
-        return outcome.cost_usd, False
-    if outcome.prompt_tokens is None or outcome.completion_tokens is None:
-        return None, False
-    model = Message.objects.filter(id=message_id).values_list("model", flat=True).first()
-    if not model:
-        return None, False
-    estimate = (
-        catalogue.catalogue_current()
-        .profile(model)
-        .estimated_cost(
-            prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens
-        )
-    )
-    return estimate, estimate is not None
-
-
-# A reply's notes are a handful of short sentences; anything beyond is not one of them.
-REQUEST_NOTES_MAX = 8
-REQUEST_NOTE_MAX_CHARS = 300
-RAW_EVENT_MAX_CHARS = 4000
-DIALECT_MAX_CHARS = Message._meta.get_field("dialect").max_length or 0
-
-
-def request_notes_bounded(*, notes: list[str]) -> list[str]:
-    kept: list[str] = []
-    for note in notes:
-        if isinstance(note, str) and note and note not in kept:
-            kept.append(note[:REQUEST_NOTE_MAX_CHARS])
-    return kept[:REQUEST_NOTES_MAX]
-
-
-def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
-    """Save the end of a reply, once. A reply the recovery sweep marked `interrupted` while its
-    process could not reach the database is still saved: its text is the whole truth."""
-    content_html = markdown_to_html(outcome.content)
-    cost_usd, cost_estimated = _cost_of(message_id=message_id, outcome=outcome)
-    notes: dict[str, list[str]] = {}
-    if outcome.request_notes:
-        # Beside those the turn started with (a retired model's replacement took less).
-        started = Message.objects.filter(id=message_id).values_list("request_notes", flat=True)
-        earlier = started.first() or []
-        notes["request_notes"] = request_notes_bounded(notes=[*earlier, *outcome.request_notes])
-    with transaction.atomic():
-        updated = Message.objects.filter(
-            id=message_id, status__in=[Message.Status.STREAMING, Message.Status.INTERRUPTED]
-        ).update(
-            status=outcome.status,
-            content=outcome.content,
-            content_html=content_html,
-            reasoning=outcome.reasoning,
-            finish_reason=outcome.finish_reason,
-            error=outcome.error,
-            refusal=outcome.refusal,
-            citations=web_citations(outcome.citations),
-            prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens,
-            reasoning_tokens=outcome.reasoning_tokens,
-            cached_tokens=outcome.cached_tokens,
-            cost_usd=cost_usd,
-            cost_estimated=cost_estimated,
-            usage_estimated=outcome.usage_estimated,
-            time_to_first_token_ms=outcome.time_to_first_token_ms,
-            duration_ms=outcome.duration_ms,
-            raw_event=outcome.raw_event[:RAW_EVENT_MAX_CHARS],
-            dialect=outcome.dialect[:DIALECT_MAX_CHARS],
-            updated_at=timezone.now(),
-            **notes,
-        )
-        if updated:
-            Conversation.objects.filter(messages__id=message_id).update(updated_at=timezone.now())
-        accounts_services.usage_settle(
-            message_id=message_id,
-            status=outcome.status,
-            prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens,
-            cost_usd=outcome.cost_usd,
-            estimated=outcome.usage_estimated,
-        )
-
-
-# --- Deleting ------------------------------------------------------------------
-
-
-def conversation_delete(*, conversation_id: uuid.UUID | str, owner: User) -> None:
-    """Delete the conversation with its messages, share links and review (cascade); the staff
-    access log keeps its entries. Raises Conversation.DoesNotExist for anyone but the owner.
-
-    A reply still streaming is stopped by the caller; its last checkpoint and final save then
-    simply find no row."""
-    with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
-        attachment_ids = attachment_services.attachment_ids_of_conversation(
-            conversation_id=conversation.id
-        )
-        # The active leaf points into the messages being deleted; clear it first so the
-        # deletion order can never trip over the self-reference.
-        conversation.active_leaf = None
-        conversation.save(update_fields=["active_leaf"])
-        conversation.delete()
-        # Files no other message (another conversation's copy, a branch) still refers to.
-        attachment_services.attachments_release(attachment_ids=attachment_ids)
-
-
-# The workspace: branching turns, titles, rename/delete, preferences.
 
 
 def _conversation_lock_idle(*, conversation_id: uuid.UUID, owner: User) -> Conversation:
@@ -564,30 +373,6 @@ def branch_switch(
     return conversation
 
 
-def conversation_rename(*, conversation_id: uuid.UUID, owner: User, title: str) -> Conversation:
-    conversation = Conversation.objects.get(id=conversation_id, owner=owner)
-    conversation.title = title
-    conversation.save(update_fields=["title", "updated_at"])
-    return conversation
-
-
-def title_is_provisional(*, title: str, first_message: str) -> bool:
-    """True while the title is still the one taken from the first message."""
-    return title == _title_from_message(first_message)
-
-
-def conversation_title_generated_set(
-    *, conversation_id: uuid.UUID, title: str, first_message: str
-) -> bool:
-    """Replace the provisional title with the model's, unless the user renamed it meanwhile."""
-    provisional = _title_from_message(first_message)
-    return bool(
-        Conversation.objects.filter(id=conversation_id, title=provisional).update(
-            title=title[: Conversation._meta.get_field("title").max_length]
-        )
-    )
-
-
 def _allowance_check(*, user: User, max_tokens: int) -> limits.QuotaUsage:
     try:
         return limits.turn_allowance_check(user=user, max_tokens=max_tokens)
@@ -647,86 +432,3 @@ def reply_retry(
         conversation.active_leaf = reply
         conversation.save(update_fields=["active_leaf", "updated_at"])
     return failed, reply
-
-
-# Organising: pin and archive. A queryset update, so updated_at (the last activity, which
-# orders the sidebar) stays what it was.
-
-
-def conversation_pin_set(
-    *, conversation_id: uuid.UUID | str, owner: User, pinned: bool
-) -> Conversation:
-    """Pin (to the top of the sidebar) or unpin. An archived conversation is unarchived by
-    pinning it: pinned means wanted at hand. Raises Conversation.DoesNotExist for anyone but
-    the owner."""
-    with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
-        if pinned:
-            conversation.pinned_at = conversation.pinned_at or timezone.now()
-            conversation.archived_at = None
-        else:
-            conversation.pinned_at = None
-        Conversation.objects.filter(pk=conversation.pk).update(
-            pinned_at=conversation.pinned_at, archived_at=conversation.archived_at
-        )
-    return conversation
-
-
-def conversation_archive_set(
-    *, conversation_id: uuid.UUID | str, owner: User, archived: bool
-) -> Conversation:
-    """Archive (out of the sidebar and search, kept whole) or unarchive. Archiving unpins.
-    Raises Conversation.DoesNotExist for anyone but the owner."""
-    with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
-        if archived:
-            conversation.archived_at = conversation.archived_at or timezone.now()
-            conversation.pinned_at = None
-        else:
-            conversation.archived_at = None
-        Conversation.objects.filter(pk=conversation.pk).update(
-            pinned_at=conversation.pinned_at, archived_at=conversation.archived_at
-        )
-    return conversation
-
-
-# Feedback on replies.
-
-
-class FeedbackRefused(Exception):
-    """Feedback cannot be given on this message; the message says why, in words for the user."""
-
-
-def _reply_for_feedback(*, message_id: uuid.UUID | str, owner: User) -> Message:
-    """The owner's finished reply. Raises Message.DoesNotExist for anyone else's message."""
-    message = Message.objects.get(id=message_id, conversation__owner=owner)
-    if message.role != Message.Role.ASSISTANT:
-        raise FeedbackRefused("Feedback is for Claude's replies.")
-    if message.status == Message.Status.STREAMING:
-        raise FeedbackRefused("Wait for the reply to finish before rating it.")
-    return message
-
-
-def message_feedback_set(
-    *, message_id: uuid.UUID | str, owner: User, rating: str, comment: str
-) -> MessageFeedback:
-    """Rate a reply up or down, with an optional comment; rating it again replaces both."""
-    if rating not in MessageFeedback.Rating.values:
-        raise FeedbackRefused("Rate the reply up or down.")
-    comment = comment.strip()
-    if len(comment) > MessageFeedback.COMMENT_MAX_CHARS:
-        raise FeedbackRefused(
-            f"Keep the comment under {MessageFeedback.COMMENT_MAX_CHARS} characters."
-        )
-    with transaction.atomic():
-        message = _reply_for_feedback(message_id=message_id, owner=owner)
-        feedback, _ = MessageFeedback.objects.update_or_create(
-            message=message, defaults={"rating": rating, "comment": comment}
-        )
-    return feedback
-
-
-def message_feedback_clear(*, message_id: uuid.UUID | str, owner: User) -> None:
-    """Take the rating and comment back. Raises Message.DoesNotExist for anyone else's."""
-    message = Message.objects.get(id=message_id, conversation__owner=owner)
-    MessageFeedback.objects.filter(message=message).delete()
