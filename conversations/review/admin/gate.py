@@ -1,9 +1,11 @@
 """What every admin page that shows content shares: who may see titles, the reason form, and
 small labels."""
 
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
+from django.contrib import admin
+from django.db.models import Model
 from django.http import HttpRequest
 
 from conversations.models import Conversation, ConversationReview
@@ -39,3 +41,19 @@ def review_of(conversation: Conversation) -> ConversationReview | None:
 
 def username_of(user: Any) -> str:
     return user.get_username() if user is not None else "(deleted user)"
+
+
+RecordModel = TypeVar("RecordModel", bound=Model)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin[RecordModel]):
+    """Records that only the app writes (the access log, the usage ledger): staff read them."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

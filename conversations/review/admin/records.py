@@ -20,7 +20,7 @@ from conversations.models import (
     UserPreferences,
 )
 from conversations.review import services as review_services
-from conversations.review.admin.gate import can_see_titles, reason_required_form
+from conversations.review.admin.gate import ReadOnlyAdmin, can_see_titles, reason_required_form
 
 
 @admin.register(ShareLink)
@@ -81,7 +81,7 @@ class ShareLinkAdmin(admin.ModelAdmin[ShareLink]):
 
 
 @admin.register(TranscriptAccess)
-class TranscriptAccessAdmin(admin.ModelAdmin[TranscriptAccess]):
+class TranscriptAccessAdmin(ReadOnlyAdmin[TranscriptAccess]):
     """Append-only: nobody, not even a superuser, edits or deletes entries from the admin."""
 
     list_display = (
@@ -104,15 +104,6 @@ class TranscriptAccessAdmin(admin.ModelAdmin[TranscriptAccess]):
 
     def get_exclude(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         return () if can_see_titles(request) else ("conversation_title",)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(UserPreferences)
@@ -180,7 +171,7 @@ class UserPreferencesAdmin(admin.ModelAdmin[UserPreferences]):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin[UsageRecord]):
+class UsageRecordAdmin(ReadOnlyAdmin[UsageRecord]):
     """The usage ledger, read-only: what each reply used, kept when conversations and accounts
     are deleted."""
 
@@ -202,12 +193,3 @@ class UsageRecordAdmin(admin.ModelAdmin[UsageRecord]):
     @admin.display(description="user", ordering="username")
     def user_column(self, obj: UsageRecord) -> str:
         return obj.username if obj.user_id else f"{obj.username} (deleted user)"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
