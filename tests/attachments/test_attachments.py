@@ -19,6 +19,7 @@ from conversations.sharing import services as sharing_services
 from conversations.sharing.services import ShareOptions
 from tests.support import attachment_files as files
 from tests.support.factories import MODEL, turn_settings, turn_with_attachments
+from tests.support.storage import StorageFailed
 
 pytestmark = pytest.mark.django_db
 
@@ -388,6 +389,57 @@ def test_continue_over_the_viewers_quota_is_refused_and_leaves_nothing(
     assert not Conversation.objects.filter(owner=bob).exists()
     assert not Attachment.objects.filter(owner=bob).exists()
     assert stored_files(media) == before
+
+
+def _shared_pdfs(user: Any, *, per_message: tuple[int, ...]) -> Any:
+    """A link publishing PDFs (no thumbnails: one stored file each), `per_message[i]` of them
+    on the i-th user message; every PDF has its own bytes."""
+    conversation = chat_services.conversation_create(owner=user)
+    pages = 1
+    for count in per_message:
+        uploads = []
+        for _ in range(count):
+            uploads.append(
+                services.attachment_upload(
+                    owner=user, data=files.pdf(pages=pages), filename=f"p{pages}.pdf"
+                )
+            )
+            pages += 1
+        started = send_with(conversation, "read", uploads)
+        chat_services.reply_finish(
+            message_id=started.reply.id,
+            outcome=chat_services.ReplyOutcome(status="complete", content="Read."),
+        )
+    link, _ = sharing_services.share_link_create(
+        conversation_id=conversation.id,
+        user=user,
+        options=ShareOptions(include_attachments=True),
+    )
+    return link
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("per_message", [(2,), (1, 1)], ids=["one-message", "two-messages"])
+def test_continue_whose_storage_fails_on_the_second_file_leaves_no_files_and_no_rows(
+    user: Any, make_user: Any, media: Any, settings: Any, per_message: tuple[int, ...]
+) -> None:
+    link = _shared_pdfs(user, per_message=per_message)
+    bob = make_user("bob")
+    before = stored_files(media)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "tests.support.storage.FailingStorage",
+            "OPTIONS": {"location": media, "base_url": None, "fail_on": 2},
+        },
+    }
+
+    with pytest.raises(StorageFailed):
+        sharing_services.conversation_create_from_share(link=link, owner=bob)
+
+    assert stored_files(media) == before
+    assert not Attachment.objects.filter(owner=bob).exists()
+    assert not Conversation.objects.filter(owner=bob).exists()
 
 
 def test_staff_needs_a_reason_and_each_file_access_is_logged(user: Any, make_user: Any) -> None:
