@@ -160,6 +160,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             new_text=data["message"],
             max_tokens=turn_settings.max_tokens,
             model=turn_settings.model,
+            attachment_ids=frame.attachment_ids,
         )
         if overflow is not None:
             # Not sent: the user chooses how to go on (the message stays in the composer).

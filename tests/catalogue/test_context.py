@@ -7,11 +7,13 @@ import pytest
 from channels.db import database_sync_to_async
 from django.urls import reverse
 
+from conversations.attachments import services as attachment_services
 from conversations.catalogue import context
 from conversations.chat import services
 from conversations.gateway.profiles import SONNET_4_6
 from conversations.models import Conversation, Message
 from conversations.realtime import runtime
+from tests import attachment_files as files
 from tests.support.sockets import (
     SEND,
     communicator_for,
@@ -85,6 +87,39 @@ async def test_a_turn_that_would_not_fit_is_not_sent_and_the_two_ways_on_are_off
     assert "This conversation no longer fits in the model&#x27;s context (199k of 200k" in frame
     assert "Continue in a new conversation from a summary" in frame
     assert "Leave the oldest turns out" in frame
+    assert upstream.requests == []
+    assert await Message.objects.filter(conversation=conversation).acount() == 2
+    await comm.disconnect()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_turn_whose_files_would_not_fit_gets_the_two_ways_on_not_a_gateway_error(
+    keyed, upstream: FakeUpstream, user: Any, settings: Any, tmp_path: Any
+) -> None:
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "media", "base_url": None},
+        },
+    }
+    # 150,300 tokens used: the words of the message fit, its 17 PDF pages (about 51k) do not.
+    conversation = await database_sync_to_async(conversation_with)(
+        user, ("Hi", "Hello"), prompt_tokens=150_000
+    )
+    report = await database_sync_to_async(attachment_services.attachment_upload)(
+        owner=user, data=files.pdf(pages=17), filename="report.pdf"
+    )
+    comm = communicator_for(user, conversation)
+    await comm.connect()
+
+    await comm.send_to(
+        text_data=json.dumps({**SEND, "model": SONNET_4_6.id, "attachments": [str(report.id)]})
+    )
+    frame = await receive_until(comm, "context-offers")
+
+    assert "This conversation no longer fits in the model&#x27;s context (150k of 200k" in frame
     assert upstream.requests == []
     assert await Message.objects.filter(conversation=conversation).acount() == 2
     await comm.disconnect()
