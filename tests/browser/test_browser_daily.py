@@ -333,8 +333,21 @@ def test_a_continued_reply_reads_as_one_with_a_larger_version_switcher(
     expect(first.locator(".message-note")).to_be_hidden()
     expect(second.locator(".message-role")).to_be_hidden()
     expect(second.locator(".message-footer")).to_be_visible()
-    previous = second.get_by_role("button", name="Previous version")
-    assert previous.bounding_box()["height"] >= 28
+    expect(second.get_by_role("button", name="Previous version")).to_be_visible()
+    # When the socket joins, the finished reply's article is swapped for a fresh copy, so a
+    # measurement of the element found earlier can read a detached (0 px) button: measure the
+    # button on the page now, on each poll, until its laid-out height is there (or time out).
+    height = page.wait_for_function(
+        """selector => {
+            const replies = document.querySelectorAll(selector);
+            const reply = replies[replies.length - 1];
+            const button = reply && reply.querySelector('button[aria-label="Previous version"]');
+            const height = button ? button.getBoundingClientRect().height : 0;
+            return height >= 28 ? height : false;
+        }""",
+        arg=ASSISTANT,
+    ).json_value()
+    assert height >= 28
 
 
 def test_admin_conversation_list_fits_a_1280_screen(
