@@ -13,7 +13,7 @@ from conversations.chat import services
 from conversations.gateway.profiles import SONNET_4_6
 from conversations.models import Conversation, Message
 from conversations.realtime import runtime
-from tests import attachment_files as files
+from tests.support import attachment_files as files
 from tests.support.sockets import (
     SEND,
     communicator_for,
