@@ -14,7 +14,7 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from conversations.accounts.limits import files_tokens_estimate
+from conversations.accounts.limits import CHARS_PER_TOKEN_ESTIMATE, files_tokens_estimate
 from conversations.attachments.models import Attachment
 from conversations.attachments.selectors import attachments_for_user
 from conversations.catalogue import selectors as catalogue
@@ -25,9 +25,6 @@ from conversations.gateway.payload import TurnRequest
 from conversations.gateway.profiles import ModelProfile
 from conversations.models import Conversation, Message
 
-# A conservative reading of Claude's tokeniser for English text (it counts about 3.5 to 4
-# characters a token); only an estimate until the gateway's own count arrives.
-CHARS_PER_TOKEN = 3.5
 # Room the summary request leaves for the model's answer.
 SUMMARY_MAX_TOKENS = 2000
 # Of the conversation, what the summary request may quote (the newest part when longer).
@@ -41,7 +38,7 @@ SUMMARY_NOTE = "Summary of an earlier conversation, to continue from:"
 
 
 def estimate_tokens(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
+    return math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE) if text else 0
 
 
 def attachments_tokens(*, attachments: Sequence[Attachment]) -> int:
@@ -51,7 +48,7 @@ def attachments_tokens(*, attachments: Sequence[Attachment]) -> int:
     pages = sum(max(1, a.page_count or 0) for a in attachments if a.kind == Attachment.Kind.PDF)
     text_bytes = sum(a.size for a in attachments if a.kind == Attachment.Kind.TEXT)
     return files_tokens_estimate(images=images, pdf_pages=pages) + math.ceil(
-        text_bytes / CHARS_PER_TOKEN
+        text_bytes / CHARS_PER_TOKEN_ESTIMATE
     )
 
 
