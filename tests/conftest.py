@@ -164,6 +164,9 @@ class DaphneServer:
             "AIMLAPI_API_KEY": TEST_API_KEY,
             "CHAT_UPSTREAM_BACKOFF_BASE": "0.01",
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            # The run's own spool (see chatsite/test_settings.py), whatever settings the
+            # process loads.
+            "CHAT_SPOOL_DIR": str(django_settings.CHAT_SPOOL_DIR),
             **(extra_env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -185,19 +186,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
         user_message, reply = turn.started.user_message, turn.started.reply
         await self.send(text_data=frames.composer_accepted(client_token=frame.client_token))
         # Before the reply starts: viewers must know of the turn to take its first text.
-        try:
-            await events.turn_started_send(
+        await _relayed(
+            events.turn_started_send(
                 self.channel_layer,
                 conversation_id=self.conversation_id,
                 message_ids=[str(user_message.id), str(reply.id)],
                 # Rendered once for every viewer; the reply streams from offset 0.
                 frame=turn.frame,
                 streaming_ids=[str(reply.id)],
-            )
-        except Exception as exc:
-            # This process's viewers have it (they are served first); the turn is saved and
-            # its reply must still be written, whatever other processes' viewers missed.
-            logger.warning("turn start not relayed to other processes: %r", exc)
+            ),
+            what="turn start",
+        )
         running = await generation.reply_generate(reply_id=reply.id, prepared=turn.prepared)
         if turn.started.sidebar_moves:
             live.sidebar_changed_after(user_id=owner.pk, event=running.first_text_sent)
@@ -258,7 +257,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 reply_id = reply.id
         except (services.TurnRefused, attachment_services.AttachmentRefused) as exc:
             raise FrameError(str(exc)) from exc
-        await live.thread_changed(conversation_id=self.conversation_id)
+        await _relayed(
+            live.thread_changed(conversation_id=self.conversation_id), what="branch change"
+        )
         if reply_id is not None:
             await generation.reply_generate(reply_id=reply_id)
             await live.sidebar_changed(user_id=owner.pk)
@@ -281,11 +282,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         except services.TurnRefused as exc:
             raise FrameError(str(exc)) from exc
-        await events.turn_retried_send(
-            self.channel_layer,
-            conversation_id=self.conversation_id,
-            replaced_id=str(failed.id),
-            message_id=str(reply.id),
+        await _relayed(
+            events.turn_retried_send(
+                self.channel_layer,
+                conversation_id=self.conversation_id,
+                replaced_id=str(failed.id),
+                message_id=str(reply.id),
+            ),
+            what="retry",
         )
         await generation.reply_generate(reply_id=reply.id)
 
@@ -437,6 +441,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message is not None:
             await self.send(text_data=frames.message_replaced(message=message))
         self._refresh_soon("quota")
+
+
+async def _relayed(send: Coroutine[Any, Any, None], *, what: str) -> None:
+    """A saved change announced to the conversation's viewers. This process's viewers have it
+    before Redis is asked (the layer serves them first); the change is saved and its reply
+    must still be written, so a stalled or absent Redis costs only other processes' viewers
+    (they catch up on their next render), never this socket (no close with 1011)."""
+    try:
+        await send
+    except Exception as exc:
+        logger.warning("%s not relayed to other processes: %r", what, exc)
 
 
 def _unseen(piece: str, offset: int, shown: int) -> str | None:

@@ -115,8 +115,19 @@
   // at the bottom comes from an IntersectionObserver on a sentinel after the last message, and
   // the scroll to follow the stream happens once per animation frame: no frame from the socket
   // reads layout (a forced synchronous layout per delta grew with the page).
+  // The observer and scroll events report only at the next rendering, so a frame that lands
+  // before that would otherwise drag a reader who just scrolled up back down. A reader's scroll
+  // wins twice over: wheel, touch and keys mark the intent to leave at once (before the scroll
+  // itself, which may be smooth and take several frames), and the queued follow-scroll checks
+  // inside its animation frame whether the position moved up since the page last put it at
+  // the end (a scrollbar drag or find-in-page gives no intent event).
   var atBottom = true;
+  var leaving = false;
   var scrollQueued = false;
+  var measureQueued = false;
+  // Where the page last left the transcript (its scrollTop and scrollHeight then); null until
+  // it has, or after the reader took over.
+  var leftAt = null;
 
   var mark = null;
 
@@ -136,11 +147,36 @@
     return mark;
   }
 
+  function showJump() {
+    var jump = $("jump-latest");
+    if (jump && jump.hidden) jump.hidden = false;
+  }
+
   function scrollToLatest() {
     var transcript = $("transcript");
-    if (transcript) transcript.scrollTop = transcript.scrollHeight;
+    if (transcript) {
+      transcript.scrollTop = transcript.scrollHeight;
+      leftAt = { top: transcript.scrollTop, height: transcript.scrollHeight };
+    }
+    atBottom = true;
+    leaving = false;
     var jump = $("jump-latest");
     if (jump) jump.hidden = true;
+  }
+
+  // The reader moved up from where the page left the transcript, by more than "near the end"
+  // as the transcript stood then and stands now (a swap that shortens the transcript pulls
+  // the position up too, but leaves it at the end): theirs wins over following the stream.
+  function readerLeft(transcript) {
+    if (leaving) return true;
+    if (!leftAt) return false;
+    var top = transcript.scrollTop;
+    var view = transcript.clientHeight;
+    return (
+      top < leftAt.top - 1 &&
+      leftAt.height - top - view > NEAR_BOTTOM_PX &&
+      transcript.scrollHeight - top - view > NEAR_BOTTOM_PX
+    );
   }
 
   function scrollToLatestSoon() {
@@ -148,9 +184,46 @@
     scrollQueued = true;
     window.requestAnimationFrame(function () {
       scrollQueued = false;
+      var transcript = $("transcript");
+      if (transcript && readerLeft(transcript)) {
+        atBottom = false;
+        leftAt = null;
+        showJump();
+        return;
+      }
       scrollToLatest();
     });
   }
+
+  function leave() {
+    leaving = true;
+    atBottom = false;
+  }
+
+  // After any scroll, inside the next animation frame (where layout is due anyway): the reader
+  // is following again once back near the end, unless they just asked to go up.
+  function measureSoon() {
+    if (measureQueued) return;
+    measureQueued = true;
+    window.requestAnimationFrame(function () {
+      measureQueued = false;
+      var transcript = $("transcript");
+      if (!transcript) return;
+      var near = transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight <= NEAR_BOTTOM_PX;
+      if (!near) {
+        atBottom = false;
+        leaving = false;
+        leftAt = null;
+      } else if (!leaving) {
+        atBottom = true;
+        var jump = $("jump-latest");
+        if (jump) jump.hidden = true;
+      }
+    });
+  }
+
+  var UP_KEYS = { ArrowUp: true, PageUp: true, Home: true };
+  var DOWN_KEYS = { ArrowDown: true, PageDown: true, End: true };
 
   function bindScrolling() {
     var jump = $("jump-latest");
@@ -161,10 +234,26 @@
       scrollToLatest();
       $("message").focus();
     });
+    transcript.addEventListener("wheel", function (event) {
+      if (event.deltaY < 0) leave();
+      else if (event.deltaY > 0) leaving = false;
+    }, { passive: true });
+    transcript.addEventListener("touchmove", leave, { passive: true });
+    transcript.addEventListener("keydown", function (event) {
+      if (isTyping(event.target)) return;
+      if (UP_KEYS[event.key] || (event.key === " " && event.shiftKey)) leave();
+      else if (DOWN_KEYS[event.key]) leaving = false;
+    });
+    transcript.addEventListener("scroll", measureSoon, { passive: true });
     new IntersectionObserver(
       function (entries) {
-        atBottom = entries[entries.length - 1].isIntersecting;
-        if (atBottom) jump.hidden = true;
+        var seen = entries[entries.length - 1].isIntersecting;
+        if (!seen) {
+          atBottom = false;
+        } else if (!leaving) {
+          atBottom = true;
+          jump.hidden = true;
+        }
       },
       { root: transcript, rootMargin: "0px 0px " + NEAR_BOTTOM_PX + "px 0px" }
     ).observe(end);
@@ -216,6 +305,9 @@
         pendingToken = null;
         $("message").value = "";
         autoGrow($("message"));
+        // Sending is asking to see the reply: any earlier scroll up is over.
+        leaving = false;
+        leftAt = null;
         followStream = true;
       }
       if (structural) {
@@ -232,8 +324,8 @@
       if (name && document.title !== name) document.title = name;
       if (followStream) {
         scrollToLatestSoon();
-      } else if ($("jump-latest") && $("jump-latest").hidden) {
-        $("jump-latest").hidden = false;
+      } else {
+        showJump();
       }
     });
 

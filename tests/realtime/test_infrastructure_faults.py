@@ -6,6 +6,7 @@ database while the app cannot.
 """
 
 import asyncio
+import json
 import os
 import time
 import uuid
@@ -18,6 +19,8 @@ from django.conf import settings as django_settings
 from conversations.chat.services import conversation_create
 from conversations.models import Message
 from tests.conftest import DaphneServer, live_database_url
+from tests.factories import exchange
+from tests.support.sockets import SEND
 from tests.support.tcp_proxy import TcpFaultProxy
 from tests.support.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chunks
 from tests.support.ws import ChatSocket, chat_socket, session_cookie
@@ -468,3 +471,41 @@ def test_a_database_connection_dropped_silently_is_given_up_and_the_save_retried
     assert reply.content == "".join(pieces)
     assert status == "complete"
     assert postgres_proxy.accepted > accepted
+
+
+def test_a_branch_action_during_a_redis_stall_keeps_the_socket_open_and_writes_the_reply(
+    servers, redis_proxy: TcpFaultProxy, upstream: FakeUpstream, user
+) -> None:
+    server = servers(REDIS_URL=redis_proxy.url_for(os.environ["REDIS_URL"]))
+    pieces = ["Regenerated while Redis stalls. ", "And finished."]
+    stream, gates = _gated(pieces)
+    upstream.enqueue(stream)
+    conversation = conversation_create(owner=user)
+    _, first_reply = exchange(conversation, "A question", "The first answer.")
+    cookie = session_cookie(user)
+    regenerate = {**SEND, "action": "regenerate", "message_id": str(first_reply.id)}
+    del regenerate["message"]
+
+    async def scenario() -> str:
+        socket = await _connect(server, conversation.id, cookie)
+        await asyncio.to_thread(redis_proxy.stall)
+        # The re-render of the branch crosses Redis for other processes' viewers, and that
+        # waits on the stall until its bound: the new reply is still written, on an open socket.
+        async with asyncio.timeout(WITHIN):
+            await socket.connection.send(json.dumps(regenerate))
+            await socket.read_until(pieces[0])
+        await asyncio.to_thread(redis_proxy.restore)
+        gates[0].release()
+        gates[1].release()
+        async with asyncio.timeout(WITHIN):
+            status = await socket.final_status()
+            await socket.connection.send('{"action": "probe"}')
+            await socket.read_until("probe")
+        await socket.connection.close()
+        return status
+
+    assert asyncio.run(scenario()) == "complete"
+    replies = Message.objects.filter(conversation_id=conversation.id, role=Message.Role.ASSISTANT)
+    assert sorted(replies.values_list("content", flat=True)) == sorted(
+        ["The first answer.", "".join(pieces)]
+    )
