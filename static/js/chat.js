@@ -277,8 +277,16 @@
     var pendingToken = null;
     var followStream = true;
 
+    // The ws extension queues a frame sent while the socket is not open and sends it on open;
+    // the reader is told so instead of wondering whether the click was lost.
+    var socketOpen = false;
+    var QUEUED_TEXT = "Connecting… it will be sent once connected.";
+
     document.body.addEventListener("htmx:wsOpen", function () {
+      socketOpen = true;
       document.body.classList.remove("socket-closed");
+      var error = $("composer-error");
+      if (error && error.textContent === QUEUED_TEXT) showComposerError("");
     });
 
     document.body.addEventListener("htmx:wsConfigSend", function (event) {
@@ -289,6 +297,7 @@
       } else {
         showComposerError("");
       }
+      if (!socketOpen) showComposerError(QUEUED_TEXT);
     });
 
     document.body.addEventListener("htmx:wsBeforeMessage", function () {
@@ -340,6 +349,7 @@
     });
 
     document.body.addEventListener("htmx:wsClose", function () {
+      socketOpen = false;
       document.body.classList.add("socket-closed");
     });
   }
