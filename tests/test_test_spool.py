@@ -7,7 +7,7 @@ from pathlib import Path
 from django.conf import settings
 
 from tests.conftest import DaphneServer
-from tests.upstream_server import FakeUpstream
+from tests.support.upstream_server import FakeUpstream
 
 
 def test_the_suite_spools_to_a_directory_of_its_own_run_and_daphne_gets_it(

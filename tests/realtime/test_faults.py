@@ -490,7 +490,7 @@ async def test_socket_joining_after_the_reply_ended_gets_its_final_state(
 
     frame = await drain_final_state(comm)
 
-    assert f'<article hx-swap-oob="true" id="msg-{turn.reply.id}"' in frame
+    assert f'<article id="msg-{turn.reply.id}" hx-swap-oob="true"' in frame
     assert 'data-status="complete"' in frame
     assert "Done already." in frame
     await comm.disconnect()

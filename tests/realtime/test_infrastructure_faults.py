@@ -19,7 +19,7 @@ from django.conf import settings as django_settings
 from conversations.chat.services import conversation_create
 from conversations.models import Message
 from tests.conftest import DaphneServer, live_database_url
-from tests.factories import exchange
+from tests.support.factories import exchange
 from tests.support.sockets import SEND
 from tests.support.tcp_proxy import TcpFaultProxy
 from tests.support.upstream_server import FakeUpstream, Gate, Hold, Stream, gateway_chunks
