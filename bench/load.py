@@ -28,8 +28,16 @@ from httpx_sse import EventSource
 
 from bench.common import expected_text
 
-DELTA_RE = re.compile(r'<span hx-swap-oob="beforeend:#msg-[0-9a-f-]+-content">(.*?)</span>', re.S)
-SNAPSHOT_RE = re.compile(r'<div hx-swap-oob="innerHTML:#msg-[0-9a-f-]+-content">(.*?)</div>', re.S)
+# Deltas append to the reply's streaming tail (`-tail`; `-content` before it had one), and a
+# snapshot restates the content with the text inside that tail.
+DELTA_RE = re.compile(
+    r'<span hx-swap-oob="beforeend:#msg-[0-9a-f-]+-(?:content|tail)">(.*?)</span>', re.S
+)
+SNAPSHOT_RE = re.compile(
+    r'<div hx-swap-oob="innerHTML:#msg-[0-9a-f-]+-content">'
+    r'(?:<span id="msg-[0-9a-f-]+-tail" class="stream-tail">)?(.*?)(?:</span>)?</div>',
+    re.S,
+)
 STATUS_RE = re.compile(r'data-status="(\w+)"')
 COMPOSER_ERROR_RE = re.compile(r'<p id="composer-error"[^>]*>(.*?)</p>', re.S)
 
