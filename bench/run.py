@@ -139,6 +139,11 @@ class Bench:
             )
         import django
 
+        # This process makes users and conversations through the ORM: with another checkout
+        # under test, its models must match the schema its migrations made (the `bench`
+        # package itself is already imported from this checkout).
+        if self.app_dir != BASE_DIR:
+            sys.path.insert(0, str(self.app_dir))
         django.setup()
         self.start_upstream()
         self.start_server()
