@@ -36,6 +36,13 @@ REDIS_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutE
 RECEIVE_RETRY_FIRST = 0.1
 RECEIVE_RETRY_MAX = 2.0
 PUMP_IDLE_SECONDS = 5.0
+# How long a send to other processes may wait on Redis before it counts as failed: a Redis
+# that stops answering (a stall, not a cut) would otherwise hold the sender until the client's
+# socket timeout, and with it everything queued behind that send.
+REMOTE_SEND_TIMEOUT = 5.0
+# Frames for other processes that may wait per group while Redis is slow: beyond it the oldest
+# replaceable one is dropped (its viewers see the gap and ask for a snapshot).
+REMOTE_BACKLOG = 64
 
 
 def _copy(message: dict[str, Any]) -> dict[str, Any]:
@@ -63,10 +70,22 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
         queue = self.channels.get(channel)
         if queue is None:  # (the base class builds a throwaway Queue on every send)
             queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        entry = (time.time() + self.expiry, _copy(message))
         try:
-            queue.put_nowait((time.time() + self.expiry, _copy(message)))
+            queue.put_nowait(entry)
         except asyncio.QueueFull:
-            raise ChannelFull(channel) from None
+            # Make room by dropping the oldest frame a later one makes up for (as FrameBuffer
+            # does): the end of a reply or a turn is never what a full socket loses.
+            held = [queue.get_nowait() for _ in range(queue.qsize())]
+            drop = next(
+                (i for i, (_, held_message) in enumerate(held) if _replaceable(held_message)), None
+            )
+            for index, kept in enumerate(held):
+                if index != drop:
+                    queue.put_nowait(kept)
+            if drop is None:
+                raise ChannelFull(channel) from None
+            queue.put_nowait(entry)
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         assert isinstance(message, dict), "Message is not a dict"
@@ -102,6 +121,15 @@ def _replaceable(message: Any) -> bool:
     return isinstance(message, dict) and message.get("type") in REPLACEABLE
 
 
+def _drop_oldest_replaceable(
+    backlog: collections.deque[tuple[dict[str, Any], asyncio.Future[None] | None]],
+) -> None:
+    for index, (_, done) in enumerate(backlog):
+        if done is None:
+            del backlog[index]
+            return
+
+
 class LocalFirstRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]  # untyped library
     """channels_redis's layer, with this process's own sockets served without Redis.
 
@@ -117,10 +145,25 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]  # u
     Redis is unreachable it waits and tries again instead of failing (a failed receive would
     end the socket's consumer): sockets stay open, local deliveries go on, and messages from
     other processes resume when Redis is back.
+
+    A group send never waits on Redis for the frames a later one makes up for (deltas, renders,
+    notices, sidebars): their way to other processes is a per-group queue sent in order in the
+    background, so a Redis that stalls costs other processes' viewers frames (they catch up
+    from a snapshot), never this process's sockets theirs. Other messages (a turn, the end of a
+    reply, snapshots) go through the same queue but the sender waits for them, at most
+    REMOTE_SEND_TIMEOUT a message, and learns of a failure.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._remote_timeout = float(kwargs.pop("remote_send_timeout", REMOTE_SEND_TIMEOUT))
         super().__init__(*args, **kwargs)
+        # Per group: messages for other processes not yet sent, each with the future its
+        # sender waits on (None for a replaceable frame), and the task sending them in order.
+        self._remote_backlog: dict[
+            str, collections.deque[tuple[dict[str, Any], asyncio.Future[None] | None]]
+        ] = {}
+        self._remote_senders: dict[str, asyncio.Task[None]] = {}
+        self._remote_failing = False
         self.receive_buffer: collections.defaultdict[str, FrameBuffer] = collections.defaultdict(
             functools.partial(FrameBuffer, self.capacity)
         )
@@ -157,9 +200,10 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]  # u
             assert isinstance(message, dict), "message is not a dict"
             self._deliver_locally(channel, message)
             return
-        await _once_more_if_stale(
-            lambda: super(LocalFirstRedisChannelLayer, self).send(channel, message)
-        )
+        async with asyncio.timeout(self._remote_timeout):
+            await _once_more_if_stale(
+                lambda: super(LocalFirstRedisChannelLayer, self).send(channel, message)
+            )
 
     async def receive(self, channel: str) -> dict[str, Any]:
         if not self._is_local(channel):
@@ -233,12 +277,67 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]  # u
         )
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
-        """This process's members first and directly, then the others through Redis (whose
-        failure, raised, costs only the other processes' viewers their frames)."""
+        """This process's members first and directly, then the others through Redis: in the
+        background for a replaceable frame; else awaited, a failure raised (it costs only the
+        other processes' viewers)."""
         assert self.require_valid_group_name(group), "Group name not valid"
         for channel in list(self._local_groups.get(group, ())):
             self._deliver_locally(channel, message)
-        await _once_more_if_stale(lambda: self._group_send_remote(group, message))
+        if asyncio.get_running_loop() is not self._home_loop:
+            # A send from another loop (a sync view's async_to_sync, a script): no background
+            # task may outlive it, so it waits, bounded.
+            async with asyncio.timeout(self._remote_timeout):
+                await _once_more_if_stale(lambda: self._group_send_remote(group, message))
+            return
+        done: asyncio.Future[None] | None = None
+        if not _replaceable(message):
+            done = asyncio.get_running_loop().create_future()
+        backlog = self._remote_backlog.setdefault(group, collections.deque())
+        backlog.append((_copy(message), done))
+        if len(backlog) > REMOTE_BACKLOG:
+            _drop_oldest_replaceable(backlog)
+        if group not in self._remote_senders:
+            self._remote_senders[group] = asyncio.get_running_loop().create_task(
+                self._remote_send_backlog(group), name="channel-layer-remote-send"
+            )
+        if done is not None:
+            # Behind at most the messages already queued, each bounded; a failure after the
+            # first drops the replaceable ones, so this waits a few timeouts at worst.
+            async with asyncio.timeout(self._remote_timeout * 2):
+                await done
+
+    async def _remote_send_backlog(self, group: str) -> None:
+        backlog = self._remote_backlog[group]
+        try:
+            while backlog:
+                message, done = backlog.popleft()
+                if done is not None and done.done():
+                    continue  # its sender gave up waiting: it will send again if it must
+                try:
+                    async with asyncio.timeout(self._remote_timeout):
+                        await _once_more_if_stale(
+                            functools.partial(self._group_send_remote, group, message)
+                        )
+                except Exception as exc:
+                    if done is not None and not done.done():
+                        done.set_exception(exc)
+                    if not self._remote_failing:
+                        logger.warning("sends to other processes fail (%r); going on", exc)
+                        self._remote_failing = True
+                    # Each would wait out the timeout too: drop the frames that others replace.
+                    kept = [entry for entry in backlog if entry[1] is not None]
+                    backlog.clear()
+                    backlog.extend(kept)
+                    continue
+                if self._remote_failing:
+                    logger.warning("sends to other processes work again")
+                    self._remote_failing = False
+                if done is not None and not done.done():
+                    done.set_result(None)
+        finally:
+            del self._remote_senders[group]
+            if not backlog:
+                del self._remote_backlog[group]
 
     async def _group_send_remote(self, group: str, message: dict[str, Any]) -> None:
         key = self._group_key(group)

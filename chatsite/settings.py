@@ -137,6 +137,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABAS
         # Longer than any turn start should wait for a connection; then it fails visibly.
         "timeout": 20,
     }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Bounds on a database that stops answering (docs/operations.md): connecting, a statement
+    # the server takes too long over, and keepalives that notice a peer gone from the network.
+    # A connection that is silently dropped is bounded by CHAT_DB_STALL_SECONDS for saves.
+    _pg_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _pg_options.setdefault("connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 10))
+    _statement_ms = env_int("DATABASE_STATEMENT_TIMEOUT_MS", 60_000)
+    if _statement_ms > 0 and "options" not in _pg_options:
+        _pg_options["options"] = f"-c statement_timeout={_statement_ms}"
+    _pg_options.setdefault("keepalives", 1)
+    _pg_options.setdefault("keepalives_idle", 30)
+    _pg_options.setdefault("keepalives_interval", 10)
+    _pg_options.setdefault("keepalives_count", 3)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Browser tests run the app in a separate Daphne process, which must see the test database:
     # an in-memory SQLite database would be private to the test process.
@@ -288,6 +301,9 @@ CHAT_CHECKPOINT_INTERVAL = env_float("CHAT_CHECKPOINT_INTERVAL", 1.0)
 # While the database is away, checkpoints and the final save of a reply are retried this long
 # (the text stays in memory); a finished reply still unsaved then goes to the local spool.
 CHAT_SAVE_RETRY_SECONDS = env_float("CHAT_SAVE_RETRY_SECONDS", 60.0)
+# One save (a checkpoint, the final save) that the database has not answered within this many
+# seconds counts as failed: its connection is shut and the save retried (then spooled).
+CHAT_DB_STALL_SECONDS = env_float("CHAT_DB_STALL_SECONDS", 30.0)
 CHAT_SPOOL_DIR = os.environ.get("CHAT_SPOOL_DIR") or str(BASE_DIR / "var" / "spool")
 # A reply still streaming after this long ends with an error (its text kept).
 CHAT_REPLY_MAX_SECONDS = env_float("CHAT_REPLY_MAX_SECONDS", 600.0)
@@ -300,6 +316,12 @@ CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 100_000)
 # The largest websocket message the server sends. Daphne refuses (and closes the socket on) any
 # message over its --websocket-max-message-size, 1 MiB unless changed: keep this at or below it.
 CHAT_WS_FRAME_MAX_BYTES = env_int("CHAT_WS_FRAME_MAX_BYTES", 1024 * 1024)
+# A reply longer than this many characters is shown in windows of this size (plain text, the
+# rest a click or a download away), so a multi-megabyte reply neither freezes the page nor
+# outgrows a socket frame. Never below the longest message a user may send.
+CHAT_MESSAGE_WINDOW_CHARS = max(
+    env_int("CHAT_MESSAGE_WINDOW_CHARS", 100_000), CHAT_MAX_MESSAGE_CHARS
+)
 CHAT_DEFAULT_MAX_TOKENS = env_int("CHAT_DEFAULT_MAX_TOKENS", 4096)
 
 # Attachments. Defaults follow Claude's documented limits: a request at most 32 MB, up to 100

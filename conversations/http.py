@@ -2,8 +2,11 @@
 
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from django_htmx.middleware import HtmxDetails
+
+from conversations.chat.selectors import conversation_get_for_user
+from conversations.models import Conversation
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -23,3 +26,13 @@ def staff_member(request: HttpRequest) -> User:
     if not isinstance(request.user, User) or not request.user.is_staff:
         raise PermissionDenied
     return request.user
+
+
+def owned_conversation_or_404(
+    request: AuthenticatedHttpRequest, conversation_id: str
+) -> Conversation:
+    """The signed-in user's conversation; anyone else's, or no such id, is a 404 alike."""
+    conversation = conversation_get_for_user(conversation_id=conversation_id, user=request.user)
+    if conversation is None:
+        raise Http404("No such conversation.")
+    return conversation

@@ -1,10 +1,13 @@
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import models
 
 from conversations.gateway.profiles import STORED_FIELDS
+
+if TYPE_CHECKING:
+    from conversations.chat.selectors import Version
 
 
 class Sampling(models.TextChoices):
@@ -91,6 +94,10 @@ class Conversation(TurnSettingsFields):
 
 
 class Message(models.Model):
+    # Not stored: the thread selectors set these on the messages they hand to the page.
+    version: "Version"
+    user_feedback: "MessageFeedback | None"
+
     class Role(models.TextChoices):
         USER = "user", "User"
         ASSISTANT = "assistant", "Assistant"

@@ -10,6 +10,11 @@ urlpatterns = [
     path("c/<uuid:conversation_id>/", views.conversation_detail, name="conversation"),
     path("c/<uuid:conversation_id>/older/", views.conversation_older, name="conversation_older"),
     path(
+        "c/<uuid:conversation_id>/m/<uuid:message_id>/text/",
+        views.message_text,
+        name="message_text",
+    ),
+    path(
         "c/<uuid:conversation_id>/rename/",
         views.conversation_rename,
         name="conversation_rename",

@@ -24,7 +24,7 @@ from tests.support.fixtures import (  # noqa: F401 (fixtures)
     postgres_proxy,
     redis_proxy,
 )
-from tests.upstream_server import FakeUpstream
+from tests.support.upstream_server import FakeUpstream
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ARTIFACTS = BASE_DIR / "test-artifacts"
@@ -33,7 +33,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 TEST_API_KEY = "sk-test-" + "K3y" * 8
 PASSWORD = "correct horse battery staple"
 
-pytest_plugins = ("tests.gateway_support",)
+pytest_plugins = ("tests.support.gateway",)
 
 
 @pytest.fixture(scope="session")
@@ -164,6 +164,9 @@ class DaphneServer:
             "AIMLAPI_API_KEY": TEST_API_KEY,
             "CHAT_UPSTREAM_BACKOFF_BASE": "0.01",
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            # The run's own spool (see chatsite/test_settings.py), whatever settings the
+            # process loads.
+            "CHAT_SPOOL_DIR": str(django_settings.CHAT_SPOOL_DIR),
             **(extra_env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None

@@ -15,8 +15,8 @@ from conversations.chat import services
 from conversations.chat.rendering import markdown_to_html
 from conversations.models import Conversation, Message
 from tests.conftest import DaphneServer, sign_in
-from tests.factories import exchange
-from tests.upstream_server import FakeUpstream
+from tests.support.factories import exchange
+from tests.support.upstream_server import FakeUpstream
 
 pytestmark = pytest.mark.browser
 

@@ -76,6 +76,24 @@ async def test_a_stall_holds_bytes_and_restore_delivers_them_in_order(
     writer.close()
 
 
+@pytest.mark.asyncio
+async def test_stalling_open_connections_holds_theirs_while_new_ones_flow(
+    proxied_echo: TcpFaultProxy,
+) -> None:
+    reader, writer = await asyncio.open_connection(proxied_echo.host, proxied_echo.port)
+    writer.write(b"open")  # the proxy has taken the connection in
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == b"open"
+    await asyncio.to_thread(proxied_echo.stall_open_connections)
+    writer.write(b"held")
+    await writer.drain()
+    assert await _round_trip(proxied_echo, b"new one") == b"new one"
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(reader.readexactly(4), 0.3)
+    await asyncio.to_thread(proxied_echo.restore)
+    assert await asyncio.wait_for(reader.readexactly(4), 5) == b"held"
+    writer.close()
+
+
 def test_url_for_keeps_credentials_path_and_query() -> None:
     proxy = TcpFaultProxy(target_host="db", target_port=5432)
     proxy.port = 4242

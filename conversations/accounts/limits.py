@@ -198,6 +198,11 @@ _DOCUMENT_PART_TYPES = frozenset({"file", "document"})
 _PDF_PAGES = re.compile(r"\(PDF, (\d{1,4}) pages?\)")
 
 
+def files_tokens_estimate(*, images: int, pdf_pages: int) -> int:
+    """Tokens Claude counts for images and PDF pages, whether or not they were sent yet."""
+    return IMAGE_TOKENS_ESTIMATE * images + PDF_PAGE_TOKENS_ESTIMATE * pdf_pages
+
+
 def _prompt_tokens_estimate(messages: Any) -> int:
     if not isinstance(messages, list):
         return 0
@@ -214,11 +219,12 @@ def _prompt_tokens_estimate(messages: Any) -> int:
         ]
         chars += sum(len(text) for text in texts)
         kinds = [p.get("type") for p in content if isinstance(p, dict)]
-        tokens += IMAGE_TOKENS_ESTIMATE * sum(kind in _IMAGE_PART_TYPES for kind in kinds)
         documents = sum(kind in _DOCUMENT_PART_TYPES for kind in kinds)
-        if documents:
-            pages = [int(n) for text in texts for n in _PDF_PAGES.findall(text)]
-            tokens += PDF_PAGE_TOKENS_ESTIMATE * max(sum(pages), documents)
+        pages = [int(n) for text in texts for n in _PDF_PAGES.findall(text)] if documents else []
+        tokens += files_tokens_estimate(
+            images=sum(kind in _IMAGE_PART_TYPES for kind in kinds),
+            pdf_pages=max(sum(pages), documents),
+        )
     return tokens + math.ceil(chars / CHARS_PER_TOKEN_ESTIMATE)
 
 

@@ -42,6 +42,15 @@ def attachment_get_for_user(*, attachment_id: uuid.UUID | str, user: User) -> At
         return None
 
 
+def attachments_for_user(*, attachment_ids: Sequence[uuid.UUID], user: User) -> list[Attachment]:
+    """The user's own attachments among these ids (others' and unknown ids left out), at most
+    as many as a message may carry."""
+    ids = list(attachment_ids)[: settings.CHAT_ATTACHMENT_MAX_PER_MESSAGE]
+    if not ids:
+        return []
+    return list(Attachment.objects.filter(id__in=ids, owner_id=user.pk))
+
+
 def attachment_bytes_for_user(*, user: User) -> int:
     """What the user's files take in storage: each stored file once, however often uploaded."""
     per_file = dict(Attachment.objects.filter(owner=user).values_list("storage_name", "size"))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -212,14 +213,54 @@ def thread_attachments_check(*, thread: Sequence[Any], profile: ModelProfile, re
         reply.save(update_fields=["request_params"])
 
 
+@dataclass(slots=True)
+class WrittenFiles:
+    """Names of the stored files a copy wrote, to delete again should its rows not commit."""
+
+    names: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def written_files_undone_on_error() -> Iterator[WrittenFiles]:
+    """Wrap the transaction that copies files (outside it): storage is not transactional,
+    so when the block raises (its rows rolled back), the files it wrote are deleted at once
+    rather than left to the orphan sweep. Names that existed before are never recorded. An
+    enclosing transaction rolled back after this block succeeds has no hook to delete them:
+    those are the sweep's (the service calling this is the outermost one)."""
+    written = WrittenFiles()
+    try:
+        yield written
+    except BaseException:
+        _written_delete(names=written.names)
+        raise
+
+
+def _written_delete(*, names: Iterable[str]) -> None:
+    store = selectors.storage()
+    for name in names:
+        try:
+            store.delete(name)
+        except Exception:
+            # The original failure matters more; the sweep removes what is left.
+            logger.warning("Could not delete %s after a failed copy", name, exc_info=True)
+
+
 def shared_attachments_copy(
-    *, message: Any, owner: User, source_owner_id: Any, attachment_ids: Sequence[str]
+    *,
+    message: Any,
+    owner: User,
+    source_owner_id: Any,
+    attachment_ids: Sequence[str],
+    written: WrittenFiles,
 ) -> list[Attachment]:
     """Continue a shared conversation: the files its snapshot published for this message become
     the copier's own (new rows, the bytes stored again under the copier), so they reach the
     owner's files only as part of this copy, and the copier's quota counts them. Only files
     of the link's owner are taken, whatever ids the snapshot holds; ones deleted since are
-    left out. Raises AttachmentRefused when they do not fit in the copier's storage."""
+    left out. Raises AttachmentRefused when they do not fit in the copier's storage.
+
+    Run inside `written_files_undone_on_error()`, which deletes the files written here when the
+    transaction does not commit (a later file or message of the same copy failing)."""
     ids = []
     for value in attachment_ids[: settings.CHAT_ATTACHMENT_MAX_PER_MESSAGE]:
         try:
@@ -234,7 +275,7 @@ def shared_attachments_copy(
         # The owner continuing their own link: the rows are theirs already.
         copies = sources
     else:
-        copies = _attachments_copy_for(owner=owner, sources=sources)
+        copies = _attachments_copy_for(owner=owner, sources=sources, written=written)
     MessageAttachment.objects.bulk_create(
         MessageAttachment(message=message, attachment=copy, position=position)
         for position, copy in enumerate(copies)
@@ -244,63 +285,57 @@ def shared_attachments_copy(
     return copies
 
 
-def _attachments_copy_for(*, owner: User, sources: Sequence[Attachment]) -> list[Attachment]:
+def _attachments_copy_for(
+    *, owner: User, sources: Sequence[Attachment], written: WrittenFiles
+) -> list[Attachment]:
     store = selectors.storage()
-    written: list[str] = []
-    try:
-        with transaction.atomic():
-            # One writer at a time per owner, as for uploads, so the quota holds.
-            get_user_model().objects.filter(pk=owner.pk).update(last_login=F("last_login"))
-            used = selectors.attachment_bytes_for_user(user=owner)
-            held = set(
-                Attachment.objects.filter(owner=owner).values_list("storage_name", flat=True)
+    with transaction.atomic():
+        # One writer at a time per owner, as for uploads, so the quota holds.
+        get_user_model().objects.filter(pk=owner.pk).update(last_login=F("last_login"))
+        used = selectors.attachment_bytes_for_user(user=owner)
+        held = set(Attachment.objects.filter(owner=owner).values_list("storage_name", flat=True))
+        copies = []
+        now = timezone.now()
+        for source in sources:
+            extension = source.storage_name.rsplit(".", 1)[-1]
+            name, thumb_name = _storage_names(
+                owner_id=owner.pk, sha256=source.sha256, extension=extension
             )
-            copies = []
-            now = timezone.now()
-            for source in sources:
-                extension = source.storage_name.rsplit(".", 1)[-1]
-                name, thumb_name = _storage_names(
-                    owner_id=owner.pk, sha256=source.sha256, extension=extension
-                )
-                if name not in held:
-                    quota = settings.CHAT_ATTACHMENT_QUOTA_BYTES
-                    if quota and used + source.size > quota:
-                        raise AttachmentRefused(
-                            f"The files of this conversation do not fit in your storage: you use "
-                            f"{_size_text(used)} of {_size_text(quota)}. Delete conversations "
-                            "with attachments you no longer need, then continue again."
-                        )
-                    used += source.size
-                    held.add(name)
-                for source_name, target_name in (
-                    (source.storage_name, name),
-                    (source.thumbnail_name, thumb_name),
-                ):
-                    if source_name and not store.exists(target_name):
-                        with store.open(source_name, "rb") as handle:
-                            store.save(target_name, ContentFile(handle.read()))
-                        written.append(target_name)
-                copies.append(
-                    Attachment.objects.create(
-                        owner=owner,
-                        kind=source.kind,
-                        media_type=source.media_type,
-                        filename=source.filename,
-                        sha256=source.sha256,
-                        size=source.size,
-                        storage_name=name,
-                        thumbnail_name=thumb_name if source.thumbnail_name else "",
-                        width=source.width,
-                        height=source.height,
-                        page_count=source.page_count,
-                        sent_at=now,
+            if name not in held:
+                quota = settings.CHAT_ATTACHMENT_QUOTA_BYTES
+                if quota and used + source.size > quota:
+                    raise AttachmentRefused(
+                        f"The files of this conversation do not fit in your storage: you use "
+                        f"{_size_text(used)} of {_size_text(quota)}. Delete conversations "
+                        "with attachments you no longer need, then continue again."
                     )
+                used += source.size
+                held.add(name)
+            for source_name, target_name in (
+                (source.storage_name, name),
+                (source.thumbnail_name, thumb_name),
+            ):
+                if source_name and not store.exists(target_name):
+                    with store.open(source_name, "rb") as handle:
+                        saved = store.save(target_name, ContentFile(handle.read()))
+                    written.names.append(saved)
+            copies.append(
+                Attachment.objects.create(
+                    owner=owner,
+                    kind=source.kind,
+                    media_type=source.media_type,
+                    filename=source.filename,
+                    sha256=source.sha256,
+                    size=source.size,
+                    storage_name=name,
+                    thumbnail_name=thumb_name if source.thumbnail_name else "",
+                    width=source.width,
+                    height=source.height,
+                    page_count=source.page_count,
+                    sent_at=now,
                 )
-            return copies
-    except BaseException:
-        for written_name in written:
-            store.delete(written_name)
-        raise
+            )
+        return copies
 
 
 def message_attachments_copy(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.contrib.auth.models import User
@@ -13,6 +14,9 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from conversations.accounts.limits import CHARS_PER_TOKEN_ESTIMATE, files_tokens_estimate
+from conversations.attachments.models import Attachment
+from conversations.attachments.selectors import attachments_for_user
 from conversations.catalogue import selectors as catalogue
 from conversations.catalogue.payload import turn_request
 from conversations.catalogue.selectors import thread_in_context
@@ -21,9 +25,6 @@ from conversations.gateway.payload import TurnRequest
 from conversations.gateway.profiles import ModelProfile
 from conversations.models import Conversation, Message
 
-# A conservative reading of Claude's tokeniser for English text (it counts about 3.5 to 4
-# characters a token); only an estimate until the gateway's own count arrives.
-CHARS_PER_TOKEN = 3.5
 # Room the summary request leaves for the model's answer.
 SUMMARY_MAX_TOKENS = 2000
 # Of the conversation, what the summary request may quote (the newest part when longer).
@@ -37,7 +38,18 @@ SUMMARY_NOTE = "Summary of an earlier conversation, to continue from:"
 
 
 def estimate_tokens(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
+    return math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE) if text else 0
+
+
+def attachments_tokens(*, attachments: Sequence[Attachment]) -> int:
+    """What files add to a request as Claude counts them (images and PDF pages by the same
+    estimate as a stopped reply's usage; a text file by its length, as the text it is sent as)."""
+    images = sum(a.kind == Attachment.Kind.IMAGE for a in attachments)
+    pages = sum(max(1, a.page_count or 0) for a in attachments if a.kind == Attachment.Kind.PDF)
+    text_bytes = sum(a.size for a in attachments if a.kind == Attachment.Kind.TEXT)
+    return files_tokens_estimate(images=images, pdf_pages=pages) + math.ceil(
+        text_bytes / CHARS_PER_TOKEN_ESTIMATE
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +60,11 @@ class ContextUsage:
     window: int
     max_output: int
 
-    def fits(self, *, new_text: str, max_tokens: int) -> bool:
-        """Claude refuses a request whose prompt plus max_tokens exceeds its window."""
-        return self.used + estimate_tokens(new_text) + max_tokens <= self.window
+    def fits(self, *, new_text: str, max_tokens: int, new_files_tokens: int = 0) -> bool:
+        """Claude refuses a request whose prompt plus max_tokens exceeds its window; the new
+        message's files are part of that prompt."""
+        new = estimate_tokens(new_text) + new_files_tokens
+        return self.used + new + max_tokens <= self.window
 
     @property
     def label(self) -> str:
@@ -189,13 +203,20 @@ def overflow_reason(*, usage: ContextUsage) -> str:
 
 
 def context_offers_needed(
-    *, conversation_id: uuid.UUID, new_text: str, max_tokens: int, model: str
+    *,
+    conversation_id: uuid.UUID,
+    new_text: str,
+    max_tokens: int,
+    model: str,
+    attachment_ids: Sequence[uuid.UUID] = (),
 ) -> ContextUsage | None:
-    """The usage when the next turn would not fit (the user is then offered the two ways on),
-    None when it fits."""
-    conversation = Conversation.objects.get(id=conversation_id)
+    """The usage when the next turn (its words and the files attached to it) would not fit
+    (the user is then offered the two ways on), None when it fits."""
+    conversation = Conversation.objects.select_related("owner").get(id=conversation_id)
     usage = context_usage_for(conversation=conversation, model=model)
-    if usage.fits(new_text=new_text, max_tokens=max_tokens):
+    attached = attachments_for_user(attachment_ids=attachment_ids, user=conversation.owner)
+    files_tokens = attachments_tokens(attachments=attached)
+    if usage.fits(new_text=new_text, max_tokens=max_tokens, new_files_tokens=files_tokens):
         return None
     return usage
 

@@ -13,20 +13,10 @@ from django.views.decorators.http import require_GET, require_POST
 from conversations.catalogue import context
 from conversations.chat import selectors
 from conversations.gateway.errors import GatewayError
-from conversations.http import AuthenticatedHttpRequest
-from conversations.models import Conversation
+from conversations.http import AuthenticatedHttpRequest, owned_conversation_or_404
 from conversations.realtime import live, runtime
 
 SUMMARY_MAX_CHARS = 50_000
-
-
-def _owned(request: AuthenticatedHttpRequest, conversation_id: str) -> Conversation:
-    conversation = selectors.conversation_get_for_user(
-        conversation_id=conversation_id, user=request.user
-    )
-    if conversation is None:
-        raise Http404("No such conversation.")
-    return conversation
 
 
 class _ModelForm(forms.Form):
@@ -36,7 +26,7 @@ class _ModelForm(forms.Form):
 @require_GET
 @login_required
 def context_meter(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
-    conversation = _owned(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     form = _ModelForm(request.GET)
     model = form.cleaned_data["model"] if form.is_valid() else ""
     usage = context.context_usage_for(conversation=conversation, model=model)
@@ -48,7 +38,7 @@ def context_meter(request: AuthenticatedHttpRequest, conversation_id: str) -> Ht
 @require_GET
 @login_required
 def context_offers(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
-    conversation = _owned(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     usage = context.context_usage_for(conversation=conversation)
     return render(
         request,
@@ -65,7 +55,7 @@ class _TrimForm(forms.Form):
 @require_POST
 @login_required
 def context_trim(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
-    conversation = _owned(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     form = _TrimForm(request.POST)
     if not form.is_valid():
         return HttpResponse("Set Max tokens first.", status=400)
@@ -121,7 +111,7 @@ class _SummaryForm(forms.Form):
 @require_POST
 @login_required
 def context_continue(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
-    conversation = _owned(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     form = _SummaryForm(request.POST)
     if not form.is_valid() or not form.cleaned_data["summary"].strip():
         return HttpResponse("The summary is empty.", status=400)

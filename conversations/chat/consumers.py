@@ -1,7 +1,9 @@
 """The chat socket: authorise, parse, hand off, relay. No business logic lives here."""
 
+import asyncio
 import logging
 import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -66,6 +68,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         self.conversation_id = conversation.id
         self.shown = {}
+        self._stale: set[str] = set()
+        self._refresher: asyncio.Task[None] | None = None
         await self.channel_layer.group_add(
             generation.viewers_group(self.conversation_id), self.channel_name
         )
@@ -110,6 +114,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             logger.warning("%s not relayed: %r", message["type"], exc)
 
     async def disconnect(self, code: int) -> None:
+        refresher = getattr(self, "_refresher", None)
+        if refresher is not None:
+            refresher.cancel()
         if hasattr(self, "conversation_id"):
             await self.channel_layer.group_discard(
                 generation.viewers_group(self.conversation_id), self.channel_name
@@ -154,6 +161,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             new_text=data["message"],
             max_tokens=turn_settings.max_tokens,
             model=turn_settings.model,
+            attachment_ids=frame.attachment_ids,
         )
         if overflow is not None:
             # Not sent: the user chooses how to go on (the message stays in the composer).
@@ -178,13 +186,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         user_message, reply = turn.started.user_message, turn.started.reply
         await self.send(text_data=frames.composer_accepted(client_token=frame.client_token))
         # Before the reply starts: viewers must know of the turn to take its first text.
-        await events.turn_started_send(
-            self.channel_layer,
-            conversation_id=self.conversation_id,
-            message_ids=[str(user_message.id), str(reply.id)],
-            # Rendered once for every viewer; the reply streams from offset 0.
-            frame=turn.frame,
-            streaming_ids=[str(reply.id)],
+        await _relayed(
+            events.turn_started_send(
+                self.channel_layer,
+                conversation_id=self.conversation_id,
+                message_ids=[str(user_message.id), str(reply.id)],
+                # Rendered once for every viewer; the reply streams from offset 0.
+                frame=turn.frame,
+                streaming_ids=[str(reply.id)],
+            ),
+            what="turn start",
         )
         running = await generation.reply_generate(reply_id=reply.id, prepared=turn.prepared)
         if turn.started.sidebar_moves:
@@ -246,7 +257,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 reply_id = reply.id
         except (services.TurnRefused, attachment_services.AttachmentRefused) as exc:
             raise FrameError(str(exc)) from exc
-        await live.thread_changed(conversation_id=self.conversation_id)
+        await _relayed(
+            live.thread_changed(conversation_id=self.conversation_id), what="branch change"
+        )
         if reply_id is not None:
             await generation.reply_generate(reply_id=reply_id)
             await live.sidebar_changed(user_id=owner.pk)
@@ -269,27 +282,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         except services.TurnRefused as exc:
             raise FrameError(str(exc)) from exc
-        await events.turn_retried_send(
-            self.channel_layer,
-            conversation_id=self.conversation_id,
-            replaced_id=str(failed.id),
-            message_id=str(reply.id),
+        await _relayed(
+            events.turn_retried_send(
+                self.channel_layer,
+                conversation_id=self.conversation_id,
+                replaced_id=str(failed.id),
+                message_id=str(reply.id),
+            ),
+            what="retry",
         )
         await generation.reply_generate(reply_id=reply.id)
 
     # Events from the conversation's group.
 
     async def turn_retried(self, event: dict[str, Any]) -> None:
-        reply, quota = await database_sync_to_async(_message_and_quota)(
-            event["message_id"], self.user
-        )
+        reply = await database_sync_to_async(_message_with_version)(event["message_id"])
         if reply is None:
             return
         self.shown[event["message_id"]] = (0, 0)
         await self.send(
             text_data=frames.message_swapped(replaced_id=event["replaced_id"], message=reply)
-            + frames.quota_status(usage=quota)
         )
+        self._refresh_soon("quota")
 
     async def turn_started(self, event: events.TurnStarted) -> None:
         for message_id in event["streaming_ids"]:
@@ -311,11 +325,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # Else the layer is still failing: the next delta shows the gap and asks again.
             return
         if text or reasoning:
-            self.shown[message_id] = (shown[0] + len(text), shown[1] + len(reasoning))
+            received = shown[0] + len(text)
+            self.shown[message_id] = (received, shown[1] + len(reasoning))
+            # Past the window the page shows no more text until the reply ends (then it offers
+            # the rest in parts): a multi-megabyte reply would otherwise freeze the tab.
+            window = settings.CHAT_MESSAGE_WINDOW_CHARS
+            text = text[: max(0, window - shown[0])]
             for piece in frames.text_appended_pieces(
                 message_id=message_id, text=text, reasoning=reasoning
             ):
                 await self.send(text_data=piece)
+            if received > window and received // window > shown[0] // window:
+                await self.send(
+                    text_data=frames.window_notice(
+                        message_id=message_id, shown=window, received=received
+                    )
+                )
 
     async def _snapshot_request(self) -> bool:
         """Ask whoever generates this conversation's reply for the text so far; False when the
@@ -332,18 +357,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def reply_snapshot(self, event: dict[str, Any]) -> None:
         message_id, text, reasoning = event["message_id"], event["text"], event["reasoning"]
         self.shown[message_id] = (len(text), len(reasoning))
+        window = settings.CHAT_MESSAGE_WINDOW_CHARS
         for piece in frames.text_replaced_pieces(
-            message_id=message_id, text=text, reasoning=reasoning
+            message_id=message_id, text=text[:window], reasoning=reasoning
         ):
             await self.send(text_data=piece)
+        if len(text) > window:
+            await self.send(
+                text_data=frames.window_notice(
+                    message_id=message_id, shown=window, received=len(text)
+                )
+            )
         # An older process's snapshot has no notice.
         if notice := event.get("notice"):
             await self.send(text_data=frames.notice(message_id=message_id, text=str(notice)))
 
     async def reply_render(self, event: dict[str, Any]) -> None:
         shown = self.shown.get(event["message_id"])
-        # Only Markdown of exactly the text on screen: anything else would drop or repeat text.
-        if shown is not None and shown[0] == event["length"]:
+        # Only Markdown of exactly the text on screen: anything else would drop or repeat text
+        # (past the window the screen holds only the window's plain text).
+        length = event["length"]
+        if shown is not None and shown[0] == length <= settings.CHAT_MESSAGE_WINDOW_CHARS:
             frame = frames.text_rendered(
                 message_id=event["message_id"], html=event["html"], tail=event["tail"]
             )
@@ -362,9 +396,31 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=piece)
 
     async def sidebar_changed(self, event: dict[str, Any]) -> None:
+        self._refresh_soon("sidebar")
+
+    def _refresh_soon(self, part: str) -> None:
+        """Re-render the sidebar or the quota line in the background, coalesced: at most one
+        render in flight per socket, and changes that arrive meanwhile make one more render of
+        the latest state. Handled inline, a storm of renames queued one database render per
+        change ahead of the reply's frames, and filled the socket's queue until the end of a
+        reply was dropped."""
+        self._stale.add(part)
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.create_task(self._refresh(), name="socket-refresh")
+
+    async def _refresh(self) -> None:
         user = self.user
-        conversations, current = await database_sync_to_async(_sidebar)(user, self.conversation_id)
-        await self.send(text_data=frames.sidebar(conversations=conversations, current=current))
+        while self._stale:
+            parts, self._stale = self._stale, set()
+            try:
+                frame = await database_sync_to_async(_workspace_frame)(
+                    user, self.conversation_id, sidebar="sidebar" in parts, quota="quota" in parts
+                )
+                await self.send(text_data=frame)
+            except Exception as exc:
+                # The database is away or the socket closed: the next change renders it all.
+                logger.warning("%s not refreshed: %r", " and ".join(sorted(parts)), exc)
+                return
 
     async def session_ended(self, event: dict[str, Any]) -> None:
         """The user signed out, changed password or was deactivated: this socket ends too
@@ -381,14 +437,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if event["frame"]:
             await self.send(text_data=event["frame"])
             return
-        message, quota = await database_sync_to_async(_message_and_quota)(
-            event["message_id"], self.user
-        )
+        message = await database_sync_to_async(_message_with_version)(event["message_id"])
         if message is not None:
-            await self.send(
-                text_data=frames.message_replaced(message=message)
-                + frames.quota_status(usage=quota)
-            )
+            await self.send(text_data=frames.message_replaced(message=message))
+        self._refresh_soon("quota")
+
+
+async def _relayed(send: Coroutine[Any, Any, None], *, what: str) -> None:
+    """A saved change announced to the conversation's viewers. This process's viewers have it
+    before Redis is asked (the layer serves them first); the change is saved and its reply
+    must still be written, so a stalled or absent Redis costs only other processes' viewers
+    (they catch up on their next render), never this socket (no close with 1011)."""
+    try:
+        await send
+    except Exception as exc:
+        logger.warning("%s not relayed to other processes: %r", what, exc)
 
 
 def _unseen(piece: str, offset: int, shown: int) -> str | None:
@@ -412,8 +475,15 @@ def _finished_leaf(conversation_id: uuid.UUID) -> Message | None:
     return selectors.messages_with_versions(messages=[leaf])[0] if leaf else None
 
 
-def _message_and_quota(message_id: str, user: Any) -> tuple[Message | None, limits.QuotaUsage]:
-    return _message_with_version(message_id), limits.quota_usage_for_user(user=user)
+def _workspace_frame(user: Any, conversation_id: uuid.UUID, *, sidebar: bool, quota: bool) -> str:
+    """The sidebar (and the title on screen) and/or the quota line, as they are now."""
+    parts = []
+    if sidebar:
+        conversations, current = _sidebar(user, conversation_id)
+        parts.append(frames.sidebar(conversations=conversations, current=current))
+    if quota:
+        parts.append(frames.quota_status(usage=limits.quota_usage_for_user(user=user)))
+    return "".join(parts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,21 +4,12 @@ import json
 import re
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.views.decorators.http import require_GET
 
 from conversations.chat import selectors
-from conversations.http import AuthenticatedHttpRequest
+from conversations.http import AuthenticatedHttpRequest, owned_conversation_or_404
 from conversations.models import Conversation
-
-
-def _owned_conversation(request: AuthenticatedHttpRequest, conversation_id: str) -> Conversation:
-    conversation = selectors.conversation_get_for_user(
-        conversation_id=conversation_id, user=request.user
-    )
-    if conversation is None:
-        raise Http404("No such conversation.")
-    return conversation
 
 
 def export_filename(*, conversation: Conversation, extension: str) -> str:
@@ -46,7 +37,7 @@ def markdown_attachment(*, text: str, filename: str) -> HttpResponse:
 def conversation_export_json(
     request: AuthenticatedHttpRequest, conversation_id: str
 ) -> HttpResponse:
-    conversation = _owned_conversation(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     return json_attachment(
         data=selectors.conversation_export_data(conversation=conversation),
         filename=export_filename(conversation=conversation, extension="json"),
@@ -58,7 +49,7 @@ def conversation_export_json(
 def conversation_export_markdown(
     request: AuthenticatedHttpRequest, conversation_id: str
 ) -> HttpResponse:
-    conversation = _owned_conversation(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     return markdown_attachment(
         text=selectors.conversation_export_markdown(conversation=conversation),
         filename=export_filename(conversation=conversation, extension="md"),

@@ -128,6 +128,16 @@ def notice(*, message_id: str, text: str) -> str:
     return f'<p hx-swap-oob="innerHTML:#msg-{message_id}-notice">{escape(text)}</p>'
 
 
+def window_notice(*, message_id: str, shown: int, received: int) -> str:
+    return notice(
+        message_id=message_id,
+        text=(
+            f"This reply is long: the first {shown:,} characters are shown; {received:,} "
+            "received so far. The rest can be opened in parts when it ends."
+        ),
+    )
+
+
 COMPOSER_ERROR = (
     '<p id="composer-error" class="composer-error" role="alert" hx-swap-oob="true">{}</p>'
 )

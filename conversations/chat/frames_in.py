@@ -152,13 +152,15 @@ def _message_id(frame: dict[str, Any]) -> uuid.UUID:
 
 def _attachment_ids(value: object) -> tuple[uuid.UUID, ...] | None:
     """Attachment ids: a list of ids, or one comma-separated string (the composer's hidden
-    field); None when the frame carries none. At most a message's worth, each one a UUID."""
+    field); None when the frame carries none. Blank entries are skipped: the edit form sends
+    an empty field next to its checkboxes so that no box ticked still means "keep none". At
+    most a message's worth, each one a UUID."""
     if value is None:
         return None
     if isinstance(value, str):
         items: list[object] = [item for item in value.split(",") if item.strip()]
     elif isinstance(value, list):
-        items = value
+        items = [item for item in value if not (isinstance(item, str) and not item.strip())]
     else:
         raise FrameError("The attachments must be a list of ids.")
     limit = settings.CHAT_ATTACHMENT_MAX_PER_MESSAGE

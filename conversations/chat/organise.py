@@ -9,18 +9,9 @@ from django.views.decorators.http import require_GET, require_POST
 from conversations.chat import selectors, services
 from conversations.chat.forms import FeedbackForm, SwitchForm
 from conversations.chat.frames import SIDEBAR_SIZE
-from conversations.http import AuthenticatedHttpRequest
+from conversations.http import AuthenticatedHttpRequest, owned_conversation_or_404
 from conversations.models import Conversation, Message, MessageFeedback
 from conversations.realtime import live
-
-
-def _owned(request: AuthenticatedHttpRequest, conversation_id: str) -> Conversation:
-    conversation = selectors.conversation_get_for_user(
-        conversation_id=conversation_id, user=request.user
-    )
-    if conversation is None:
-        raise Http404("No such conversation.")
-    return conversation
 
 
 def _switched(request: AuthenticatedHttpRequest, conversation: Conversation) -> HttpResponse:
@@ -49,7 +40,7 @@ def _switched(request: AuthenticatedHttpRequest, conversation: Conversation) -> 
 @require_POST
 @login_required
 def conversation_pin(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
-    conversation = _owned(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     form = SwitchForm(request.POST)
     if not form.is_valid():
         return HttpResponse("`state` must be on or off.", status=400)
@@ -62,7 +53,7 @@ def conversation_pin(request: AuthenticatedHttpRequest, conversation_id: str) ->
 @require_POST
 @login_required
 def conversation_archive(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
-    conversation = _owned(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     form = SwitchForm(request.POST)
     if not form.is_valid():
         return HttpResponse("`state` must be on or off.", status=400)

@@ -279,8 +279,8 @@ def messages_as_only_versions(*, messages: list[Message]) -> list[Message]:
     """Messages known to be their parent's only child of their role (a turn just started
     under a leaf): version 1 of 1, without asking the database."""
     for message in messages:
-        message.version = Version(index=1, count=1, previous_id=None, next_id=None)  # type: ignore[attr-defined]
-        message.user_feedback = None  # type: ignore[attr-defined]
+        message.version = Version(index=1, count=1, previous_id=None, next_id=None)
+        message.user_feedback = None
     attachment_selectors.messages_with_attachments(messages=messages)
     return messages
 
@@ -413,9 +413,9 @@ def messages_with_versions(*, messages: list[Message]) -> list[Message]:
                 message_id=message_id, rating=rating, comment=comment or ""
             )
     for reply in messages:
-        reply.user_feedback = feedback.get(reply.id)  # type: ignore[attr-defined]
+        reply.user_feedback = feedback.get(reply.id)
     for message in messages:
-        message.version = _version_of(message=message, versions=versions)  # type: ignore[attr-defined]
+        message.version = _version_of(message=message, versions=versions)
     attachment_selectors.messages_with_attachments(messages=messages)
     return messages
 
@@ -534,7 +534,7 @@ def messages_with_feedback(*, messages: list[Message]) -> list[Message]:
         else {}
     )
     for message in messages:
-        message.user_feedback = given.get(message.id)  # type: ignore[attr-defined]
+        message.user_feedback = given.get(message.id)
     return messages
 
 

@@ -3,7 +3,13 @@ import uuid
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+)
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -26,7 +32,7 @@ from conversations.chat.forms import (
     settings_of,
 )
 from conversations.chat.frames import SIDEBAR_SIZE
-from conversations.http import AuthenticatedHttpRequest
+from conversations.http import AuthenticatedHttpRequest, owned_conversation_or_404
 from conversations.models import Conversation
 from conversations.realtime import live
 
@@ -40,19 +46,10 @@ def home(request: AuthenticatedHttpRequest) -> HttpResponse:
     return redirect("conversation", conversation_id=conversation.id)
 
 
-def _owned(request: AuthenticatedHttpRequest, conversation_id: str) -> Conversation:
-    conversation = selectors.conversation_get_for_user(
-        conversation_id=conversation_id, user=request.user
-    )
-    if conversation is None:
-        raise Http404("No such conversation.")
-    return conversation
-
-
 @require_GET
 @login_required
 def conversation_detail(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
-    conversation = _owned(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     catalogue_refresh_soon()
     choice = catalogue.model_choice_for_user(user=request.user, current=conversation.model)
     stops = list(conversation.stop_sequences or [])[: len(STOP_FIELDS)]
@@ -104,7 +101,7 @@ def _window_at(conversation: Conversation, at: str) -> selectors.ThreadWindow:
 def conversation_older(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     """Earlier messages of the branch on screen, loaded as the reader scrolls up; without
     `before`, the latest window, which the page loads when it was too large for a socket frame."""
-    conversation = _owned(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     before = request.GET.get("before", "")
     try:
         before_id = uuid.UUID(before) if before and len(before) <= 64 else None
@@ -116,10 +113,38 @@ def conversation_older(request: AuthenticatedHttpRequest, conversation_id: str) 
     return render(request, "chat/_thread.html", {"window": window})
 
 
+@require_GET
+@login_required
+def message_text(
+    request: AuthenticatedHttpRequest, conversation_id: str, message_id: str
+) -> HttpResponse:
+    """The rest of a reply too long to show whole, one window at a time from `start` (JSON,
+    plain text that the page inserts as text), or all of it as a file with `download`."""
+    message = selectors.message_get_for_user(message_id=message_id, user=request.user)
+    if message is None or str(message.conversation_id) != str(conversation_id):
+        raise Http404("No such message.")
+    if "download" in request.GET:
+        response = HttpResponse(message.content, content_type="text/plain; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="reply-{message.id}.txt"'
+        return response
+    start = request.GET.get("start", "0")
+    if not start.isdigit() or len(start) > 12:
+        return HttpResponseBadRequest("`start` must be a character offset.")
+    begin = min(int(start), len(message.content))
+    end = begin + settings.CHAT_MESSAGE_WINDOW_CHARS
+    return JsonResponse(
+        {
+            "text": message.content[begin:end],
+            "shown": min(end, len(message.content)),
+            "total": len(message.content),
+        }
+    )
+
+
 @require_POST
 @login_required
 def conversation_rename(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
-    conversation = _owned(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     form = RenameForm(request.POST)
     if form.is_valid():
         conversation = services.conversation_rename(
@@ -145,7 +170,7 @@ def conversation_rename(request: AuthenticatedHttpRequest, conversation_id: str)
 @login_required
 def conversation_delete(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     """The chat page's Delete dialog is the one place that asks; this only deletes."""
-    conversation = _owned(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     live.reply_stop_sync(conversation_id=conversation.id)
     services.conversation_delete(conversation_id=conversation.id, owner=request.user)
     live.sidebar_changed_sync(user_id=request.user.pk)

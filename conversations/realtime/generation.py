@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["control_group", "reply_generate", "reply_prepare", "viewers_group"]
 
 CONTROL_RETRY_SECONDS = 1.0
+# How long a reply's start waits for Redis to take its control channel (the layer's own bound
+# for a waited send).
+CONTROL_JOIN_SECONDS = 5.0
 LISTENER_DONE_TIMEOUT = 10.0
 # Viewers are told a reply ended for this long while the channel layer is down.
 FINISHED_SEND_SECONDS = 60.0
@@ -113,7 +116,12 @@ class Generation:
         self._checkpoints.reset(self._started_at)
         control_channel = await self._layer.new_channel()
         try:
-            await self._layer.group_add(events.control_group(self.conversation_id), control_channel)
+            # Bounded: this process's membership is set before Redis is asked, and a stalled
+            # Redis must not hold the reply's first text for its socket timeout (twice over).
+            async with asyncio.timeout(CONTROL_JOIN_SECONDS):
+                await self._layer.group_add(
+                    events.control_group(self.conversation_id), control_channel
+                )
         except Exception:
             # Only stop and snapshot requests from other processes' sockets are lost.
             logger.exception("reply %s cannot hear control requests", self.reply_id)
@@ -177,6 +185,8 @@ class Generation:
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
         stream = self._client.stream_chat(self._turn, request_id=str(self.reply_id))
+        # `type(event) is` rather than isinstance: one comparison per token on the hot path, which
+        # mypy does not narrow on, hence the ignores below.
         async for event in stream:
             event_type = type(event)
             if event_type is ContentDelta:
@@ -349,6 +359,9 @@ class Generation:
         while True:
             await asyncio.sleep(pause)
             length = self._text.content_length
+            if length > settings.CHAT_MESSAGE_WINDOW_CHARS:
+                # Pages show a reply this long as plain text in windows: no more Markdown.
+                return
             if self._render.is_current(length):
                 continue
             started = loop.time()

@@ -19,11 +19,11 @@ import uuid
 from collections.abc import Container
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from conversations.chat.orm import orm_bounded
 from conversations.chat.rendering import markdown_to_html
 from conversations.models import Message
 from conversations.realtime import events, runtime, spool
@@ -131,8 +131,9 @@ async def sweep_once(*, live: runtime.Runtime | None = None) -> int:
     """Save the spooled replies, then mark dead processes' replies `interrupted` and tell
     their viewers; returns how many were interrupted."""
     live = live or runtime.current()
-    await database_sync_to_async(spool.spool_replay)(worker=worker_id())
-    interrupted = await database_sync_to_async(replies_orphaned_interrupt)(spare=live.generations)
+    # Bounded like the saves: the shared ORM thread must not stay stuck on a dead connection.
+    await orm_bounded(spool.spool_replay, worker=worker_id())
+    interrupted = await orm_bounded(replies_orphaned_interrupt, spare=live.generations)
     layer = events.channel_layer()
     for conversation_id, message_id in interrupted:
         await events.reply_finished_send(
@@ -146,7 +147,7 @@ async def housekeeping_forever(*, live: runtime.Runtime | None = None) -> None:
     live = live or runtime.current()
     while True:
         try:
-            await database_sync_to_async(replies_heartbeat)(message_ids=list(live.generations))
+            await orm_bounded(replies_heartbeat, message_ids=list(live.generations))
             await sweep_once(live=live)
         except Exception:
             # A database blip must not end housekeeping for the life of the process.

@@ -9,11 +9,11 @@ import asyncio
 import logging
 import uuid
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from conversations.accounts import limits
 from conversations.chat import frames, selectors, services
+from conversations.chat.orm import orm_bounded
 from conversations.models import Message
 from conversations.realtime import spool
 
@@ -56,7 +56,7 @@ class Checkpointer:
             batch, done = self._pending, self._batch
             self._pending, self._batch = {}, None
             try:
-                await database_sync_to_async(services.replies_checkpoint)(replies=batch)
+                await orm_bounded(services.replies_checkpoint, replies=batch)
                 pause = RETRY_FIRST
             except spool.DATABASE_AWAY as exc:
                 logger.warning("could not checkpoint %d replies (%s); retrying", len(batch), exc)
@@ -88,9 +88,7 @@ async def reply_save_final(
     pause = RETRY_FIRST
     while True:
         try:
-            frame = await database_sync_to_async(_reply_finish_frame)(
-                message_id=message_id, outcome=outcome
-            )
+            frame = await orm_bounded(_reply_finish_frame, message_id=message_id, outcome=outcome)
         except spool.DATABASE_AWAY as exc:
             if loop.time() + pause > deadline:
                 logger.error("could not save reply %s (%s); spooling it", message_id, exc)

@@ -136,8 +136,8 @@ def conversation_create_from_share(*, link: ShareLink, owner: User) -> Conversat
     """Continue this conversation: a new conversation of the viewer's own, holding a copy of
     the published messages (never anything the snapshot left out), with the published files
     as the viewer's own copies. Raises AttachmentRefused when those do not fit in the viewer's
-    storage (nothing is then created)."""
-    with transaction.atomic():
+    storage (nothing is then created, and no file it wrote is left)."""
+    with attachment_services.written_files_undone_on_error() as written, transaction.atomic():
         conversation = Conversation.objects.create(
             owner=owner,
             title=copy_title(title=link.title),
@@ -176,6 +176,7 @@ def conversation_create_from_share(*, link: ShareLink, owner: User) -> Conversat
                     attachment_ids=[
                         str(a.get("id")) for a in published if isinstance(a, dict) and a.get("id")
                     ],
+                    written=written,
                 )
         conversation.active_leaf = parent
         conversation.save()

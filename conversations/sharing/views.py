@@ -13,23 +13,13 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from conversations.attachments.validation import AttachmentRefused
-from conversations.chat import selectors
-from conversations.http import AuthenticatedHttpRequest
+from conversations.http import AuthenticatedHttpRequest, owned_conversation_or_404
 from conversations.models import Conversation, ShareLink
 from conversations.sharing import selectors as sharing_selectors
 from conversations.sharing import services as sharing_services
 from conversations.sharing.forms import ShareOptionsForm
 
 NOTHING_TO_SHARE = "Nothing to share yet: send a message first, then create the link."
-
-
-def _owned_conversation(request: AuthenticatedHttpRequest, conversation_id: str) -> Conversation:
-    conversation = selectors.conversation_get_for_user(
-        conversation_id=conversation_id, user=request.user
-    )
-    if conversation is None:
-        raise Http404("No such conversation.")
-    return conversation
 
 
 def _share_url(request: HttpRequest, link: ShareLink | None) -> str:
@@ -70,7 +60,7 @@ def _dialog(
 @login_required
 def share_dialog(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
     """GET: the dialog. POST: create the link, or update the live one under the same URL."""
-    conversation = _owned_conversation(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     if request.method == "GET":
         return _dialog(request, conversation)
     form = ShareOptionsForm(request.POST)
@@ -95,7 +85,7 @@ def share_dialog(request: AuthenticatedHttpRequest, conversation_id: str) -> Htt
 @require_GET
 @login_required
 def share_preview(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
-    conversation = _owned_conversation(request, conversation_id)
+    conversation = owned_conversation_or_404(request, conversation_id)
     form = ShareOptionsForm(request.GET)
     form.is_valid()
     options = form.cleaned_data

@@ -1,4 +1,5 @@
 from django import template
+from django.conf import settings
 
 register = template.Library()
 
@@ -23,3 +24,14 @@ def http_url(url: object) -> str:
     `javascript:` or `data:` link."""
     text = str(url or "").strip()
     return text if text.lower().startswith(("https://", "http://")) else ""
+
+
+@register.filter
+def content_window(message: object) -> dict[str, object] | None:
+    """The first window of a reply too long to show whole (see CHAT_MESSAGE_WINDOW_CHARS), or
+    None when it is shown whole. While it streams, the deltas stop at the same size."""
+    content = str(getattr(message, "content", "") or "")
+    size = settings.CHAT_MESSAGE_WINDOW_CHARS
+    if len(content) <= size:
+        return None
+    return {"text": content[:size], "shown": size, "total": len(content)}

@@ -288,51 +288,8 @@
     });
   }
 
-  // Editing a message: each of its files gets a "Keep" checkbox (ticked); the edit frame
-  // carries the ids still ticked.
-  function bindEditing() {
-    document.addEventListener("click", function (event) {
-      var button = event.target.closest('#transcript [data-action="edit"]');
-      if (!button) return;
-      // After chat.js has opened the edit box.
-      setTimeout(function () {
-        var article = button.closest("article");
-        var box = article && article.querySelector(".edit-box");
-        var items = article ? article.querySelectorAll(".message-attachments [data-attachment-id]") : [];
-        if (!box || !items.length || box.querySelector(".edit-attachments")) return;
-        var fieldset = document.createElement("fieldset");
-        fieldset.className = "edit-attachments";
-        var legend = document.createElement("legend");
-        legend.textContent = "Attachments to keep";
-        fieldset.append(legend);
-        items.forEach(function (item) {
-          var label = document.createElement("label");
-          var checkbox = document.createElement("input");
-          checkbox.type = "checkbox";
-          checkbox.checked = true;
-          checkbox.value = item.getAttribute("data-attachment-id");
-          label.append(checkbox, " Keep " + item.getAttribute("data-filename"));
-          fieldset.append(label);
-        });
-        box.querySelector(".edit-buttons").before(fieldset);
-      }, 0);
-    });
-    document.addEventListener("chat:edit-frame", function (event) {
-      var fieldset = event.target.querySelector(".edit-attachments");
-      if (!fieldset) return;
-      event.detail.keep_attachments = Array.prototype.filter
-        .call(fieldset.querySelectorAll("input[type=checkbox]"), function (checkbox) {
-          return checkbox.checked;
-        })
-        .map(function (checkbox) {
-          return checkbox.value;
-        });
-    });
-  }
-
   document.addEventListener("DOMContentLoaded", function () {
     bindComposer();
     bindLightbox();
-    bindEditing();
   });
 })();

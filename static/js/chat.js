@@ -1,14 +1,14 @@
 // The chat page's behaviour that htmx does not cover (the controls are in controls.js): keyboard,
 // clearing the composer only once the server has saved the message, Stop visibility, scrolling,
-// Copy and Edit (regenerate, retry, continue and versions are ws-send buttons; only the part of
-// an article holding message text carries hx-disable), theme, phone menu and dialogs.
+// Copy and opening the editor (Send edit is a ws-send form; regenerate, retry, continue and
+// versions are ws-send buttons; only the part of an article holding message text carries
+// hx-disable), theme, phone menu and dialogs.
 (function () {
   "use strict";
 
   var NEAR_BOTTOM_PX = 80;
   var THEMES = ["system", "light", "dark"];
   var THEME_KEY = "chatsite-theme";
-  var socket = null;
 
   function $(id) {
     return document.getElementById(id);
@@ -111,35 +111,152 @@
   }
 
   // Scrolling: only the transcript scrolls (the page itself never does), and it follows the
-  // stream unless the reader has scrolled up; then it offers a way back.
-  function nearBottom() {
+  // stream unless the reader has scrolled up; then it offers a way back. Whether the reader is
+  // at the bottom comes from an IntersectionObserver on a sentinel after the last message, and
+  // the scroll to follow the stream happens once per animation frame: no frame from the socket
+  // reads layout (a forced synchronous layout per delta grew with the page).
+  // The observer and scroll events report only at the next rendering, so a frame that lands
+  // before that would otherwise drag a reader who just scrolled up back down. A reader's scroll
+  // wins twice over: wheel, touch and keys mark the intent to leave at once (before the scroll
+  // itself, which may be smooth and take several frames), and the queued follow-scroll checks
+  // inside its animation frame whether the position moved up since the page last put it at
+  // the end (a scrollbar drag or find-in-page gives no intent event).
+  var atBottom = true;
+  var leaving = false;
+  var scrollQueued = false;
+  var measureQueued = false;
+  // Where the page last left the transcript (its scrollTop and scrollHeight then); null until
+  // it has, or after the reader took over.
+  var leftAt = null;
+
+  var mark = null;
+
+  // The one sentinel the observer watches: a swap that replaces the transcript's content
+  // removes it, so the same element is put back (a new one would not be observed).
+  function sentinel() {
     var transcript = $("transcript");
-    if (!transcript) return true;
-    return transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight < NEAR_BOTTOM_PX;
+    if (!transcript) return null;
+    if (!mark) {
+      mark = document.createElement("div");
+      mark.id = "transcript-end";
+      mark.className = "transcript-end";
+      mark.setAttribute("aria-hidden", "true");
+    }
+    // Swaps replace or append to the transcript: keep the sentinel last (O(1) when it is).
+    if (transcript.lastElementChild !== mark) transcript.appendChild(mark);
+    return mark;
+  }
+
+  function showJump() {
+    var jump = $("jump-latest");
+    if (jump && jump.hidden) jump.hidden = false;
   }
 
   function scrollToLatest() {
     var transcript = $("transcript");
-    if (transcript) transcript.scrollTop = transcript.scrollHeight;
+    if (transcript) {
+      transcript.scrollTop = transcript.scrollHeight;
+      leftAt = { top: transcript.scrollTop, height: transcript.scrollHeight };
+    }
+    atBottom = true;
+    leaving = false;
     var jump = $("jump-latest");
     if (jump) jump.hidden = true;
   }
 
+  // The reader moved up from where the page left the transcript, by more than "near the end"
+  // as the transcript stood then and stands now (a swap that shortens the transcript pulls
+  // the position up too, but leaves it at the end): theirs wins over following the stream.
+  function readerLeft(transcript) {
+    if (leaving) return true;
+    if (!leftAt) return false;
+    var top = transcript.scrollTop;
+    var view = transcript.clientHeight;
+    return (
+      top < leftAt.top - 1 &&
+      leftAt.height - top - view > NEAR_BOTTOM_PX &&
+      transcript.scrollHeight - top - view > NEAR_BOTTOM_PX
+    );
+  }
+
+  function scrollToLatestSoon() {
+    if (scrollQueued) return;
+    scrollQueued = true;
+    window.requestAnimationFrame(function () {
+      scrollQueued = false;
+      var transcript = $("transcript");
+      if (transcript && readerLeft(transcript)) {
+        atBottom = false;
+        leftAt = null;
+        showJump();
+        return;
+      }
+      scrollToLatest();
+    });
+  }
+
+  function leave() {
+    leaving = true;
+    atBottom = false;
+  }
+
+  // After any scroll, inside the next animation frame (where layout is due anyway): the reader
+  // is following again once back near the end, unless they just asked to go up.
+  function measureSoon() {
+    if (measureQueued) return;
+    measureQueued = true;
+    window.requestAnimationFrame(function () {
+      measureQueued = false;
+      var transcript = $("transcript");
+      if (!transcript) return;
+      var near = transcript.scrollHeight - transcript.scrollTop - transcript.clientHeight <= NEAR_BOTTOM_PX;
+      if (!near) {
+        atBottom = false;
+        leaving = false;
+        leftAt = null;
+      } else if (!leaving) {
+        atBottom = true;
+        var jump = $("jump-latest");
+        if (jump) jump.hidden = true;
+      }
+    });
+  }
+
+  var UP_KEYS = { ArrowUp: true, PageUp: true, Home: true };
+  var DOWN_KEYS = { ArrowDown: true, PageDown: true, End: true };
+
   function bindScrolling() {
     var jump = $("jump-latest");
     var transcript = $("transcript");
-    if (!jump || !transcript) return;
+    var end = sentinel();
+    if (!jump || !transcript || !end) return;
     jump.addEventListener("click", function () {
       scrollToLatest();
       $("message").focus();
     });
-    transcript.addEventListener(
-      "scroll",
-      function () {
-        if (nearBottom()) jump.hidden = true;
+    transcript.addEventListener("wheel", function (event) {
+      if (event.deltaY < 0) leave();
+      else if (event.deltaY > 0) leaving = false;
+    }, { passive: true });
+    transcript.addEventListener("touchmove", leave, { passive: true });
+    transcript.addEventListener("keydown", function (event) {
+      if (isTyping(event.target)) return;
+      if (UP_KEYS[event.key] || (event.key === " " && event.shiftKey)) leave();
+      else if (DOWN_KEYS[event.key]) leaving = false;
+    });
+    transcript.addEventListener("scroll", measureSoon, { passive: true });
+    new IntersectionObserver(
+      function (entries) {
+        var seen = entries[entries.length - 1].isIntersecting;
+        if (!seen) {
+          atBottom = false;
+        } else if (!leaving) {
+          atBottom = true;
+          jump.hidden = true;
+        }
       },
-      { passive: true }
-    );
+      { root: transcript, rootMargin: "0px 0px " + NEAR_BOTTOM_PX + "px 0px" }
+    ).observe(end);
   }
 
   // The Thinking section is open while the model thinks and folds away once the answer starts;
@@ -160,9 +277,16 @@
     var pendingToken = null;
     var followStream = true;
 
-    document.body.addEventListener("htmx:wsOpen", function (event) {
-      socket = event.detail.socketWrapper;
+    // The ws extension queues a frame sent while the socket is not open and sends it on open;
+    // the reader is told so instead of wondering whether the click was lost.
+    var socketOpen = false;
+    var QUEUED_TEXT = "Connecting… it will be sent once connected.";
+
+    document.body.addEventListener("htmx:wsOpen", function () {
+      socketOpen = true;
       document.body.classList.remove("socket-closed");
+      var error = $("composer-error");
+      if (error && error.textContent === QUEUED_TEXT) showComposerError("");
     });
 
     document.body.addEventListener("htmx:wsConfigSend", function (event) {
@@ -173,34 +297,44 @@
       } else {
         showComposerError("");
       }
+      if (!socketOpen) showComposerError(QUEUED_TEXT);
     });
 
     document.body.addEventListener("htmx:wsBeforeMessage", function () {
-      followStream = nearBottom();
+      followStream = atBottom;
     });
 
-    document.body.addEventListener("htmx:wsAfterMessage", function () {
+    document.body.addEventListener("htmx:wsAfterMessage", function (event) {
+      // Most frames are deltas (a span of new text): only frames that bring messages or
+      // rendered Markdown touch more than that text.
+      var message = String((event.detail && event.detail.message) || "");
+      var structural = message.indexOf("<article") !== -1 || message.indexOf("transcript") !== -1;
       var ack = $("composer-ack");
       if (ack && pendingToken && ack.getAttribute("data-token") === pendingToken) {
         pendingToken = null;
         $("message").value = "";
         autoGrow($("message"));
+        // Sending is asking to see the reply: any earlier scroll up is over.
+        leaving = false;
+        leftAt = null;
         followStream = true;
       }
-      if (document.querySelector("#transcript article")) {
+      if (structural) {
+        sentinel();
         var hint = document.querySelector(".empty-hint");
-        if (hint) hint.remove();
+        if (hint && document.querySelector("#transcript article")) hint.remove();
+        updateStreamingState();
+        announceFinished();
       }
-      updateStreamingState();
-      announceFinished();
       foldThinking();
-      nameActions();
+      if (structural || message.indexOf("copy-code") !== -1) nameActions();
       var title = $("chat-title");
-      if (title) document.title = title.textContent + " · chatsite";
+      var name = title ? title.textContent + " · chatsite" : "";
+      if (name && document.title !== name) document.title = name;
       if (followStream) {
-        scrollToLatest();
-      } else if ($("jump-latest")) {
-        $("jump-latest").hidden = false;
+        scrollToLatestSoon();
+      } else {
+        showJump();
       }
     });
 
@@ -208,38 +342,16 @@
     // state and scroll position follow it as they follow socket frames.
     document.body.addEventListener("htmx:afterSwap", function (event) {
       if (event.detail.target && event.detail.target.id === "transcript") {
+        sentinel();
         updateStreamingState();
-        if (followStream) scrollToLatest();
+        if (followStream) scrollToLatestSoon();
       }
     });
 
     document.body.addEventListener("htmx:wsClose", function () {
+      socketOpen = false;
       document.body.classList.add("socket-closed");
     });
-  }
-
-  // Message actions, sent as JSON over the page's socket with the composer's current controls.
-  function controlValues() {
-    var values = {};
-    var form = $("composer");
-    new FormData(form).forEach(function (value, name) {
-      if (name !== "message" && name !== "action" && name !== "client_token") values[name] = value;
-    });
-    return values;
-  }
-
-  function sendAction(action, extra) {
-    if (!socket) {
-      showComposerError("Not connected yet; try again in a moment.");
-      return;
-    }
-    var frame = controlValues();
-    frame.action = action;
-    Object.keys(extra).forEach(function (key) {
-      frame[key] = extra[key];
-    });
-    showComposerError("");
-    socket.send(JSON.stringify(frame), null);
   }
 
   function showComposerError(text) {
@@ -252,31 +364,30 @@
     return template ? template.content.textContent : "";
   }
 
+  // The editor is the message's own <template class="message-editor">: an htmx ws-send form
+  // whose hx-vals carry the action and message id and whose inputs carry the text and the files
+  // to keep, so the frame is built by htmx like every other message action.
   function openEditor(article) {
     if (article.querySelector(".edit-box")) return;
-    var id = article.getAttribute("data-message-id");
-    // The editor's markup is the page's <template id="message-editor">, not built here.
-    var template = $("message-editor");
+    var template = article.querySelector("template.message-editor");
     if (!template) return;
     var box = template.content.firstElementChild.cloneNode(true);
     var textarea = box.querySelector("textarea");
-    textarea.id = "edit-" + id;
-    box.querySelector("label").htmlFor = textarea.id;
     textarea.value = rawContent(article);
-    var cancel = box.querySelector('[data-action="edit-cancel"]');
-    var save = box.querySelector('[data-action="edit-send"]');
     article.classList.add("is-editing");
-    article.querySelector(".message-body").after(box);
+    // After the text block, not inside it: htmx leaves that block alone (hx-disable).
+    article.querySelector(".message-text").after(box);
+    htmx.process(box);
     textarea.addEventListener("input", function () {
       autoGrow(textarea);
     });
     textarea.addEventListener("keydown", function (event) {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
-        save.click();
+        box.requestSubmit();
       } else if (event.key === "Escape") {
         event.stopPropagation();
-        cancel.click();
+        closeEditor(article);
       }
     });
     autoGrow(textarea);
@@ -287,6 +398,50 @@
     var box = article.querySelector(".edit-box");
     if (box) box.remove();
     article.classList.remove("is-editing");
+    // Back to the button that opened the editor, so the keyboard user is where they were.
+    var edit = article.querySelector('[data-action="edit"]');
+    if (edit) edit.focus();
+  }
+
+  // An edit needs words or at least one file kept: a message may be its files alone.
+  function bindEditForms() {
+    document.body.addEventListener("htmx:wsConfigSend", function (event) {
+      var box = event.target.closest && event.target.closest(".edit-box");
+      if (!box) return;
+      var text = box.querySelector("textarea").value;
+      if (text.trim() === "" && !box.querySelector("input[type=checkbox]:checked")) {
+        event.preventDefault();
+        box.querySelector("textarea").focus();
+      }
+    });
+  }
+
+  // A reply too long to show whole comes in windows of plain text: each click appends the
+  // next one as a text node (never as HTML), so the page only grows when the reader asks.
+  function showMore(article, button) {
+    var url = button.getAttribute("data-url");
+    button.disabled = true;
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (!response.ok) throw new Error(response.status);
+        return response.json();
+      })
+      .then(function (part) {
+        var body = article.querySelector(".message-body");
+        body.appendChild(document.createTextNode(part.text));
+        var label = article.querySelector(".message-window-label");
+        if (label) label.textContent = "This reply is long: showing the first " + part.shown + " of " + part.total + " characters, as plain text.";
+        if (part.shown >= part.total) {
+          button.remove();
+        } else {
+          button.setAttribute("data-url", url.replace(/start=\d+/, "start=" + part.shown));
+          button.disabled = false;
+        }
+      })
+      .catch(function () {
+        button.disabled = false;
+        showComposerError("Could not load more of that reply; try again.");
+      });
   }
 
   function bindMessageActions() {
@@ -301,7 +456,6 @@
       var button = event.target.closest("#transcript [data-action]");
       if (!button || button.disabled) return;
       var article = button.closest("article");
-      var id = article.getAttribute("data-message-id");
       var action = button.getAttribute("data-action");
       if (action === "copy") {
         window.chatsite.copyText(rawContent(article), button);
@@ -309,16 +463,10 @@
         openEditor(article);
       } else if (action === "edit-cancel") {
         closeEditor(article);
-      } else if (action === "edit-send") {
-        var text = article.querySelector(".edit-box textarea").value;
-        var edit = { message_id: id, message: text };
-        // Lets attachments.js say which of the message's files the new version keeps.
-        article.dispatchEvent(new CustomEvent("chat:edit-frame", { bubbles: true, detail: edit }));
-        // Words, or at least one file kept: a message may be its files alone.
-        if (text.trim() === "" && !(edit.keep_attachments && edit.keep_attachments.length)) return;
-        sendAction("edit", edit);
+      } else if (action === "more") {
+        showMore(article, button);
       }
-      // Regenerate, Retry, Continue and the version switcher are htmx (ws-send with hx-vals).
+      // Send edit, Regenerate, Retry, Continue and the version switcher are htmx (ws-send).
     });
   }
 
@@ -506,6 +654,7 @@
     bindSocket();
     bindScrolling();
     bindMessageActions();
+    bindEditForms();
     bindTheme();
     bindMenu();
     bindDialogs();
@@ -514,7 +663,14 @@
     updateStreamingState();
     streamingIds = streamingArticleIds();
     nameActions();
-    document.body.addEventListener("htmx:afterSettle", nameActions);
+    document.body.addEventListener("htmx:afterSettle", function (event) {
+      // Not after a delta's text lands in a reply's tail: only when messages or code blocks
+      // may have come (labels count every message, so this is not per-frame work).
+      var elt = event.detail && event.detail.elt;
+      if (elt && elt.nodeType === 1 && (elt.matches("article, #transcript, .message-body") || elt.querySelector("article, .copy-code"))) {
+        nameActions();
+      }
+    });
     scrollToLatest();
     showLinkedMessage();
   });

@@ -8,7 +8,10 @@ given `proxy.url_for(...)` as DATABASE_URL or REDIS_URL). Three states:
 - cut: every open connection is closed at once and new ones are closed as soon as they are
   accepted, as when the server goes away;
 - stalled: connections stay open and new ones are accepted, but no byte moves either way
-  until the proxy flows again (then everything held is delivered, in order).
+  until the proxy flows again (then everything held is delivered, in order);
+- open connections stalled: only the connections open at that moment hold their bytes (for
+  good, unless restored), while new ones flow: a connection a firewall or NAT silently
+  dropped, which only a client-side bound ever ends.
 """
 
 import asyncio
@@ -31,7 +34,9 @@ class TcpFaultProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
-        self._flowing: asyncio.Event | None = None
+        # Whether new connections flow, and each open connection's own switch.
+        self._flowing = True
+        self._flows: set[asyncio.Event] = set()
         self._cut = False
         self._writers: set[asyncio.StreamWriter] = set()
         # Connections accepted since start, and those closed at once because of a cut: lets a
@@ -74,6 +79,10 @@ class TcpFaultProxy:
         """Hold every byte (connections stay open) until `restore`."""
         self._call(self._set(cut=False, flowing=False))
 
+    def stall_open_connections(self) -> None:
+        """Hold the bytes of the connections open now, until `restore`; new ones flow."""
+        self._call(self._stall_open())
+
     def restore(self) -> None:
         self._call(self._set(cut=False, flowing=True))
 
@@ -95,20 +104,23 @@ class TcpFaultProxy:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(10)
 
     async def _listen(self) -> None:
-        self._flowing = asyncio.Event()
-        self._flowing.set()
         self._server = await asyncio.start_server(self._accept, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _set(self, *, cut: bool, flowing: bool) -> None:
-        assert self._flowing is not None
         self._cut = cut
         if cut:
             self._abort_all()
-        if flowing:
-            self._flowing.set()
-        else:
-            self._flowing.clear()
+        self._flowing = flowing
+        for flow in self._flows:
+            if flowing:
+                flow.set()
+            else:
+                flow.clear()
+
+    async def _stall_open(self) -> None:
+        for flow in self._flows:
+            flow.clear()
 
     async def _shutdown(self) -> None:
         if self._server is not None:
@@ -141,24 +153,30 @@ class TcpFaultProxy:
             target_writer.transport.abort()
             return
         self._writers.update((writer, target_writer))
+        flow = asyncio.Event()
+        if self._flowing:
+            flow.set()
+        self._flows.add(flow)
         await asyncio.gather(
-            self._pipe(reader, target_writer),
-            self._pipe(target_reader, writer),
+            self._pipe(reader, target_writer, flow),
+            self._pipe(target_reader, writer, flow),
             return_exceptions=True,
         )
+        self._flows.discard(flow)
         for each in (writer, target_writer):
             self._writers.discard(each)
             each.transport.abort()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        assert self._flowing is not None
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flow: asyncio.Event
+    ) -> None:
         try:
             while True:
                 data = await reader.read(CHUNK)
                 if not data:
                     break
                 # A stall holds the bytes here; a cut meanwhile aborts the transport.
-                await self._flowing.wait()
+                await flow.wait()
                 if writer.transport.is_closing():
                     break
                 writer.write(data)

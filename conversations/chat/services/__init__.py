@@ -1,0 +1,80 @@
+"""Writes. Keyword-only, typed, and each one a single transaction; one module per part of the
+chat, re-exported here so callers write `services.turn_start(...)`."""
+
+from conversations.chat.services.conversations import (
+    TITLE_FROM_MESSAGE_CHARS,
+    conversation_archive_set,
+    conversation_create,
+    conversation_delete,
+    conversation_pin_set,
+    conversation_rename,
+    conversation_title_generated_set,
+    title_from_message,
+    title_is_provisional,
+)
+from conversations.chat.services.feedback import (
+    FeedbackRefused,
+    message_feedback_clear,
+    message_feedback_set,
+)
+from conversations.chat.services.replies import (
+    DIALECT_MAX_CHARS,
+    RAW_EVENT_MAX_CHARS,
+    REQUEST_NOTE_MAX_CHARS,
+    REQUEST_NOTES_MAX,
+    ReplyOutcome,
+    replies_checkpoint,
+    reply_checkpoint,
+    reply_finish,
+    request_notes_bounded,
+    web_citations,
+)
+from conversations.chat.services.turns import (
+    REPLY_STREAMING_REFUSAL,
+    RETRYABLE_STATUSES,
+    StartedTurn,
+    TurnRefused,
+    branch_switch,
+    reply_continue,
+    reply_regenerate,
+    reply_retry,
+    turn_edit,
+    turn_start,
+)
+from conversations.gateway.profiles import TurnSettings
+
+__all__ = [
+    "DIALECT_MAX_CHARS",
+    "RAW_EVENT_MAX_CHARS",
+    "REPLY_STREAMING_REFUSAL",
+    "REQUEST_NOTES_MAX",
+    "REQUEST_NOTE_MAX_CHARS",
+    "RETRYABLE_STATUSES",
+    "TITLE_FROM_MESSAGE_CHARS",
+    "FeedbackRefused",
+    "ReplyOutcome",
+    "StartedTurn",
+    "TurnRefused",
+    "TurnSettings",
+    "branch_switch",
+    "conversation_archive_set",
+    "conversation_create",
+    "conversation_delete",
+    "conversation_pin_set",
+    "conversation_rename",
+    "conversation_title_generated_set",
+    "message_feedback_clear",
+    "message_feedback_set",
+    "replies_checkpoint",
+    "reply_checkpoint",
+    "reply_continue",
+    "reply_finish",
+    "reply_regenerate",
+    "reply_retry",
+    "request_notes_bounded",
+    "title_from_message",
+    "title_is_provisional",
+    "turn_edit",
+    "turn_start",
+    "web_citations",
+]

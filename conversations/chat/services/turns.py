@@ -1,0 +1,434 @@
+"""Turns: starting one, and the branching actions on a thread (regenerate, edit, continue,
+retry, switch version), each a single transaction that refuses in words."""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Subquery
+
+from conversations.accounts import limits
+from conversations.accounts import services as accounts_services
+from conversations.attachments import services as attachment_services
+from conversations.catalogue import selectors as catalogue
+from conversations.chat.selectors import message_path
+from conversations.chat.services.conversations import title_from_message
+from conversations.gateway.profiles import (
+    STORED_FIELDS,
+    ModelProfile,
+    TurnSettings,
+    settings_from_params,
+)
+from conversations.models import (
+    Conversation,
+    Message,
+)
+
+
+class TurnRefused(Exception):
+    """The turn cannot start; the message says why, in words for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartedTurn:
+    user_message: Message
+    reply: Message
+    # The owner's usage, this reply included.
+    quota: limits.QuotaUsage
+    # Whether the sidebar changed: the conversation joined it, or moved to the top.
+    sidebar_moves: bool
+    # Both messages are their parent's only child (the usual case), so each is version 1 of 1.
+    without_siblings: bool = False
+
+
+def turn_start(
+    *,
+    conversation_id: uuid.UUID,
+    owner: User,
+    content: str,
+    settings: TurnSettings,
+    model: str,
+    attachment_ids: Sequence[uuid.UUID] = (),
+) -> StartedTurn:
+    """Save the user's message (with the uploads it carries) and an empty streaming reply,
+    atomically: an attachment refused (not the user's, over a limit, a kind the model cannot
+    read) leaves nothing behind.
+
+    The conversation row is locked so that two processes cannot both start a reply in the same
+    conversation: one generation at a time, never run twice.
+    """
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
+        state = _turn_start_state(conversation=conversation)
+        if state.reply_streaming:
+            raise TurnRefused(REPLY_STREAMING_REFUSAL)
+        plan = _turn_plan(conversation=conversation, settings=settings, model=model)
+        quota = _allowance_check(user=owner, max_tokens=plan.params["max_tokens"])
+        user_message = Message.objects.create(
+            conversation=conversation,
+            parent_id=conversation.active_leaf_id,
+            role=Message.Role.USER,
+            content=content,
+        )
+        reply = Message.objects.create(
+            conversation=conversation,
+            parent=user_message,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            model=plan.model,
+            request_params=plan.params,
+            model_note=plan.note,
+            request_notes=plan.notes,
+            model_changed=(
+                _model_changes(parent=user_message, model=plan.model)
+                if state.leaf_reply_model is None
+                else bool(state.leaf_reply_model) and state.leaf_reply_model != plan.model
+            ),
+        )
+        attachment_services.turn_attachments_apply(
+            user_message=user_message,
+            reply=reply,
+            owner=owner,
+            attachment_ids=attachment_ids,
+            profile=_profile_of(plan),
+            earlier_path=lambda: _request_thread(conversation=conversation, leaf=user_message)[:-1],
+        )
+        accounts_services.usage_reserve(reply=reply, owner=owner)
+        conversation.active_leaf = reply
+        _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
+        if conversation.title == Conversation._meta.get_field("title").default:
+            conversation.title = title_from_message(content)
+        conversation.save()
+    return StartedTurn(
+        user_message=user_message,
+        reply=reply,
+        quota=quota,
+        sidebar_moves=state.sidebar_moves,
+        without_siblings=not state.leaf_has_children,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _TurnStartState:
+    reply_streaming: bool
+    sidebar_moves: bool
+    leaf_has_children: bool
+    # The model of the reply the user answers ("" if it names none); None when the leaf is no
+    # reply (no leaf, or an unanswered message), and the branch must be walked to find one.
+    leaf_reply_model: str | None
+
+
+def _turn_start_state(*, conversation: Conversation) -> _TurnStartState:
+    """What a turn start needs to know besides the locked row, in one statement. It runs after
+    the lock is held: on PostgreSQL a statement sees what committed before it started, so the
+    streaming check must not ride in the locking statement, or two tabs could both pass it."""
+    streaming = Message.objects.filter(
+        conversation_id=OuterRef("pk"), status=Message.Status.STREAMING
+    )
+    # The sidebar lists conversations by latest activity: a first turn adds this one, a later
+    # one moves it unless it is on top already (most turns), and then no tab need re-render it.
+    newer = Conversation.objects.filter(
+        owner_id=OuterRef("owner_id"),
+        active_leaf__isnull=False,
+        updated_at__gt=OuterRef("updated_at"),
+    )
+    leaf = conversation.active_leaf_id
+    children = Message.objects.filter(conversation_id=OuterRef("pk"))
+    children = children.filter(parent_id=leaf) if leaf else children.filter(parent__isnull=True)
+    leaf_row = Message.objects.filter(pk=OuterRef("active_leaf_id"))
+    reply_streaming, newer_exists, leaf_has_children, leaf_role, leaf_model = (
+        Conversation.objects.filter(pk=conversation.pk)
+        .annotate(
+            s=Exists(streaming),
+            n=Exists(newer),
+            c=Exists(children),
+            r=Subquery(leaf_row.values("role")[:1]),
+            m=Subquery(leaf_row.values("model")[:1]),
+        )
+        .values_list("s", "n", "c", "r", "m")
+        .get()
+    )
+    return _TurnStartState(
+        reply_streaming=reply_streaming,
+        sidebar_moves=leaf is None or newer_exists,
+        leaf_has_children=leaf_has_children,
+        leaf_reply_model=leaf_model or "" if leaf_role == Message.Role.ASSISTANT else None,
+    )
+
+
+def _conversation_lock_idle(*, conversation_id: uuid.UUID, owner: User) -> Conversation:
+    """Lock the owner's conversation for a change to its tree; refused while a reply streams,
+    because the branch on screen must not move under a reply being written."""
+    conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
+    if Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING).exists():
+        raise TurnRefused(REPLY_STREAMING_REFUSAL)
+    return conversation
+
+
+REPLY_STREAMING_REFUSAL = (
+    "A reply is still being written in this conversation. Wait for it or press Stop, "
+    "then try again."
+)
+
+
+def _turn_plan(
+    *, conversation: Conversation, settings: TurnSettings, model: str
+) -> catalogue.TurnPlan:
+    """Where the turn goes and what it sends: the model picked for it (else the conversation's,
+    else the site's), or that model's replacement once it is retired."""
+    current = catalogue.catalogue_current()
+    chosen = model or conversation.model or catalogue.default_model_id(catalogue=current)
+    return catalogue.turn_plan(
+        settings=settings, chosen=chosen, catalogue=current, on=catalogue.today()
+    )
+
+
+def _conversation_apply_settings(
+    *, conversation: Conversation, settings: TurnSettings, model: str
+) -> None:
+    conversation.model = model
+    for name in STORED_FIELDS:
+        setattr(conversation, name, getattr(settings, name))
+    conversation.stop_sequences = list(settings.stop)
+    if settings.system_prompt is not None:
+        conversation.system_prompt = settings.system_prompt
+
+
+def _message_of(*, conversation: Conversation, message_id: uuid.UUID | str, role: str) -> Message:
+    try:
+        return Message.objects.get(id=message_id, conversation=conversation, role=role)
+    except (Message.DoesNotExist, ValueError, TypeError) as exc:
+        raise TurnRefused("That message is not part of this conversation.") from exc
+
+
+def _reply_create(
+    *, conversation: Conversation, parent: Message, plan: catalogue.TurnPlan
+) -> Message:
+    # Regenerate, edit and continue start replies too, so they count against the same limits.
+    _allowance_check(user=conversation.owner, max_tokens=int(plan.params.get("max_tokens") or 0))
+    reply = Message.objects.create(
+        conversation=conversation,
+        parent=parent,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        model=plan.model,
+        request_params=plan.params,
+        model_note=plan.note,
+        request_notes=plan.notes,
+        model_changed=_model_changes(parent=parent, model=plan.model),
+    )
+    _attachments_check(conversation=conversation, leaf=parent, reply=reply, plan=plan)
+    accounts_services.usage_reserve(reply=reply, owner=conversation.owner)
+    conversation.active_leaf = reply
+    conversation.save()
+    return reply
+
+
+def _profile_of(plan: catalogue.TurnPlan) -> ModelProfile:
+    return plan.profile or catalogue.catalogue_current().profile(plan.model)
+
+
+def _request_thread(*, conversation: Conversation, leaf: Message) -> list[Message]:
+    """The messages a request ending at `leaf` is built from (as `reply_turn` builds it)."""
+    return catalogue.thread_in_context(conversation=conversation, thread=message_path(message=leaf))
+
+
+def _attachments_check(
+    *, conversation: Conversation, leaf: Message | None, reply: Message, plan: catalogue.TurnPlan
+) -> None:
+    """A new reply's request carries every file on its thread again: refused in words when
+    the model cannot read them or they pass the request limits (the transaction then leaves
+    nothing behind)."""
+    if leaf is None:
+        return
+    try:
+        attachment_services.thread_attachments_check(
+            thread=_request_thread(conversation=conversation, leaf=leaf),
+            profile=_profile_of(plan),
+            reply=reply,
+        )
+    except attachment_services.AttachmentRefused as exc:
+        raise TurnRefused(str(exc)) from exc
+
+
+def _model_changes(*, parent: Message | None, model: str) -> bool:
+    previous = catalogue.previous_model_of(parent=parent)
+    return bool(previous) and previous != model
+
+
+def reply_regenerate(
+    *,
+    conversation_id: uuid.UUID,
+    owner: User,
+    reply_id: uuid.UUID | str,
+    settings: TurnSettings,
+    model: str,
+) -> Message:
+    """A new version of a reply (also how an error is retried): a sibling under the same user
+    message, so the old one stays reachable and the user's message is not repeated."""
+    with transaction.atomic():
+        conversation = _conversation_lock_idle(conversation_id=conversation_id, owner=owner)
+        old = _message_of(
+            conversation=conversation, message_id=reply_id, role=Message.Role.ASSISTANT
+        )
+        if old.parent is None:  # replies always answer a message; this row is damaged
+            raise TurnRefused("That reply has no message to answer.")
+        plan = _turn_plan(conversation=conversation, settings=settings, model=model)
+        _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
+        return _reply_create(conversation=conversation, parent=old.parent, plan=plan)
+
+
+def turn_edit(
+    *,
+    conversation_id: uuid.UUID,
+    owner: User,
+    message_id: uuid.UUID | str,
+    content: str,
+    settings: TurnSettings,
+    model: str,
+    keep_attachments: Sequence[uuid.UUID] | None = None,
+) -> tuple[Message, Message]:
+    """Resend an edited user message: the conversation branches where that message was. The
+    new version keeps the original's attachments (those in `keep_attachments`, else all),
+    refused in words if the turn's model cannot read them."""
+    with transaction.atomic():
+        conversation = _conversation_lock_idle(conversation_id=conversation_id, owner=owner)
+        original = _message_of(
+            conversation=conversation, message_id=message_id, role=Message.Role.USER
+        )
+        user_message = Message.objects.create(
+            conversation=conversation,
+            parent_id=original.parent_id,
+            role=Message.Role.USER,
+            content=content,
+        )
+        plan = _turn_plan(conversation=conversation, settings=settings, model=model)
+        attachment_services.message_attachments_copy(
+            source_id=original.id,
+            target=user_message,
+            keep_ids=keep_attachments,
+            profile=_profile_of(plan),
+        )
+        if not content.strip() and not user_message.attachment_count:
+            raise TurnRefused("Type a message before sending.")
+        _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
+        reply = _reply_create(conversation=conversation, parent=user_message, plan=plan)
+    return user_message, reply
+
+
+def reply_continue(
+    *,
+    conversation_id: uuid.UUID,
+    owner: User,
+    reply_id: uuid.UUID | str,
+    settings: TurnSettings,
+    model: str,
+) -> Message:
+    """Carry on a reply cut short (token limit, Stop, restart) as its child: upstream sees the
+    partial reply as the last assistant message and writes on from there."""
+    with transaction.atomic():
+        conversation = _conversation_lock_idle(conversation_id=conversation_id, owner=owner)
+        partial = _message_of(
+            conversation=conversation, message_id=reply_id, role=Message.Role.ASSISTANT
+        )
+        cut_short = partial.finish_reason == "length" or partial.status in (
+            Message.Status.STOPPED,
+            Message.Status.INTERRUPTED,
+        )
+        if not cut_short or not partial.content:
+            raise TurnRefused("Only a reply that was stopped or hit the token limit can continue.")
+        plan = _turn_plan(conversation=conversation, settings=settings, model=model)
+        # Claude refuses a prefilled assistant turn while thinking, so a continuation never thinks.
+        plan.params.pop("reasoning_effort", None)
+        _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
+        return _reply_create(conversation=conversation, parent=partial, plan=plan)
+
+
+def branch_switch(
+    *, conversation_id: uuid.UUID, owner: User, message_id: uuid.UUID | str
+) -> Conversation:
+    """Show another version of a message: the branch through it, down to its newest leaf."""
+    with transaction.atomic():
+        conversation = _conversation_lock_idle(conversation_id=conversation_id, owner=owner)
+        try:
+            message = Message.objects.get(id=message_id, conversation=conversation)
+        except (Message.DoesNotExist, ValueError, TypeError) as exc:
+            raise TurnRefused("That message is not part of this conversation.") from exc
+        children: dict[uuid.UUID, uuid.UUID] = {}
+        # Ordered oldest first, so the last child written under each parent wins.
+        for child_id, parent_id in (
+            Message.objects.filter(conversation=conversation)
+            .order_by("created_at")
+            .values_list("id", "parent_id")
+        ):
+            if parent_id is not None:
+                children[parent_id] = child_id
+        leaf = message.id
+        while leaf in children:
+            leaf = children[leaf]
+        conversation.active_leaf_id = leaf
+        conversation.save(update_fields=["active_leaf"])
+    return conversation
+
+
+def _allowance_check(*, user: User, max_tokens: int) -> limits.QuotaUsage:
+    try:
+        return limits.turn_allowance_check(user=user, max_tokens=max_tokens)
+    except limits.LimitReached as exc:
+        raise TurnRefused(str(exc)) from exc
+
+
+RETRYABLE_STATUSES = (Message.Status.ERROR, Message.Status.INTERRUPTED)
+
+
+def reply_retry(
+    *,
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    owner: User,
+    model: str,
+) -> tuple[Message, Message]:
+    """Write a failed reply again: a new streaming sibling under the same user message.
+
+    The user's message is not duplicated; the failed reply stays in the tree (as an earlier
+    version) and the new one becomes the active leaf. Returns (failed reply, new reply).
+    """
+    with transaction.atomic():
+        conversation = _conversation_lock_idle(conversation_id=conversation_id, owner=owner)
+        failed = Message.objects.filter(
+            id=message_id, conversation=conversation, role=Message.Role.ASSISTANT
+        ).first()
+        if failed is None:
+            raise TurnRefused("That reply is not part of this conversation.")
+        if failed.status not in RETRYABLE_STATUSES:
+            raise TurnRefused("Only a reply that failed or was interrupted can be retried.")
+        if conversation.active_leaf_id != failed.id:
+            raise TurnRefused("Only the last reply of the conversation can be retried.")
+        _allowance_check(user=owner, max_tokens=int(failed.request_params.get("max_tokens") or 0))
+        # The same request again, unless its model has been retired since.
+        sent = failed.model or model
+        plan = _turn_plan(
+            conversation=conversation,
+            settings=settings_from_params(failed.request_params, model=sent),
+            model=sent,
+        )
+        if not plan.note:
+            plan = catalogue.TurnPlan(model=sent, params=failed.request_params)
+        reply = Message.objects.create(
+            conversation=conversation,
+            parent_id=failed.parent_id,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            model=plan.model,
+            request_params=plan.params,
+            model_note=plan.note,
+            request_notes=plan.notes,
+            model_changed=_model_changes(parent=failed.parent, model=plan.model),
+        )
+        _attachments_check(conversation=conversation, leaf=failed.parent, reply=reply, plan=plan)
+        accounts_services.usage_reserve(reply=reply, owner=owner)
+        conversation.active_leaf = reply
+        conversation.save(update_fields=["active_leaf", "updated_at"])
+    return failed, reply
