@@ -41,7 +41,11 @@ PAGE_PROBE = """
       const reply = replies[replies.length - 1];
       if (!reply) return;
       const now = performance.now();
-      if (bench.first === null && reply.textContent.trim().length > 0) bench.first = now - bench.t0;
+      // The reply's text, not the article's: its "Claude" label is there from the turn's start.
+      const body = document.getElementById(`${reply.id}-content`);
+      if (bench.first === null && body && body.textContent.trim().length > 0) {
+        bench.first = now - bench.t0;
+      }
       if (reply.dataset.status === "complete") bench.done = now - bench.t0;
     }).observe(transcript, {
       childList: true, subtree: true, characterData: true, attributes: true,

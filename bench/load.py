@@ -39,6 +39,9 @@ SNAPSHOT_RE = re.compile(
     re.S,
 )
 STATUS_RE = re.compile(r'data-status="(\w+)"')
+# The finished reply replaces its article out of band; the attribute's place in the opening tag
+# moved (`<article hx-swap-oob="true" id=…` before, `<article id=… hx-swap-oob="true"` now).
+FINISHED_RE = re.compile(r'<article\b[^>]*\shx-swap-oob="true"')
 COMPOSER_ERROR_RE = re.compile(r'<p id="composer-error"[^>]*>(.*?)</p>', re.S)
 
 
@@ -154,7 +157,7 @@ class Turn:
         if text.startswith('<span hx-swap-oob="beforeend:'):
             self.delta_times.append(now)
             self.pieces.extend(unescape(piece) for piece in DELTA_RE.findall(text))
-        elif text.startswith('<article hx-swap-oob="true"'):
+        elif FINISHED_RE.match(text):
             match = STATUS_RE.search(text)
             self.status = match[1] if match else "?"
             self.done_at = now
