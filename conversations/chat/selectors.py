@@ -107,7 +107,9 @@ def _ancestors(
     when the message is not in this conversation (the id may come from a client).
 
     One recursive statement: it reads only the rows on the path, one primary-key lookup per
-    step, and sees one snapshot, so a tree changing under it cannot make it inconsistent.
+    step, and sees one snapshot, so a tree changing under it cannot make it inconsistent. The
+    conversation is checked outside the recursion: inside it, PostgreSQL without fresh
+    statistics scanned the whole conversation at every step (2,000 messages: 0.8 s).
     """
     if limit is not None and limit < 1:
         return []
@@ -124,11 +126,12 @@ def _ancestors(
     # as uuid, and a raw query gets no conversion of its parameters.
     message_param = meta.pk.get_db_prep_value(message_id, connection)
     conversation_param = conversation_field.get_db_prep_value(conversation_id, connection)
-    params: list[Any] = [message_param, conversation_param, conversation_param]
+    params: list[Any] = [message_param, conversation_param]
     depth_limit = ""
     if limit is not None:
-        depth_limit = "AND ancestry.depth + 1 < %s"
+        depth_limit = "WHERE ancestry.depth + 1 < %s"
         params.append(limit)
+    params.append(conversation_param)
     # Only names from the model's own metadata are interpolated; values go in as parameters.
     sql = f"""
         WITH RECURSIVE ancestry (node_id, parent_id, depth) AS (
@@ -139,11 +142,12 @@ def _ancestors(
             SELECT m.{pk}, m.{parent}, ancestry.depth + 1
             FROM {table} m
             JOIN ancestry ON m.{pk} = ancestry.parent_id
-            WHERE m.{conversation} = %s {depth_limit}
+            {depth_limit}
         )
         SELECT m.*
         FROM {table} m
         JOIN ancestry ON m.{pk} = ancestry.node_id
+        WHERE m.{conversation} = %s
         ORDER BY ancestry.depth DESC
     """
     return list(manager.raw(sql, params))
