@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -78,9 +79,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._snapshot_request()
         # A reply that ended between the page render and this socket joining the group has no
         # generation left to answer the snapshot request: send its final state instead.
+        # A page that already shows that reply finished is left as it is: replacing it would undo
+        # what the reader started on it (a rating, an open editor, focus).
         finished = await database_sync_to_async(_finished_leaf)(self.conversation_id)
-        if finished is not None:
+        if finished is not None and str(finished.id) != self._shown_final():
             await self.send(text_data=frames.message_replaced(message=finished))
+
+    def _shown_final(self) -> str:
+        """The finished reply the page was rendered with (`?shown=<id>`), if the id is one."""
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1")[:200])
+        shown = (query.get("shown") or [""])[0]
+        try:
+            return str(uuid.UUID(shown))
+        except ValueError:
+            return ""
 
     async def send(  # type: ignore[override]  # the signature of Channels' websocket consumer
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False

@@ -33,7 +33,7 @@ from conversations.chat.forms import (
 )
 from conversations.chat.frames import SIDEBAR_SIZE
 from conversations.http import AuthenticatedHttpRequest, owned_conversation_or_404
-from conversations.models import Conversation
+from conversations.models import Conversation, Message
 from conversations.realtime import live
 
 
@@ -61,12 +61,22 @@ def conversation_detail(request: AuthenticatedHttpRequest, conversation_id: str)
             **dict(zip(STOP_FIELDS, stops, strict=False)),
         },
     )
+    window = _window_at(conversation, request.GET.get("at", ""))
+    last = window.messages[-1] if window.messages else None
     return render(
         request,
         "chat/chat.html",
         {
             "conversation": conversation,
-            "window": _window_at(conversation, request.GET.get("at", "")),
+            "window": window,
+            # The socket re-sends the last reply's final state only if the page may lack it.
+            "shown_final": (
+                last.id
+                if last is not None
+                and last.role == Message.Role.ASSISTANT
+                and last.status != Message.Status.STREAMING
+                else None
+            ),
             "conversations": selectors.conversation_sidebar_for_user(
                 user=request.user, current_id=conversation.id, limit=SIDEBAR_SIZE
             ),

@@ -496,6 +496,25 @@ async def test_socket_joining_after_the_reply_ended_gets_its_final_state(
     await comm.disconnect()
 
 
+async def test_a_page_that_shows_the_finished_reply_keeps_it(
+    upstream: FakeUpstream, user: Any
+) -> None:
+    # Re-sending the reply the page already shows finished would swap its article under the
+    # reader (a thumb just pressed, an editor just opened): the first frame is the answer to
+    # the reader's own frame instead.
+    turn = await run_turn(upstream, user, Stream(gateway_chunks(["Done ", "already."])))
+    conversation = await Conversation.objects.aget(id=turn.reply.conversation_id)
+    comm = communicator_for(user, conversation, query=f"shown={turn.reply.id}")
+    await comm.connect(timeout=SOCKET_TIMEOUT)
+    await comm.send_to(text_data=json.dumps({"action": "dance"}))
+
+    frame = await drain_final_state(comm)
+
+    assert f'id="msg-{turn.reply.id}"' not in frame
+    assert "composer-error" in frame
+    await comm.disconnect()
+
+
 async def test_text_arriving_during_the_last_flush_is_kept(
     upstream: FakeUpstream, user: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

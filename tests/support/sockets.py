@@ -44,8 +44,9 @@ class ChatCommunicator(WebsocketCommunicator):
         return await super().receive_json_from(timeout=timeout)
 
 
-def communicator_for(user: Any, conversation: Conversation) -> ChatCommunicator:
-    comm = ChatCommunicator(URLRouter(websocket_urlpatterns), f"/ws/c/{conversation.id}/")
+def communicator_for(user: Any, conversation: Conversation, query: str = "") -> ChatCommunicator:
+    path = f"/ws/c/{conversation.id}/" + (f"?{query}" if query else "")
+    comm = ChatCommunicator(URLRouter(websocket_urlpatterns), path)
     comm.scope["user"] = user
     return comm
 
