@@ -126,8 +126,17 @@ def test_streaming_tail_continues_the_rendered_paragraph(
     expect(reply).to_contain_text("to talk to Claude")
     paragraph = reply.locator("p", has=page.locator("code"))
     expect(paragraph).to_contain_text("to talk to Claude")
-    one_line = code.bounding_box()["height"] * 1.6
-    assert paragraph.bounding_box()["height"] < one_line
+    # Measured in the page as it is at each poll: a re-render may replace the paragraph between
+    # two reads from here. Fails by timing out if the text never flows on the code's line.
+    page.wait_for_function(
+        """() => {
+            const code = document.querySelector('article[data-role="assistant"] p code');
+            const paragraph = code && code.closest("p");
+            if (!paragraph || !paragraph.textContent.includes("to talk to Claude")) return false;
+            const oneLine = code.getBoundingClientRect().height * 1.6;
+            return paragraph.getBoundingClientRect().height < oneLine;
+        }"""
+    )
     more.release()
     expect(reply).to_have_attribute("data-status", "complete")
 
