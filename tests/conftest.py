@@ -275,9 +275,44 @@ def live(
     transactional_db: None,
     daphne: DaphneServer,
     upstream: FakeUpstream,
-) -> DaphneServer:
+) -> Iterator[DaphneServer]:
     """A running app whose database the test can arrange, and a clean loopback gateway."""
-    return daphne
+    yield daphne
+    # The server owns its replies, so they outlive the test's page; their last writes (and the
+    # sidebar reads that follow them) would meet the flush that empties the tables for the next
+    # test, and on PostgreSQL the two deadlock. End them and let the database go quiet first.
+    upstream.end_streams()
+    database_wait_quiet()
+
+
+def database_wait_quiet(*, timeout: float = 30.0) -> None:
+    """Wait until no reply is streaming and, on PostgreSQL, no other session has been inside a
+    statement or transaction for a few polls in a row."""
+    from conversations.models import Message
+
+    postgres = django_settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+    deadline = time.monotonic() + timeout
+    quiet_polls = 0
+    while quiet_polls < 3:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the app was still writing {timeout:.0f} s after the test ended")
+        busy = Message.objects.filter(status=Message.Status.STREAMING).exists() or (
+            postgres and _other_sessions_busy()
+        )
+        quiet_polls = 0 if busy else quiet_polls + 1
+        time.sleep(0.05)
+
+
+def _other_sessions_busy() -> bool:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND state <> 'idle'"
+        )
+        (busy,) = cursor.fetchone()
+    return bool(busy)
 
 
 @pytest.fixture

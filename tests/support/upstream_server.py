@@ -536,6 +536,18 @@ class FakeUpstream:
             thread.join(timeout=5)
         self._server = self._thread = None
 
+    def end_streams(self) -> None:
+        """Let every held stream go and cut every open connection, leaving the server up: the
+        replies a test left running end now, whatever their script had left to send."""
+        with self._cond:
+            gates = list(self._held)
+            connections = list(self._connections)
+        for gate in gates:
+            gate.release()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
     def __enter__(self) -> FakeUpstream:
         self.start()
         return self
