@@ -303,9 +303,9 @@ class Bench:
                         "--nonblocking",
                         "--gil",
                         "-r",
-                        "100",
+                        str(self.args.profile_rate),
                         "-d",
-                        str(int(self.args.duration + 2)),
+                        str(self.args.profile_seconds or int(self.args.duration + 2)),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -551,6 +551,7 @@ class Bench:
         rows = []
         for count in a.burst:
             log(f"burst: {count} turns at the same instant")
+            profile = RESULTS / f"{a.name}-profile-{count}.txt" if a.profile == count else None
             rows.append(
                 self.pair(
                     f"burst{count}",
@@ -559,6 +560,7 @@ class Bench:
                     interval=1 / a.rate,
                     ramp=0,
                     measure=True,
+                    profile=profile,
                 )
             )
         self.results["burst"] = rows
@@ -1031,6 +1033,10 @@ def main() -> None:
     parser.add_argument("--flush-interval", type=float, default=0.05)
     parser.add_argument("--conn-max-age", type=int, default=60)
     parser.add_argument("--profile", type=int, default=0, help="py-spy the server at this step")
+    parser.add_argument(
+        "--profile-seconds", type=int, default=0, help="how long to profile (default: the step)"
+    )
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples a second")
     parser.add_argument("--no-report", action="store_true")
     parser.add_argument("--scenario", choices=["steady", "burst", "browser"], default="steady")
     parser.add_argument("--browser-runs", type=int, default=8)

@@ -160,41 +160,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=frames.composer_error(text=DATABASE_BUSY))
 
     async def turn_send(self, frame: frames_in.SendFrame) -> None:
-        # Files may be sent without a word about them.
-        form_class = TurnWithFilesForm if frame.attachment_ids else TurnForm
-        form = await self._checked_form(form_class, {**frame.controls, "message": frame.message})
-        if form.errors:
-            raise FrameError(form_error_text(form))
-        data = form.cleaned_data
         owner = self.user
-        turn_settings = turn_settings_from(form=form, frame=frame.controls)
-        overflow = await orm_concurrent(context.context_offers_needed)(
-            conversation_id=self.conversation_id,
-            new_text=data["message"],
-            max_tokens=turn_settings.max_tokens,
-            model=turn_settings.model,
-            attachment_ids=frame.attachment_ids,
-        )
-        if overflow is not None:
-            # Not sent: the user chooses how to go on (the message stays in the composer).
-            await self.send(
-                text_data=context.context_offers_frame(
-                    conversation_id=self.conversation_id, usage=overflow
-                )
-            )
-            return
         try:
             # On PostgreSQL beside other turn starts: a burst of Enters is not a queue.
-            turn = await orm_concurrent(_turn_start)(
-                conversation_id=self.conversation_id,
-                owner=owner,
-                content=data["message"],
-                turn_settings=turn_settings,
-                model=turn_settings.model,
-                attachment_ids=frame.attachment_ids,
+            turn = await orm_concurrent(_turn_begin)(
+                frame=frame, owner=owner, conversation_id=self.conversation_id
             )
         except (services.TurnRefused, attachment_services.AttachmentRefused) as exc:
             raise FrameError(str(exc)) from exc
+        if isinstance(turn, context.ContextUsage):
+            # Not sent: the user chooses how to go on (the message stays in the composer).
+            await self.send(
+                text_data=context.context_offers_frame(
+                    conversation_id=self.conversation_id, usage=turn
+                )
+            )
+            return
         user_message, reply = turn.started.user_message, turn.started.reply
         await self.send(text_data=frames.composer_accepted(client_token=frame.client_token))
         # Before the reply starts: viewers must know of the turn to take its first text.
@@ -503,6 +484,41 @@ class TurnStart:
     started: services.StartedTurn
     prepared: tuple[TurnRequest, uuid.UUID]
     frame: str
+
+
+def _turn_begin(
+    *, frame: frames_in.SendFrame, owner: User, conversation_id: uuid.UUID
+) -> TurnStart | context.ContextUsage:
+    """Everything a send needs from the database, in one thread hop: the controls checked
+    against the model's profile, the fit in the context window (the usage when it does not
+    fit), then the turn started. Split into hops, a burst of sends queued each turn's later
+    hops behind every other turn's earlier ones, and every first token waited for the last."""
+    # Files may be sent without a word about them.
+    form_class = TurnWithFilesForm if frame.attachment_ids else TurnForm
+    form = _checked_form(
+        form_class, {**frame.controls, "message": frame.message}, owner, conversation_id
+    )
+    if form.errors:
+        raise FrameError(form_error_text(form))
+    message = form.cleaned_data["message"]
+    turn_settings = turn_settings_from(form=form, frame=frame.controls)
+    overflow = context.context_offers_needed(
+        conversation_id=conversation_id,
+        new_text=message,
+        max_tokens=turn_settings.max_tokens,
+        model=turn_settings.model,
+        attachment_ids=frame.attachment_ids,
+    )
+    if overflow is not None:
+        return overflow
+    return _turn_start(
+        conversation_id=conversation_id,
+        owner=owner,
+        content=message,
+        turn_settings=turn_settings,
+        model=turn_settings.model,
+        attachment_ids=frame.attachment_ids,
+    )
 
 
 def _turn_start(

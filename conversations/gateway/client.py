@@ -236,7 +236,10 @@ class UpstreamClient:
         error: GatewayError
         if isinstance(request, TurnRequest):
             model = request.options.model
-            dialect = await self._dialects.get(model) or request.starting_dialect
+            if request.dialect_read:
+                dialect = request.starting_dialect
+            else:
+                dialect = await self._dialects.get(model) or request.starting_dialect
             built = request.build(dialect, stream=stream)
             payload = built.body
             for notice in built.not_sent:

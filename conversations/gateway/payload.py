@@ -239,6 +239,9 @@ class TurnRequest:
     system_prompt: str = ""
     # The dialect to start from when the client's memory knows none for this model.
     dialect: Dialect | None = None
+    # The memory was read when the turn was gathered, beside its other rows, and `dialect` is
+    # its answer (or the profile's when it had none): the client does not ask it again.
+    dialect_read: bool = False
 
     def build(self, dialect: Dialect, *, stream: bool) -> Payload:
         payload = build_payload(

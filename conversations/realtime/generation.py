@@ -8,6 +8,7 @@ to whichever process holds the task, so any tab on any process can stop it or jo
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Coroutine
@@ -22,6 +23,7 @@ from conversations.catalogue import selectors as catalogue
 from conversations.catalogue.services import reply_switch_model
 from conversations.chat import selectors, services
 from conversations.gateway.client import UpstreamClient
+from conversations.gateway.dialect import Dialect
 from conversations.gateway.errors import GatewayError, ModelUnavailable, UnreadableStream
 from conversations.gateway.events import (
     ContentDelta,
@@ -453,7 +455,19 @@ def reply_prepare(*, reply: Message) -> tuple[TurnRequest, uuid.UUID]:
     it in the same ORM hop as the write that saved it."""
     # Recorded so that, should this process die, another one can tell the reply is orphaned.
     recovery.reply_claim(message_id=reply.id, worker=recovery.worker_id())
-    return selectors.reply_turn(reply=reply)
+    turn, conversation_id = selectors.reply_turn(reply=reply)
+    gateway = runtime.dialect_memory_gateway()
+    if gateway is None:
+        return turn, conversation_id
+    # Read here, in the turn's one database hop, rather than by the client just before it
+    # sends: in a burst of sends, that second hop queued behind every other turn's start.
+    remembered = Dialect.from_json(
+        catalogue.dialect_remembered(gateway=gateway, model_id=turn.options.model)
+    )
+    return (
+        dataclasses.replace(turn, dialect=remembered or turn.dialect, dialect_read=True),
+        conversation_id,
+    )
 
 
 async def reply_generate(
