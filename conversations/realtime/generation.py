@@ -233,9 +233,12 @@ class Generation:
             tail = self._text.take_pending()
             tail_sent = asyncio.create_task(self._send_tail(tail))
             self._live.checkpointer.discard(self.reply_id)
+            outcome = self._outcome(status, error)
             frame = await saving.reply_save_final(
                 message_id=self.reply_id,
-                outcome=self._outcome(status, error),
+                outcome=dataclasses.replace(
+                    outcome, content_html=await self._final_html(outcome.content)
+                ),
                 worker=recovery.worker_id(),
             )
             await tail_sent
@@ -256,6 +259,15 @@ class Generation:
             self.first_text_sent.set()
             self._live.generations.pop(self.reply_id, None)
             await self._listener_end(listener, control_channel)
+
+    async def _final_html(self, content: str) -> str | None:
+        """The finished reply's HTML from the streaming render, which renders only the last
+        block again; None (the save then renders it whole) should that fail."""
+        try:
+            return await self._render.render(content)
+        except Exception:
+            logger.exception("reply %s: the streaming render failed at the end", self.reply_id)
+            return None
 
     def _outcome(self, status: str, error: str) -> services.ReplyOutcome:
         content, reasoning = self._text.content_text(), self._text.reasoning_text()

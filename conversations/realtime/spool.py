@@ -40,6 +40,8 @@ def _file_for(worker: str) -> Path:
 
 def _encode(*, message_id: uuid.UUID, outcome: services.ReplyOutcome) -> str:
     fields = dataclasses.asdict(outcome)
+    # Rendered again when the record is saved: the spool keeps what cannot be made again.
+    del fields["content_html"]
     if fields["cost_usd"] is not None:
         fields["cost_usd"] = str(fields["cost_usd"])
     return json.dumps({"message_id": str(message_id), "outcome": fields}, ensure_ascii=False)

@@ -10,6 +10,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from chatsite.asgi import application
+from conversations.chat.rendering import markdown_to_html
 from conversations.chat.services import conversation_create
 from conversations.models import Message
 from conversations.realtime import live
@@ -327,4 +328,33 @@ async def test_a_turn_in_the_conversation_on_top_leaves_the_sidebar_alone(
     # The consumer decides before the reply streams; no sidebar update is on its way.
     assert announced == []
     assert 'id="conversation-list"' not in frames
+    await comm.disconnect()
+
+
+async def test_a_streamed_reply_is_saved_with_the_html_of_its_whole_text(
+    upstream: FakeUpstream, user: Any, settings: Any
+) -> None:
+    # The saved HTML comes from the streaming render, which by the end has kept the first
+    # blocks from an earlier render and renders only the rest: it must be the whole text's.
+    settings.CHAT_RENDER_INTERVAL = 0.01
+    gate = Gate()
+    pieces = [
+        "# Notes\n\nSome *text* & <tags>.\n\n```python\nprint('<hi>')\n```\n\n- one\n",
+        "- two\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nThe [end](https://example.com/).",
+    ]
+    chunks = gateway_chunks(pieces)
+    upstream.enqueue(Stream([chunks[0], Hold(gate), *chunks[1:]]))
+    conversation = await database_sync_to_async(conversation_create)(owner=user)
+    comm = communicator_for(user, conversation)
+    assert (await comm.connect())[0]
+
+    await comm.send_to(text_data=json.dumps(SEND))
+    await receive_until(comm, "<h1>Notes</h1>")
+    gate.release()
+    await receive_until(comm, 'data-role="assistant" data-status="complete"')
+
+    reply = await finished(conversation)
+    assert reply.content == "".join(pieces)
+    assert reply.content_html == markdown_to_html(reply.content)
+    assert "<table>" in reply.content_html and "&lt;tags&gt;" in reply.content_html
     await comm.disconnect()

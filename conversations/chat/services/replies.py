@@ -41,6 +41,10 @@ class ReplyOutcome:
     raw_event: str = ""
     # The request dialect the gateway accepted (``Dialect.code()``); empty when none was.
     dialect: str = ""
+    # The sanitised HTML of `content` when the caller has it already (the streaming render,
+    # which kept its finished blocks, makes it for the cost of the last one); rendered here
+    # when None.
+    content_html: str | None = None
 
 
 def web_citations(citations: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -111,7 +115,11 @@ def request_notes_bounded(*, notes: list[str]) -> list[str]:
 def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
     """Save the end of a reply, once. A reply the recovery sweep marked `interrupted` while its
     process could not reach the database is still saved: its text is the whole truth."""
-    content_html = markdown_to_html(outcome.content)
+    content_html = (
+        outcome.content_html
+        if outcome.content_html is not None
+        else markdown_to_html(outcome.content)
+    )
     cost_usd, cost_estimated = _cost_of(message_id=message_id, outcome=outcome)
     notes: dict[str, list[str]] = {}
     if outcome.request_notes:
