@@ -14,8 +14,8 @@ def owned_row_get(
     rows: QuerySet[RowT], *, row_id: uuid.UUID | str, user: User, owner: str
 ) -> RowT | None:
     """The row with this id whose `owner` lookup (a path to a user, e.g. "conversation__owner")
-    leads to `user`; None for a signed-out user, a malformed id, no such row and someone else's
-    row alike, so the answer never tells them apart."""
+    leads to `user`; None for a signed-out user, no such row and someone else's row alike, so
+    the answer never tells them apart."""
     if not user.is_authenticated:
         return None
     try:
