@@ -1,4 +1,5 @@
-"""Request types for views: what the middleware and decorators guarantee, for the type checker."""
+"""Request types for views (what the middleware and decorators guarantee, for the type checker),
+and the one 404 that views answer for an id that is not the user's."""
 
 from typing import TypeVar
 
