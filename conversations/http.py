@@ -1,4 +1,7 @@
-"""Request types for views: what the middleware and decorators guarantee, for the type checker."""
+"""Request types for views (what the middleware and decorators guarantee, for the type checker),
+and the one 404 that views answer for an id that is not the user's."""
+
+from typing import TypeVar
 
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
@@ -7,6 +10,8 @@ from django_htmx.middleware import HtmxDetails
 
 from conversations.chat.selectors import conversation_get_for_user
 from conversations.models import Conversation
+
+FoundT = TypeVar("FoundT")
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -28,11 +33,19 @@ def staff_member(request: HttpRequest) -> User:
     return request.user
 
 
+def found_or_404(found: FoundT | None, *, what: str) -> FoundT:
+    """What a selector found for the user, or a 404: the selectors answer None alike for no such
+    id and someone else's, and so does this page."""
+    if found is None:
+        raise Http404(f"No such {what}.")
+    return found
+
+
 def owned_conversation_or_404(
     request: AuthenticatedHttpRequest, conversation_id: str
 ) -> Conversation:
     """The signed-in user's conversation; anyone else's, or no such id, is a 404 alike."""
-    conversation = conversation_get_for_user(conversation_id=conversation_id, user=request.user)
-    if conversation is None:
-        raise Http404("No such conversation.")
-    return conversation
+    return found_or_404(
+        conversation_get_for_user(conversation_id=conversation_id, user=request.user),
+        what="conversation",
+    )

@@ -44,12 +44,14 @@ urlpatterns = [
     path("s/<str:token>/continue/", views_sharing.shared_continue, name="shared_continue"),
     path(
         "c/<uuid:conversation_id>/export.json",
-        views_export.conversation_export_json,
+        views_export.conversation_export,
+        {"extension": "json"},
         name="conversation_export_json",
     ),
     path(
         "c/<uuid:conversation_id>/export.md",
-        views_export.conversation_export_markdown,
+        views_export.conversation_export,
+        {"extension": "md"},
         name="conversation_export_markdown",
     ),
     # The context meter and the ways on when a conversation outgrows its model's context.

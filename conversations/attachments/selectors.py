@@ -15,6 +15,7 @@ from django.core.files.storage import storages
 from conversations.attachments.models import Attachment, MessageAttachment
 from conversations.attachments.validation import Limits
 from conversations.gateway.content import ContentPart, DocumentPart, ImagePart, TextPart
+from conversations.ownership import owned_row_get
 
 STORAGE_PREFIX = "attachments"
 
@@ -34,12 +35,7 @@ def storage() -> Any:
 
 
 def attachment_get_for_user(*, attachment_id: uuid.UUID | str, user: User) -> Attachment | None:
-    if not user.is_authenticated:
-        return None
-    try:
-        return Attachment.objects.get(id=attachment_id, owner=user)
-    except (Attachment.DoesNotExist, ValueError, TypeError):
-        return None
+    return owned_row_get(Attachment.objects.all(), row_id=attachment_id, user=user, owner="owner")
 
 
 def attachments_for_user(*, attachment_ids: Sequence[uuid.UUID], user: User) -> list[Attachment]:

@@ -12,7 +12,8 @@ urlpatterns = [
     path("attachments/<uuid:attachment_id>/", views.attachment_file, name="attachment_file"),
     path(
         "attachments/<uuid:attachment_id>/thumbnail/",
-        views.attachment_thumbnail,
+        views.attachment_file,
+        {"thumbnail": True},
         name="attachment_thumbnail",
     ),
     path(
@@ -22,7 +23,8 @@ urlpatterns = [
     ),
     path(
         "s/<str:token>/attachments/<uuid:attachment_id>/thumbnail/",
-        views.shared_attachment_thumbnail,
+        views.shared_attachment_file,
+        {"thumbnail": True},
         name="shared_attachment_thumbnail",
     ),
     path(
@@ -32,7 +34,8 @@ urlpatterns = [
     ),
     path(
         "review/c/<uuid:conversation_id>/attachments/<uuid:attachment_id>/thumbnail/",
-        views.staff_attachment_thumbnail,
+        views.staff_attachment_file,
+        {"thumbnail": True},
         name="staff_attachment_thumbnail",
     ),
 ]

@@ -2,7 +2,8 @@
 
 Every file is served by a view that checks who asks: the owner, a visitor of a live share link
 that includes attachments, or a staff member who opened the transcript with a reason (each such
-access is written to the access log).
+access is written to the access log). Each serves the file itself or, where the URLconf passes
+`thumbnail`, its thumbnail: who may see one may see the other.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from conversations.attachments import selectors, services
 from conversations.attachments.models import Attachment
 from conversations.chat import selectors as chat_selectors
 from conversations.chat.exports import export_filename
-from conversations.http import AuthenticatedHttpRequest
+from conversations.http import AuthenticatedHttpRequest, found_or_404, owned_conversation_or_404
 from conversations.models import Conversation, ShareLink, TranscriptAccess
 from conversations.review import selectors as review_selectors
 from conversations.review import services as review_services
@@ -115,20 +116,14 @@ def _file_response(
 
 @require_GET
 @login_required
-def attachment_file(request: AuthenticatedHttpRequest, attachment_id: str) -> HttpResponseBase:
-    attachment = selectors.attachment_get_for_user(attachment_id=attachment_id, user=request.user)
-    if attachment is None:
-        raise Http404("No such attachment.")
-    return _file_response(attachment)
-
-
-@require_GET
-@login_required
-def attachment_thumbnail(request: AuthenticatedHttpRequest, attachment_id: str) -> HttpResponseBase:
-    attachment = selectors.attachment_get_for_user(attachment_id=attachment_id, user=request.user)
-    if attachment is None:
-        raise Http404("No such attachment.")
-    return _file_response(attachment, thumbnail=True)
+def attachment_file(
+    request: AuthenticatedHttpRequest, attachment_id: str, thumbnail: bool = False
+) -> HttpResponseBase:
+    attachment = found_or_404(
+        selectors.attachment_get_for_user(attachment_id=attachment_id, user=request.user),
+        what="attachment",
+    )
+    return _file_response(attachment, thumbnail=thumbnail)
 
 
 def _shared_attachment(request: HttpRequest, token: str, attachment_id: str) -> Attachment:
@@ -158,21 +153,19 @@ def _shared_attachment(request: HttpRequest, token: str, attachment_id: str) -> 
 
 @require_GET
 def shared_attachment_file(
-    request: HttpRequest, token: str, attachment_id: str
+    request: HttpRequest, token: str, attachment_id: str, thumbnail: bool = False
 ) -> HttpResponseBase:
-    return _file_response(_shared_attachment(request, token, attachment_id), public=True)
+    attachment = _shared_attachment(request, token, attachment_id)
+    return _file_response(attachment, thumbnail=thumbnail, public=True)
 
 
 @require_GET
-def shared_attachment_thumbnail(
-    request: HttpRequest, token: str, attachment_id: str
-) -> HttpResponseBase:
-    attachment = _shared_attachment(request, token, attachment_id)
-    return _file_response(attachment, thumbnail=True, public=True)
-
-
-def _staff_serve(
-    request: AuthenticatedHttpRequest, conversation_id: str, attachment_id: str, *, thumbnail: bool
+@login_required
+def staff_attachment_file(
+    request: AuthenticatedHttpRequest,
+    conversation_id: str,
+    attachment_id: str,
+    thumbnail: bool = False,
 ) -> HttpResponseBase:
     """A file of a conversation for staff who opened its transcript with a reason: the same
     reason is logged again for this file, then the file is served."""
@@ -208,31 +201,11 @@ def _staff_serve(
 
 @require_GET
 @login_required
-def staff_attachment_file(
-    request: AuthenticatedHttpRequest, conversation_id: str, attachment_id: str
-) -> HttpResponseBase:
-    return _staff_serve(request, conversation_id, attachment_id, thumbnail=False)
-
-
-@require_GET
-@login_required
-def staff_attachment_thumbnail(
-    request: AuthenticatedHttpRequest, conversation_id: str, attachment_id: str
-) -> HttpResponseBase:
-    return _staff_serve(request, conversation_id, attachment_id, thumbnail=True)
-
-
-@require_GET
-@login_required
 def conversation_export_zip(
     request: AuthenticatedHttpRequest, conversation_id: str
 ) -> HttpResponseBase:
     """The JSON export plus every attached file, as one ZIP archive."""
-    conversation = chat_selectors.conversation_get_for_user(
-        conversation_id=conversation_id, user=request.user
-    )
-    if conversation is None:
-        raise Http404("No such conversation.")
+    conversation = owned_conversation_or_404(request, conversation_id)
     data = chat_selectors.conversation_export_data(conversation=conversation)
     # Spooled: small archives stay in memory, large ones go to a temporary file.
     # FileResponse closes it once sent, so no `with` here.

@@ -2,40 +2,29 @@
 them, which request shape each model was found to take, and which conversations sit on a model
 that is retiring."""
 
-from typing import Any
-
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Q
 from django.http import HttpRequest
 
+from conversations.admin_filters import YesNoFilter
 from conversations.catalogue import selectors
 from conversations.gateway.dialect import Dialect
-from conversations.models import Conversation, GatewayModel, ModelDialect, ModelOffer
+from conversations.models import GatewayModel, ModelDialect, ModelOffer
 
 
-class RetiringModelFilter(admin.SimpleListFilter):
+class RetiringModelFilter(YesNoFilter):
     """Conversations whose model retires within the notice period or already has: their next
     turn goes to another model."""
 
     title = "model retiring"
     parameter_name = "model_retiring"
+    yes_label = "Retiring or retired"
 
-    def lookups(
-        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
-    ) -> list[tuple[str, str]]:
-        return [("yes", "Retiring or retired"), ("no", "No")]
-
-    def queryset(
-        self, request: HttpRequest, queryset: QuerySet[Conversation]
-    ) -> QuerySet[Conversation]:
-        if self.value() not in ("yes", "no"):
-            return queryset
+    def condition(self) -> Q:
         ids = selectors.retiring_model_ids(
             catalogue=selectors.catalogue_current(), on=selectors.today()
         )
-        if self.value() == "yes":
-            return queryset.filter(model__in=ids)
-        return queryset.exclude(model__in=ids)
+        return Q(model__in=ids)
 
 
 @admin.register(ModelOffer)

@@ -5,7 +5,7 @@ from channels.db import database_sync_to_async
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 from conversations.catalogue import context
 from conversations.chat import selectors
 from conversations.gateway.errors import GatewayError
-from conversations.http import AuthenticatedHttpRequest, owned_conversation_or_404
+from conversations.http import AuthenticatedHttpRequest, found_or_404, owned_conversation_or_404
 from conversations.realtime import live, runtime
 
 SUMMARY_MAX_CHARS = 50_000
@@ -86,11 +86,12 @@ async def context_summary(request: AuthenticatedHttpRequest, conversation_id: st
     user = await request.auser()
     if not user.is_authenticated:  # login_required let only signed-in users in
         raise PermissionDenied
-    conversation = await database_sync_to_async(selectors.conversation_get_for_user)(
-        conversation_id=conversation_id, user=user
+    conversation = found_or_404(
+        await database_sync_to_async(selectors.conversation_get_for_user)(
+            conversation_id=conversation_id, user=user
+        ),
+        what="conversation",
     )
-    if conversation is None:
-        raise Http404("No such conversation.")
     turn = await database_sync_to_async(context.summary_request)(conversation=conversation)
     error, summary = "", ""
     try:

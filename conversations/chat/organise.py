@@ -1,23 +1,40 @@
 """A user's own conversations kept in order: pin, archive (and the archived list), and
 feedback on replies. Every id is checked against the signed-in user: anyone else's is a 404."""
 
+import uuid
+from typing import Protocol
+
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations.chat import selectors, services
 from conversations.chat.forms import FeedbackForm, SwitchForm
-from conversations.chat.frames import SIDEBAR_SIZE
-from conversations.http import AuthenticatedHttpRequest, owned_conversation_or_404
+from conversations.chat.views import render_with_sidebar
+from conversations.http import AuthenticatedHttpRequest, found_or_404, owned_conversation_or_404
 from conversations.models import Conversation, Message, MessageFeedback
 from conversations.realtime import live
 
 
-def _switched(request: AuthenticatedHttpRequest, conversation: Conversation) -> HttpResponse:
-    """After a pin or archive: every open tab re-renders its sidebar (and this conversation's
-    controls) over its socket; the answer to this request carries the same, for a tab whose
-    socket is down."""
+class _Switch(Protocol):
+    def __call__(
+        self, *, conversation_id: uuid.UUID | str, owner: User, on: bool
+    ) -> Conversation: ...
+
+
+def _switch(
+    request: AuthenticatedHttpRequest, conversation_id: str, switch: _Switch
+) -> HttpResponse:
+    """Pin or archive from the form's on/off `state`. Then every open tab re-renders its sidebar
+    (and this conversation's controls) over its socket; the answer to this request carries the
+    same, for a tab whose socket is down."""
+    conversation = owned_conversation_or_404(request, conversation_id)
+    form = SwitchForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse("`state` must be on or off.", status=400)
+    conversation = switch(conversation_id=conversation.id, owner=request.user, on=form.is_on)
     live.sidebar_changed_sync(user_id=request.user.pk)
     if not request.htmx:
         # Only the archived list says where to go back to; anything else returns to the
@@ -25,42 +42,19 @@ def _switched(request: AuthenticatedHttpRequest, conversation: Conversation) -> 
         if request.POST.get("next") == "archived":
             return redirect("archived")
         return redirect("conversation", conversation_id=conversation.id)
-    return render(
-        request,
-        "chat/_organised.html",
-        {
-            "conversation": conversation,
-            "conversations": selectors.conversation_sidebar_for_user(
-                user=request.user, current_id=conversation.id, limit=SIDEBAR_SIZE
-            ),
-        },
-    )
+    return render_with_sidebar(request, "chat/_organised.html", {"conversation": conversation})
 
 
 @require_POST
 @login_required
 def conversation_pin(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
-    conversation = owned_conversation_or_404(request, conversation_id)
-    form = SwitchForm(request.POST)
-    if not form.is_valid():
-        return HttpResponse("`state` must be on or off.", status=400)
-    conversation = services.conversation_pin_set(
-        conversation_id=conversation.id, owner=request.user, pinned=form.is_on
-    )
-    return _switched(request, conversation)
+    return _switch(request, conversation_id, services.conversation_pin_set)
 
 
 @require_POST
 @login_required
 def conversation_archive(request: AuthenticatedHttpRequest, conversation_id: str) -> HttpResponse:
-    conversation = owned_conversation_or_404(request, conversation_id)
-    form = SwitchForm(request.POST)
-    if not form.is_valid():
-        return HttpResponse("`state` must be on or off.", status=400)
-    conversation = services.conversation_archive_set(
-        conversation_id=conversation.id, owner=request.user, archived=form.is_on
-    )
-    return _switched(request, conversation)
+    return _switch(request, conversation_id, services.conversation_archive_set)
 
 
 @require_GET
@@ -77,9 +71,9 @@ def archived(request: AuthenticatedHttpRequest) -> HttpResponse:
 @login_required
 def message_feedback(request: AuthenticatedHttpRequest, message_id: str) -> HttpResponse:
     """Rate a reply (or take the rating back) and answer with its feedback controls."""
-    message = selectors.message_get_for_user(message_id=message_id, user=request.user)
-    if message is None:
-        raise Http404("No such message.")
+    message = found_or_404(
+        selectors.message_get_for_user(message_id=message_id, user=request.user), what="message"
+    )
     form = FeedbackForm(request.POST)
     error = ""
     # Just rated down: the comment box opens to ask what went wrong (on a page load it stays
@@ -105,9 +99,9 @@ def message_feedback(request: AuthenticatedHttpRequest, message_id: str) -> Http
         raise Http404("No such message.") from exc
     if not request.htmx and not request.headers.get("X-Requested-With"):
         return redirect("conversation", conversation_id=message.conversation_id)
-    shown = selectors.feedback_for_user(message_id=message.id, user=request.user)
-    if shown is None:
-        raise Http404("No such message.")
+    shown = found_or_404(
+        selectors.feedback_for_user(message_id=message.id, user=request.user), what="message"
+    )
     return render(
         request,
         "chat/_feedback.html",

@@ -26,18 +26,16 @@ from conversations.models import (
     Message,
     MessageFeedback,
 )
+from conversations.ownership import owned_row_get
 
 
 def conversation_get_for_user(
     *, conversation_id: uuid.UUID | str, user: User
 ) -> Conversation | None:
     """The conversation if it exists and belongs to the user, otherwise None (never a hint)."""
-    if not user.is_authenticated:
-        return None
-    try:
-        return Conversation.objects.get(id=conversation_id, owner=user)
-    except (Conversation.DoesNotExist, ValueError, TypeError):
-        return None
+    return owned_row_get(
+        Conversation.objects.all(), row_id=conversation_id, user=user, owner="owner"
+    )
 
 
 def conversation_list_for_user(*, user: User) -> QuerySet[Conversation]:
@@ -85,14 +83,8 @@ def streaming_reply_get(*, conversation_id: uuid.UUID) -> Message | None:
 
 
 def message_get_for_user(*, message_id: uuid.UUID | str, user: User) -> Message | None:
-    if not user.is_authenticated:
-        return None
-    try:
-        return Message.objects.select_related("conversation").get(
-            id=message_id, conversation__owner=user
-        )
-    except (Message.DoesNotExist, ValueError, TypeError):
-        return None
+    messages = Message.objects.select_related("conversation")
+    return owned_row_get(messages, row_id=message_id, user=user, owner="conversation__owner")
 
 
 def message_path(*, message: Message) -> list[Message]:

@@ -1,4 +1,5 @@
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import login
@@ -23,6 +24,7 @@ from conversations.catalogue import context
 from conversations.catalogue import selectors as catalogue
 from conversations.catalogue.services import catalogue_refresh_soon
 from conversations.chat import selectors, services
+from conversations.chat.exports import download
 from conversations.chat.forms import (
     STOP_FIELDS,
     PreferencesForm,
@@ -32,7 +34,7 @@ from conversations.chat.forms import (
     settings_of,
 )
 from conversations.chat.frames import SIDEBAR_SIZE
-from conversations.http import AuthenticatedHttpRequest, owned_conversation_or_404
+from conversations.http import AuthenticatedHttpRequest, found_or_404, owned_conversation_or_404
 from conversations.models import Conversation, Message
 from conversations.realtime import live
 
@@ -63,7 +65,7 @@ def conversation_detail(request: AuthenticatedHttpRequest, conversation_id: str)
     )
     window = _window_at(conversation, request.GET.get("at", ""))
     last = window.messages[-1] if window.messages else None
-    return render(
+    return render_with_sidebar(
         request,
         "chat/chat.html",
         {
@@ -76,9 +78,6 @@ def conversation_detail(request: AuthenticatedHttpRequest, conversation_id: str)
                 and last.role == Message.Role.ASSISTANT
                 and last.status != Message.Status.STREAMING
                 else None
-            ),
-            "conversations": selectors.conversation_sidebar_for_user(
-                user=request.user, current_id=conversation.id, limit=SIDEBAR_SIZE
             ),
             "settings_form": settings_form,
             "stop_fields": [settings_form[name] for name in STOP_FIELDS],
@@ -93,6 +92,16 @@ def conversation_detail(request: AuthenticatedHttpRequest, conversation_id: str)
             ),
         },
     )
+
+
+def render_with_sidebar(
+    request: AuthenticatedHttpRequest, template: str, context: dict[str, Any]
+) -> HttpResponse:
+    """A page or partial that carries the sidebar, with `context["conversation"]` current."""
+    sidebar = selectors.conversation_sidebar_for_user(
+        user=request.user, current_id=context["conversation"].id, limit=SIDEBAR_SIZE
+    )
+    return render(request, template, {**context, "conversations": sidebar})
 
 
 def _window_at(conversation: Conversation, at: str) -> selectors.ThreadWindow:
@@ -130,13 +139,17 @@ def message_text(
 ) -> HttpResponse:
     """The rest of a reply too long to show whole, one window at a time from `start` (JSON,
     plain text that the page inserts as text), or all of it as a file with `download`."""
-    message = selectors.message_get_for_user(message_id=message_id, user=request.user)
-    if message is None or str(message.conversation_id) != str(conversation_id):
+    message = found_or_404(
+        selectors.message_get_for_user(message_id=message_id, user=request.user), what="message"
+    )
+    if str(message.conversation_id) != str(conversation_id):
         raise Http404("No such message.")
     if "download" in request.GET:
-        response = HttpResponse(message.content, content_type="text/plain; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="reply-{message.id}.txt"'
-        return response
+        return download(
+            message.content,
+            content_type="text/plain; charset=utf-8",
+            filename=f"reply-{message.id}.txt",
+        )
     start = request.GET.get("start", "0")
     if not start.isdigit() or len(start) > 12:
         return HttpResponseBadRequest("`start` must be a character offset.")
@@ -163,16 +176,8 @@ def conversation_rename(request: AuthenticatedHttpRequest, conversation_id: str)
         live.sidebar_changed_sync(user_id=request.user.pk)
     if not request.htmx:
         return redirect("conversation", conversation_id=conversation.id)
-    return render(
-        request,
-        "chat/_renamed.html",
-        {
-            "conversation": conversation,
-            "form": form,
-            "conversations": selectors.conversation_sidebar_for_user(
-                user=request.user, current_id=conversation.id, limit=SIDEBAR_SIZE
-            ),
-        },
+    return render_with_sidebar(
+        request, "chat/_renamed.html", {"conversation": conversation, "form": form}
     )
 
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 from conversations.attachments import selectors as attachment_selectors
 from conversations.chat.selectors import thread_path
 from conversations.models import Conversation, Message, ShareLink
+from conversations.ownership import owned_row_get
 
 # token_urlsafe(32) is 43 characters; anything much longer is not one of ours.
 SHARE_TOKEN_MAX_CHARS = 128
@@ -85,22 +86,15 @@ def share_snapshot_build(
 def share_link_live_for_conversation(*, conversation: Conversation) -> ShareLink | None:
     """The conversation's current link: the newest one not revoked and not expired."""
     return (
-        ShareLink.objects.filter(conversation=conversation, revoked_at__isnull=True)
-        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+        ShareLink.objects.filter(share_link_live_q(), conversation=conversation)
         .order_by("-created_at")
         .first()
     )
 
 
 def share_link_get_for_user(*, link_id: uuid.UUID | str, user: User) -> ShareLink | None:
-    if not user.is_authenticated:
-        return None
-    try:
-        return ShareLink.objects.select_related("conversation").get(
-            id=link_id, conversation__owner=user
-        )
-    except (ShareLink.DoesNotExist, ValueError, TypeError):
-        return None
+    links = ShareLink.objects.select_related("conversation")
+    return owned_row_get(links, row_id=link_id, user=user, owner="conversation__owner")
 
 
 def share_link_list_for_user(*, user: User) -> QuerySet[ShareLink]:

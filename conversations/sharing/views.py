@@ -1,11 +1,12 @@
 """Share links: the owner's dialog and list, and the public page at /s/<token>/."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import wraps
+from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -13,11 +14,12 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from conversations.attachments.validation import AttachmentRefused
-from conversations.http import AuthenticatedHttpRequest, owned_conversation_or_404
+from conversations.http import AuthenticatedHttpRequest, found_or_404, owned_conversation_or_404
 from conversations.models import Conversation, ShareLink
 from conversations.sharing import selectors as sharing_selectors
 from conversations.sharing import services as sharing_services
 from conversations.sharing.forms import ShareOptionsForm
+from conversations.sharing.selectors import ShareSnapshot
 
 NOTHING_TO_SHARE = "Nothing to share yet: send a message first, then create the link."
 
@@ -26,6 +28,16 @@ def _share_url(request: HttpRequest, link: ShareLink | None) -> str:
     if link is None:
         return ""
     return request.build_absolute_uri(reverse("shared_conversation", args=[link.token]))
+
+
+def _preview(conversation: Conversation, options: Mapping[str, Any]) -> ShareSnapshot:
+    """The snapshot the link would publish with these options (missing ones are off)."""
+    return sharing_selectors.share_snapshot_build(
+        conversation=conversation,
+        include_system_prompt=bool(options.get("include_system_prompt")),
+        include_thinking=bool(options.get("include_thinking")),
+        include_attachments=bool(options.get("include_attachments")),
+    )
 
 
 def _dialog(
@@ -38,12 +50,7 @@ def _dialog(
     link = sharing_selectors.share_link_live_for_conversation(conversation=conversation)
     form = form or ShareOptionsForm.for_link(link)
     options = form.initial if not form.is_bound else form.cleaned_data
-    preview = sharing_selectors.share_snapshot_build(
-        conversation=conversation,
-        include_system_prompt=bool(options.get("include_system_prompt")),
-        include_thinking=bool(options.get("include_thinking")),
-        include_attachments=bool(options.get("include_attachments")),
-    )
+    preview = _preview(conversation, options)
     context = {
         "conversation": conversation,
         "link": link,
@@ -88,22 +95,16 @@ def share_preview(request: AuthenticatedHttpRequest, conversation_id: str) -> Ht
     conversation = owned_conversation_or_404(request, conversation_id)
     form = ShareOptionsForm(request.GET)
     form.is_valid()
-    options = form.cleaned_data
-    preview = sharing_selectors.share_snapshot_build(
-        conversation=conversation,
-        include_system_prompt=bool(options.get("include_system_prompt")),
-        include_thinking=bool(options.get("include_thinking")),
-        include_attachments=bool(options.get("include_attachments")),
-    )
+    preview = _preview(conversation, form.cleaned_data)
     return render(request, "sharing/_share_preview.html", {"preview": preview})
 
 
 @require_POST
 @login_required
 def share_link_revoke(request: AuthenticatedHttpRequest, link_id: str) -> HttpResponse:
-    link = sharing_selectors.share_link_get_for_user(link_id=link_id, user=request.user)
-    if link is None:
-        raise Http404("No such link.")
+    link = found_or_404(
+        sharing_selectors.share_link_get_for_user(link_id=link_id, user=request.user), what="link"
+    )
     sharing_services.share_link_revoke(link_id=link.id, user=request.user)
     if request.htmx:
         return _dialog(

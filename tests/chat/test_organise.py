@@ -48,11 +48,11 @@ def test_pinned_conversations_head_the_sidebar_most_recently_pinned_first(user) 
     chat(user, "newest")
     assert sidebar_titles(user) == ["newest", "middle", "old"]
 
-    services.conversation_pin_set(conversation_id=old.id, owner=user, pinned=True)
-    services.conversation_pin_set(conversation_id=middle.id, owner=user, pinned=True)
+    services.conversation_pin_set(conversation_id=old.id, owner=user, on=True)
+    services.conversation_pin_set(conversation_id=middle.id, owner=user, on=True)
 
     assert sidebar_titles(user) == ["middle", "old", "newest"]
-    services.conversation_pin_set(conversation_id=middle.id, owner=user, pinned=False)
+    services.conversation_pin_set(conversation_id=middle.id, owner=user, on=False)
     assert sidebar_titles(user) == ["old", "newest", "middle"]
 
 
@@ -60,8 +60,8 @@ def test_pinning_does_not_count_as_activity(user) -> None:
     conversation = chat(user, "quiet")
     before = conversation.updated_at
 
-    services.conversation_pin_set(conversation_id=conversation.id, owner=user, pinned=True)
-    services.conversation_archive_set(conversation_id=conversation.id, owner=user, archived=True)
+    services.conversation_pin_set(conversation_id=conversation.id, owner=user, on=True)
+    services.conversation_archive_set(conversation_id=conversation.id, owner=user, on=True)
 
     conversation.refresh_from_db()
     assert conversation.updated_at == before
@@ -74,7 +74,7 @@ def test_archived_conversations_leave_the_sidebar_and_search_but_not_the_archive
     kept = chat(user, "kept", question="about otters")
     archived = chat(user, "put away", question="more about otters")
 
-    services.conversation_archive_set(conversation_id=archived.id, owner=user, archived=True)
+    services.conversation_archive_set(conversation_id=archived.id, owner=user, on=True)
 
     # Even while it is the one on screen.
     assert sidebar_titles(user, current=archived) == ["kept"]
@@ -86,27 +86,27 @@ def test_archived_conversations_leave_the_sidebar_and_search_but_not_the_archive
     assert {hit.conversation.id for hit in everything} == {kept.id, archived.id}
     assert [c.id for c in selectors.conversation_archived_for_user(user=user)] == [archived.id]
 
-    services.conversation_archive_set(conversation_id=archived.id, owner=user, archived=False)
+    services.conversation_archive_set(conversation_id=archived.id, owner=user, on=False)
     assert set(sidebar_titles(user)) == {"kept", "put away"}
     assert selectors.conversation_archived_for_user(user=user) == []
 
 
 def test_archiving_unpins_and_pinning_unarchives(user) -> None:
     conversation = chat(user, "both")
-    services.conversation_pin_set(conversation_id=conversation.id, owner=user, pinned=True)
+    services.conversation_pin_set(conversation_id=conversation.id, owner=user, on=True)
 
     archived = services.conversation_archive_set(
-        conversation_id=conversation.id, owner=user, archived=True
+        conversation_id=conversation.id, owner=user, on=True
     )
     assert archived.pinned_at is None and archived.archived_at is not None
 
-    pinned = services.conversation_pin_set(conversation_id=conversation.id, owner=user, pinned=True)
+    pinned = services.conversation_pin_set(conversation_id=conversation.id, owner=user, on=True)
     assert pinned.pinned_at is not None and pinned.archived_at is None
 
 
 def test_home_does_not_reopen_an_archived_blank_conversation(user) -> None:
     blank = services.conversation_create(owner=user)
-    services.conversation_archive_set(conversation_id=blank.id, owner=user, archived=True)
+    services.conversation_archive_set(conversation_id=blank.id, owner=user, on=True)
 
     assert selectors.conversation_empty_for_user(user=user) is None
 
@@ -115,9 +115,9 @@ def test_the_services_refuse_another_users_conversation(user, make_user) -> None
     theirs = chat(make_user("mallory"), "theirs")
 
     with pytest.raises(Conversation.DoesNotExist):
-        services.conversation_pin_set(conversation_id=theirs.id, owner=user, pinned=True)
+        services.conversation_pin_set(conversation_id=theirs.id, owner=user, on=True)
     with pytest.raises(Conversation.DoesNotExist):
-        services.conversation_archive_set(conversation_id=theirs.id, owner=user, archived=True)
+        services.conversation_archive_set(conversation_id=theirs.id, owner=user, on=True)
     theirs.refresh_from_db()
     assert theirs.pinned_at is None and theirs.archived_at is None
 
@@ -144,8 +144,8 @@ def test_the_chat_page_shows_pinned_and_recent_sections_and_the_archived_note(us
     pinned = chat(user, "Pinned one")
     chat(user, "Recent one")
     archived = chat(user, "Archived one")
-    services.conversation_pin_set(conversation_id=pinned.id, owner=user, pinned=True)
-    services.conversation_archive_set(conversation_id=archived.id, owner=user, archived=True)
+    services.conversation_pin_set(conversation_id=pinned.id, owner=user, on=True)
+    services.conversation_archive_set(conversation_id=archived.id, owner=user, on=True)
     client = signed_in(user)
 
     page = client.get(reverse("conversation", args=[archived.id])).content.decode()
@@ -162,7 +162,7 @@ def test_the_chat_page_shows_pinned_and_recent_sections_and_the_archived_note(us
 
 def test_archived_page_lists_them_and_unarchive_without_scripts_returns_there(user) -> None:
     archived = chat(user, "Old <b>project</b>")
-    services.conversation_archive_set(conversation_id=archived.id, owner=user, archived=True)
+    services.conversation_archive_set(conversation_id=archived.id, owner=user, on=True)
     client = signed_in(user)
 
     page = client.get(reverse("archived")).content.decode()
@@ -179,7 +179,7 @@ def test_archived_page_lists_them_and_unarchive_without_scripts_returns_there(us
 def test_search_leaves_archived_out_unless_asked(user) -> None:
     chat(user, "visible", question="walrus facts")
     hidden = chat(user, "hidden", question="walrus songs")
-    services.conversation_archive_set(conversation_id=hidden.id, owner=user, archived=True)
+    services.conversation_archive_set(conversation_id=hidden.id, owner=user, on=True)
     client = signed_in(user)
 
     default = client.get(reverse("search"), {"q": "walrus"}, headers=HTMX).content.decode()
@@ -220,7 +220,7 @@ def test_signed_out_visitors_are_sent_to_sign_in(user) -> None:
 
 def test_the_sidebar_frame_carries_the_pin_state_to_every_tab(user) -> None:
     conversation = chat(user, "live")
-    services.conversation_pin_set(conversation_id=conversation.id, owner=user, pinned=True)
+    services.conversation_pin_set(conversation_id=conversation.id, owner=user, on=True)
     conversation.refresh_from_db()
 
     frame = frames.sidebar(

@@ -4,6 +4,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.db import connection
 
 from conversations.chat import selectors, services
@@ -369,3 +370,21 @@ def test_title_request_needs_a_completed_first_exchange(conversation: Conversati
 )
 def test_markdown_plain(markdown: str, plain: str) -> None:
     assert markdown_plain(markdown) == plain
+
+
+def test_an_id_from_a_client_finds_only_the_users_own_row(
+    conversation: Conversation, make_user
+) -> None:
+    _, reply = exchange(conversation, "Hi", "Hello!")
+    owner, other = conversation.owner, make_user("mallory")
+    lookups = [
+        (selectors.conversation_get_for_user, "conversation_id", conversation),
+        (selectors.message_get_for_user, "message_id", reply),
+    ]
+    for lookup, key, row in lookups:
+        assert lookup(**{key: row.id, "user": owner}) == row
+        assert lookup(**{key: str(row.id), "user": owner}) == row
+        # Someone else's, a signed-out visitor and an unknown id look alike.
+        assert lookup(**{key: row.id, "user": other}) is None
+        assert lookup(**{key: row.id, "user": AnonymousUser()}) is None
+        assert lookup(**{key: uuid.uuid4(), "user": owner}) is None

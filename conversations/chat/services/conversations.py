@@ -1,6 +1,7 @@
 """Conversations as a whole: creating, titling, renaming, pinning, archiving, deleting."""
 
 import uuid
+from datetime import datetime
 
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
@@ -84,37 +85,46 @@ def conversation_title_generated_set(
 
 
 def conversation_pin_set(
-    *, conversation_id: uuid.UUID | str, owner: User, pinned: bool
+    *, conversation_id: uuid.UUID | str, owner: User, on: bool
 ) -> Conversation:
     """Pin (to the top of the sidebar) or unpin. An archived conversation is unarchived by
     pinning it: pinned means wanted at hand. Raises Conversation.DoesNotExist for anyone but
     the owner."""
-    with transaction.atomic():
-        conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
-        if pinned:
-            conversation.pinned_at = conversation.pinned_at or timezone.now()
-            conversation.archived_at = None
-        else:
-            conversation.pinned_at = None
-        Conversation.objects.filter(pk=conversation.pk).update(
-            pinned_at=conversation.pinned_at, archived_at=conversation.archived_at
-        )
-    return conversation
+    return _conversation_stamps_set(
+        conversation_id=conversation_id, owner=owner, pinned=on, archived=False if on else None
+    )
 
 
 def conversation_archive_set(
-    *, conversation_id: uuid.UUID | str, owner: User, archived: bool
+    *, conversation_id: uuid.UUID | str, owner: User, on: bool
 ) -> Conversation:
     """Archive (out of the sidebar and search, kept whole) or unarchive. Archiving unpins.
     Raises Conversation.DoesNotExist for anyone but the owner."""
+    return _conversation_stamps_set(
+        conversation_id=conversation_id, owner=owner, archived=on, pinned=False if on else None
+    )
+
+
+def _conversation_stamps_set(
+    *,
+    conversation_id: uuid.UUID | str,
+    owner: User,
+    pinned: bool | None = None,
+    archived: bool | None = None,
+) -> Conversation:
+    """Set (True), clear (False) or leave (None) the pinned and archived stamps, under the row's
+    lock; a stamp already set keeps its time."""
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
-        if archived:
-            conversation.archived_at = conversation.archived_at or timezone.now()
-            conversation.pinned_at = None
-        else:
-            conversation.archived_at = None
+        conversation.pinned_at = _stamp(conversation.pinned_at, on=pinned)
+        conversation.archived_at = _stamp(conversation.archived_at, on=archived)
         Conversation.objects.filter(pk=conversation.pk).update(
             pinned_at=conversation.pinned_at, archived_at=conversation.archived_at
         )
     return conversation
+
+
+def _stamp(current: datetime | None, *, on: bool | None) -> datetime | None:
+    if on is None:
+        return current
+    return (current or timezone.now()) if on else None

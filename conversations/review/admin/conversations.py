@@ -50,6 +50,7 @@ from conversations.review.admin.gate import (
     reason_required_form,
     review_of,
     username_of,
+    viewable_or_404,
 )
 
 
@@ -276,18 +277,10 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
             *super().get_urls(),
         ]
 
-    def _get_viewable(self, request: HttpRequest, object_id: str) -> Conversation:
-        conversation = self.get_object(request, object_id)
-        if conversation is None:
-            raise Http404("No such conversation.")
-        if not self.has_view_permission(request, conversation):
-            raise PermissionDenied
-        return conversation
-
     def transcript_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """The conversation as its owner saw it. Without a fresh access entry of the viewer's
         own, it first asks why (when required) and records the access."""
-        conversation = self._get_viewable(request, object_id)
+        conversation = viewable_or_404(self, request, object_id, what="conversation")
         url = reverse("admin:conversations_conversation_transcript", args=[conversation.pk])
         access = review_selectors.transcript_access_recent_for_staff(
             conversation=conversation,
@@ -352,7 +345,7 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     def review_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         if request.method != "POST":
             raise Http404
-        conversation = self._get_viewable(request, object_id)
+        conversation = viewable_or_404(self, request, object_id, what="conversation")
         if not self.has_change_permission(request, conversation):
             raise PermissionDenied
         form = ReviewForm(request.POST)

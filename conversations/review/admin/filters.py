@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import HttpRequest
 
+from conversations.admin_filters import YesNoFilter
 from conversations.models import (
     Conversation,
     Message,
@@ -16,28 +17,31 @@ from conversations.models import (
 from conversations.sharing import selectors as sharing_selectors
 
 
-class _YesNoFilter(admin.SimpleListFilter):
-    def lookups(
-        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
-    ) -> list[tuple[str, str]]:
-        return [("yes", "Yes"), ("no", "No")]
+def _has_message(**lookup: object) -> Exists:
+    """The conversation has a message that matches `lookup`."""
+    return Exists(Message.objects.filter(conversation=OuterRef("pk"), **lookup))
 
-    def condition(self) -> Q:
-        raise NotImplementedError
+
+class _MessageFieldFilter(admin.SimpleListFilter):
+    """Conversations with a message whose `field` is the chosen value: any value, or only one
+    of `values` when they are set."""
+
+    field: str
+    values: list[str] | None = None
 
     def queryset(
         self, request: HttpRequest, queryset: QuerySet[Conversation]
     ) -> QuerySet[Conversation]:
-        if self.value() == "yes":
-            return queryset.filter(self.condition())
-        if self.value() == "no":
-            return queryset.exclude(self.condition())
-        return queryset
+        value = self.value()
+        if not value or (self.values is not None and value not in self.values):
+            return queryset
+        return queryset.filter(_has_message(**{self.field: value}))
 
 
-class ModelFilter(admin.SimpleListFilter):
+class ModelFilter(_MessageFieldFilter):
     title = "model"
     parameter_name = "model"
+    field = "model"
 
     def lookups(
         self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
@@ -50,46 +54,28 @@ class ModelFilter(admin.SimpleListFilter):
         )
         return [(model, model) for model in models]
 
-    def queryset(
-        self, request: HttpRequest, queryset: QuerySet[Conversation]
-    ) -> QuerySet[Conversation]:
-        if self.value():
-            return queryset.filter(
-                Exists(Message.objects.filter(conversation=OuterRef("pk"), model=self.value()))
-            )
-        return queryset
 
-
-class MessageStatusFilter(admin.SimpleListFilter):
+class MessageStatusFilter(_MessageFieldFilter):
     title = "message status"
     parameter_name = "status"
+    field = "status"
+    values = Message.Status.values
 
     def lookups(
         self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
     ) -> list[tuple[str, str]]:
         return list(Message.Status.choices)
 
-    def queryset(
-        self, request: HttpRequest, queryset: QuerySet[Conversation]
-    ) -> QuerySet[Conversation]:
-        if self.value() in Message.Status.values:
-            return queryset.filter(
-                Exists(Message.objects.filter(conversation=OuterRef("pk"), status=self.value()))
-            )
-        return queryset
 
-
-class HasErrorFilter(_YesNoFilter):
+class HasErrorFilter(YesNoFilter):
     title = "has error"
     parameter_name = "has_error"
 
     def condition(self) -> Q:
-        return Q(
-            Exists(Message.objects.filter(conversation=OuterRef("pk"), status=Message.Status.ERROR))
-        )
+        return Q(_has_message(status=Message.Status.ERROR))
 
 
-class NegativeFeedbackFilter(_YesNoFilter):
+class NegativeFeedbackFilter(YesNoFilter):
     """Whether the owner rated any reply down: metadata only, the comments stay behind the gate."""
 
     title = "has negative feedback"
@@ -105,7 +91,7 @@ class NegativeFeedbackFilter(_YesNoFilter):
         )
 
 
-class SharedFilter(_YesNoFilter):
+class SharedFilter(YesNoFilter):
     title = "shared (live link)"
     parameter_name = "shared"
 
@@ -119,7 +105,7 @@ class SharedFilter(_YesNoFilter):
         )
 
 
-class FlaggedFilter(_YesNoFilter):
+class FlaggedFilter(YesNoFilter):
     title = "flagged"
     parameter_name = "flagged"
 
@@ -127,7 +113,7 @@ class FlaggedFilter(_YesNoFilter):
         return Q(review__flagged=True)
 
 
-class ReviewedFilter(_YesNoFilter):
+class ReviewedFilter(YesNoFilter):
     title = "reviewed"
     parameter_name = "reviewed"
 
@@ -155,7 +141,7 @@ class EmptyConversationFilter(admin.SimpleListFilter):
     def queryset(
         self, request: HttpRequest, queryset: QuerySet[Conversation]
     ) -> QuerySet[Conversation]:
-        has_messages = Exists(Message.objects.filter(conversation=OuterRef("pk")))
+        has_messages = _has_message()
         if self.value() == "include":
             return queryset
         if self.value() == "only":

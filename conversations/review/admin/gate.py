@@ -5,8 +5,9 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Model
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 
 from conversations.models import Conversation, ConversationReview
 from conversations.review.forms import TranscriptReasonForm
@@ -44,6 +45,18 @@ def username_of(user: Any) -> str:
 
 
 RecordModel = TypeVar("RecordModel", bound=Model)
+
+
+def viewable_or_404(
+    model_admin: admin.ModelAdmin[RecordModel], request: HttpRequest, object_id: str, *, what: str
+) -> RecordModel:
+    """The admin's object for a page of its own: no such id is a 404, no view permission a 403."""
+    found = model_admin.get_object(request, object_id)
+    if found is None:
+        raise Http404(f"No such {what}.")
+    if not model_admin.has_view_permission(request, found):
+        raise PermissionDenied
+    return found
 
 
 class ReadOnlyAdmin(admin.ModelAdmin[RecordModel]):

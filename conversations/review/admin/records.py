@@ -4,9 +4,8 @@ usage ledger."""
 from typing import Any
 
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -20,7 +19,12 @@ from conversations.models import (
     UserPreferences,
 )
 from conversations.review import services as review_services
-from conversations.review.admin.gate import ReadOnlyAdmin, can_see_titles, reason_required_form
+from conversations.review.admin.gate import (
+    ReadOnlyAdmin,
+    can_see_titles,
+    reason_required_form,
+    viewable_or_404,
+)
 
 
 @admin.register(ShareLink)
@@ -137,11 +141,7 @@ class UserPreferencesAdmin(admin.ModelAdmin[UserPreferences]):
         ]
 
     def system_prompt_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        preferences = self.get_object(request, object_id)
-        if preferences is None:
-            raise Http404("No such preferences.")
-        if not self.has_view_permission(request, preferences):
-            raise PermissionDenied
+        preferences = viewable_or_404(self, request, object_id, what="preferences")
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
