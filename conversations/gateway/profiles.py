@@ -561,31 +561,36 @@ class TurnSettings:
     def fitted(self, profile: ModelProfile) -> TurnSettings:
         """The nearest settings the model takes: for a switch the user did not make (a retired
         model), where refusing the turn would leave the conversation dead."""
-        reasoning_effort = (
-            self.reasoning_effort if profile.takes_reasoning_switch else REASONING_OFF
-        )
-        thinking = reasoning_effort != REASONING_OFF and profile.reasoning is ReasoningStyle.BUDGET
+        thinking = self._thinking(profile)
         sampling = self.sampling
         values = dict(self.values)
         for spec in parameters():
             value = self.chosen(spec)
+            span = profile.ranges.get(spec.name)
             if value is None:
                 continue
-            span = profile.ranges.get(spec.name)
-            thinking_span = profile.thinking_ranges.get(spec.name) if thinking else span
-            if span is None or (thinking_span is None and not spec.sampling):
+            if span is None:
+                # Not taken: the sampling choice goes back to the model's defaults, any other
+                # parameter to blank.
                 if spec.sampling:
                     sampling = SAMPLING_DEFAULT
                 else:
                     values[spec.name] = None
                 continue
-            value = span.clamp(value)
-            values[spec.name] = value if thinking_span is None else thinking_span.clamp(value)
+            fitted: float | None = span.clamp(value)
+            thinking_span = profile.thinking_ranges.get(spec.name)
+            if thinking and thinking_span is not None:
+                fitted = thinking_span.clamp(span.clamp(value))
+            elif thinking and not spec.sampling:
+                fitted = None
+            values[spec.name] = fitted
         return dataclasses.replace(
             self,
             sampling=sampling,
             values=values,
-            reasoning_effort=reasoning_effort,
+            reasoning_effort=(
+                self.reasoning_effort if profile.takes_reasoning_switch else REASONING_OFF
+            ),
             max_tokens=min(max(self.max_tokens, 1), profile.max_output_tokens),
             stop=self.stop[: profile.max_stop_sequences],
         )
