@@ -276,7 +276,7 @@ class TurnRequest:
     dialect: Dialect | None = None
 
     def build(self, dialect: Dialect, *, stream: bool) -> Payload:
-        payload = build_payload(
+        return build_payload(
             profile=self.profile,
             options=self.options,
             messages=self.messages,
@@ -284,7 +284,6 @@ class TurnRequest:
             dialect=dialect,
             stream=stream,
         )
-        return payload
 
     @property
     def starting_dialect(self) -> Dialect:
