@@ -4,18 +4,10 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import models
 
-from conversations.gateway.profiles import STORED_FIELDS
+from conversations.gateway.profiles import SAMPLING_DEFAULT, STORED_FIELDS, sampling_choices
 
 if TYPE_CHECKING:
     from conversations.chat.selectors import Version
-
-
-class Sampling(models.TextChoices):
-    """Claude takes temperature or top_p, never both: a conversation samples with one of them."""
-
-    DEFAULT = "default", "Model default"
-    TEMPERATURE = "temperature", "Temperature"
-    TOP_P = "top_p", "Top P"
 
 
 class ReasoningEffort(models.TextChoices):
@@ -33,7 +25,10 @@ class TurnSettingsFields(models.Model):
     # Blank: the user's preference, then the site's CHAT_MODEL.
     model = models.CharField(max_length=100, blank=True)
     system_prompt = models.TextField(blank=True)
-    sampling = models.CharField(max_length=16, choices=Sampling, default=Sampling.DEFAULT)
+    # Claude takes temperature or top_p, never both: a conversation samples with one of them.
+    sampling = models.CharField(max_length=16, choices=sampling_choices(), default=SAMPLING_DEFAULT)
+    # One column per numeric parameter of `profiles.PARAMETERS`, named as it is; a parameter
+    # without a declared default is nullable (blank: the model's own).
     temperature = models.FloatField(default=1.0)
     top_p = models.FloatField(default=1.0)
     reasoning_effort = models.CharField(
@@ -522,7 +517,6 @@ __all__ = [
     "ModelDialect",
     "ModelOffer",
     "ReasoningEffort",
-    "Sampling",
     "ShareLink",
     "TranscriptAccess",
     "TurnSettingsFields",

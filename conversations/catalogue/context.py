@@ -183,13 +183,10 @@ def conversation_create_from_summary(
     return Conversation.objects.create(
         owner=owner,
         title=f"{source.title} (continued)"[: Conversation._meta.get_field("title").max_length],
-        model=source.model,
-        system_prompt=f"{system_prompt}{SUMMARY_NOTE}\n{summary.strip()}",
-        sampling=source.sampling,
-        temperature=source.temperature,
-        top_p=source.top_p,
-        reasoning_effort=source.reasoning_effort,
-        max_tokens=source.max_tokens,
+        **{
+            **source.settings_values(),
+            "system_prompt": f"{system_prompt}{SUMMARY_NOTE}\n{summary.strip()}",
+        },
         stop_sequences=source.stop_sequences,
     )
 

@@ -13,7 +13,7 @@ from django.conf import settings
 from conversations.catalogue import selectors as catalogue
 from conversations.gateway.content import RequestStyle
 from conversations.gateway.dialect import Dialect
-from conversations.gateway.payload import TurnOptions, TurnRequest
+from conversations.gateway.payload import TurnRequest, options_from_params
 
 
 def turn_request(
@@ -23,17 +23,9 @@ def turn_request(
     messages: Sequence[Mapping[str, Any]],
     system_prompt: str,
 ) -> TurnRequest:
-    options = TurnOptions(
-        model=model_id,
-        max_tokens=params["max_tokens"],
-        temperature=params.get("temperature"),
-        top_p=params.get("top_p"),
-        reasoning_effort=params.get("reasoning_effort"),
-        stop=tuple(params.get("stop", ())),
-    )
     return TurnRequest(
         profile=catalogue.catalogue_current().profile(model_id),
-        options=options,
+        options=options_from_params(model=model_id, params=params),
         messages=messages,
         system_prompt=system_prompt,
         dialect=Dialect.of(RequestStyle(settings.CHAT_REQUEST_STYLE)),

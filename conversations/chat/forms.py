@@ -7,8 +7,14 @@ from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import User
 
 from conversations.catalogue.selectors import ModelChoice
-from conversations.gateway.profiles import TurnSettings
-from conversations.models import MessageFeedback, ReasoningEffort, Sampling
+from conversations.gateway.profiles import (
+    SAMPLING_DEFAULT,
+    NumericParam,
+    TurnSettings,
+    parameters,
+    sampling_choices,
+)
+from conversations.models import MessageFeedback, ReasoningEffort
 
 STOP_FIELDS = ("stop_1", "stop_2", "stop_3", "stop_4")
 STOP_MAX_CHARS = 200
@@ -17,17 +23,29 @@ TITLE_MAX_CHARS = 200
 MODEL_ID_MAX_CHARS = 100
 
 
+def parameter_field(spec: NumericParam) -> forms.Field:
+    """The form field of a numeric parameter, in the wire schema's bounds whatever the model:
+    an inactive control is stored with the conversation too, so nothing outside them may pass
+    even when it would not be sent. One without a default may be left blank (the model's)."""
+    field_class = forms.IntegerField if spec.integer else forms.FloatField
+    bounds: dict[str, Any] = {"min_value": spec.of(spec.low), "max_value": spec.of(spec.high)}
+    return field_class(
+        label=spec.label, required=spec.default is not None, initial=spec.default, **bounds
+    )
+
+
+def parameter_fields() -> dict[str, forms.Field]:
+    return {spec.name: parameter_field(spec) for spec in parameters()}
+
+
 class TurnSettingsForm(forms.Form):
     """The controls beside the composer. Ranges and either/or rules are not written here: the
     chosen model's profile checks the settings (`TurnSettings.problems`), so nothing the model
-    would refuse is ever sent."""
+    would refuse is ever sent. The numeric parameters' fields come from their declarations
+    (`parameter_fields`), after the sampling choice."""
 
     model = forms.CharField(required=False, max_length=MODEL_ID_MAX_CHARS)
-    sampling = forms.ChoiceField(choices=Sampling, initial=Sampling.DEFAULT)
-    # The wire schema's own bounds, whatever the model: an inactive control is stored with the
-    # conversation too, so nothing outside them may pass even when it would not be sent.
-    temperature = forms.FloatField(initial=1.0, min_value=0.0, max_value=2.0)
-    top_p = forms.FloatField(label="Top P", initial=1.0, min_value=0.0, max_value=1.0)
+    sampling = forms.ChoiceField(choices=sampling_choices, initial=SAMPLING_DEFAULT)
     reasoning_effort = forms.ChoiceField(choices=ReasoningEffort, initial=ReasoningEffort.OFF)
     # Blank means the model's default; the range is the profile's, checked in its words.
     max_tokens = forms.IntegerField(required=False)
@@ -48,9 +66,17 @@ class TurnSettingsForm(forms.Form):
         label="Stop sequence 4", required=False, strip=False, max_length=STOP_MAX_CHARS
     )
 
+    @classmethod
+    def control_fields(cls) -> dict[str, forms.Field]:
+        """Every control a frame may carry, by name (the declared fields and the parameters)."""
+        return {**cls.base_fields, **parameter_fields()}
+
     def __init__(self, *args: Any, choice: ModelChoice, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.choice = choice
+        fields = list(self.fields.items())
+        at = [name for name, _ in fields].index("sampling") + 1
+        self.fields = dict([*fields[:at], *parameter_fields().items(), *fields[at:]])
 
     def clean_model(self) -> str:
         model: str = self.cleaned_data.get("model") or ""
@@ -82,8 +108,7 @@ def settings_of(data: dict[str, Any], *, system_prompt: str | None = None) -> Tu
     return TurnSettings(
         model=data.get("model") or "",
         sampling=data["sampling"],
-        temperature=data["temperature"],
-        top_p=data["top_p"],
+        values={spec.name: data[spec.name] for spec in parameters()},
         reasoning_effort=data["reasoning_effort"],
         max_tokens=data["max_tokens"],
         stop=data.get("stop", ()),
@@ -139,7 +164,8 @@ def turn_settings_from(*, form: TurnSettingsForm, frame: dict[str, Any]) -> Turn
 class PreferencesForm(TurnSettingsForm):
     """The per-user defaults a new conversation starts with."""
 
-    field_order = ["model", "system_prompt", "sampling", "temperature", "top_p"]
+    # The numeric parameters follow the sampling choice.
+    field_order = ["model", "system_prompt", "sampling"]
 
     system_prompt = forms.CharField(
         label="Default system prompt",

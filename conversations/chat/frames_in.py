@@ -190,7 +190,7 @@ def _controls(frame: dict[str, Any]) -> dict[str, str]:
     """The composer's controls the frame carries, as text: numbers for the number fields,
     text for the others; any other type is refused, naming the control."""
     controls: dict[str, str] = {}
-    for name, field in TurnSettingsForm.base_fields.items():
+    for name, field in TurnSettingsForm.control_fields().items():
         if name not in frame:
             continue
         value = frame[name]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final
 
@@ -74,21 +74,13 @@ class ParameterNotSent:
 
     parameter: str
     reason: str
+    # The control's name in words ("Top P"), from the parameter's declaration in the profiles.
+    label: str = field(default="", compare=False)
 
     @property
     def sentence(self) -> str:
         """The notice in words for the user, e.g. "Temperature was not sent: …"."""
-        label = _PARAMETER_LABELS.get(self.parameter, self.parameter)
-        return f"{label} was not sent as set: {self.reason}"
-
-
-_PARAMETER_LABELS: Final = {
-    "temperature": "Temperature",
-    "top_p": "Top P",
-    "reasoning_effort": "Thinking",
-    "max_tokens": "Max tokens",
-    "stop": "Stop sequences",
-}
+        return f"{self.label or self.parameter} was not sent as set: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from conversations.gateway.content import Content, message_to_wire
@@ -20,28 +20,63 @@ from conversations.gateway.events import ParameterNotSent
 from conversations.gateway.profiles import (
     BUILT_IN,
     DEMO_MODELS,
+    REASONING_EFFORTS,
     SONNET_4_5,
     Lifecycle,
     ModelProfile,
     ReasoningStyle,
+    declared_values,
+    parameter_not_sent,
+    parameters,
+    sampling_parameters,
 )
 
-REASONING_EFFORTS: Final = ("low", "medium", "high")
 THINKING_BUDGETS: Final[Mapping[str, int]] = {"low": 1024, "medium": 4096, "high": 16384}
 # Room left for the visible answer when max_tokens has to be raised above the thinking budget.
 _ANSWER_HEADROOM: Final = 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class TurnOptions:
-    """The turn's parameters as the user set them (None: leave it to the model)."""
+    """The turn's parameters as the user set them (None: leave it to the model). The numeric
+    parameters are held by name in `values` and passed by name as keywords
+    (``TurnOptions(model=m, max_tokens=100, top_p=0.9)``)."""
 
     model: str
     max_tokens: int
-    temperature: float | None = None
-    top_p: float | None = None
-    reasoning_effort: str | None = None
-    stop: tuple[str, ...] = ()
+    reasoning_effort: str | None
+    stop: tuple[str, ...]
+    values: Mapping[str, float | None] = field(hash=False)
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        max_tokens: int,
+        reasoning_effort: str | None = None,
+        stop: tuple[str, ...] = (),
+        values: Mapping[str, float | None] | None = None,
+        **named: float | None,
+    ) -> None:
+        for name, value in (
+            ("model", model),
+            ("max_tokens", max_tokens),
+            ("reasoning_effort", reasoning_effort),
+            ("stop", stop),
+            ("values", declared_values(values, named, of="TurnOptions")),
+        ):
+            object.__setattr__(self, name, value)
+
+
+def options_from_params(*, model: str, params: Mapping[str, Any]) -> TurnOptions:
+    """The options of a reply's stored parameters (`TurnSettings.request_params`)."""
+    return TurnOptions(
+        model=model,
+        max_tokens=params["max_tokens"],
+        values={spec.name: params[spec.name] for spec in parameters() if spec.name in params},
+        reasoning_effort=params.get("reasoning_effort"),
+        stop=tuple(params.get("stop", ())),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +109,7 @@ class _Plan:
         self.not_sent: list[ParameterNotSent] = []
 
     def drop(self, parameter: str, reason: str) -> None:
-        self.not_sent.append(ParameterNotSent(parameter=parameter, reason=reason))
+        self.not_sent.append(parameter_not_sent(parameter, reason))
 
 
 def _effort(options: TurnOptions, profile: ModelProfile, plan: _Plan) -> str | None:
@@ -116,40 +151,40 @@ def _thinking_budget(effort: str, max_tokens: int, profile: ModelProfile) -> tup
     return budget, max_tokens
 
 
-def _sampling(
+def _numbers(
     options: TurnOptions, profile: ModelProfile, thinking: bool, plan: _Plan
 ) -> dict[str, float]:
+    """Each numeric parameter the user set, sent as set when the model takes it (while thinking:
+    only in `thinking_ranges`), else dropped with a notice; temperature and top_p never both
+    when the model refuses that."""
     sent: dict[str, float] = {}
     name = profile.display_name
-    temperature, top_p = options.temperature, options.top_p
-    if temperature is not None:
-        allowed = profile.temperature
-        if allowed is None:
-            plan.drop("temperature", profile.sampling_note or f"{name} chooses its own sampling.")
-        elif thinking:
-            # 1 is the only value allowed while thinking, and the default: nothing is lost.
-            if temperature != 1.0:
-                plan.drop("temperature", f"{name} takes no temperature while thinking.")
-        elif not allowed.contains(temperature):
-            plan.drop(
-                "temperature",
-                f"{name} takes a temperature from {allowed.low:g} to {allowed.high:g}.",
-            )
-        else:
-            sent["temperature"] = temperature
-    if top_p is not None:
-        allowed = profile.top_p_while_thinking if thinking else profile.top_p
-        if profile.top_p is None or allowed is None:
-            plan.drop("top_p", profile.sampling_note or f"{name} chooses its own sampling.")
-        elif not allowed.contains(top_p):
+    either = " or ".join(spec.name for spec in sampling_parameters())
+    for spec in parameters():
+        value = options.values.get(spec.name)
+        if value is None:
+            continue
+        allowed = profile.allowed(spec.name, thinking=thinking)
+        if spec.name not in profile.ranges:
+            plan.drop(spec.name, profile.sampling_missing_reason())
+        elif allowed is None:
+            # Thinking uses the parameter's default: nothing is lost when that is what was set.
+            if value != spec.default:
+                plan.drop(spec.name, f"{name} takes no {spec.noun} while thinking.")
+        elif not allowed.contains(value):
             when = " while thinking" if thinking else ""
             plan.drop(
-                "top_p", f"{name} takes top_p from {allowed.low:g} to {allowed.high:g}{when}."
+                spec.name,
+                f"{name} takes a {spec.noun} from {allowed.low:g} to {allowed.high:g}{when}.",
             )
-        elif profile.sampling_exclusive and "temperature" in sent:
-            plan.drop("top_p", f"{name} takes temperature or top_p, not both.")
+        elif (
+            spec.sampling
+            and profile.sampling_exclusive
+            and any(other.name in sent for other in sampling_parameters())
+        ):
+            plan.drop(spec.name, f"{name} takes {either}, not both.")
         else:
-            sent["top_p"] = top_p
+            sent[spec.name] = value
     return sent
 
 
@@ -217,7 +252,7 @@ def build_payload(
         else:
             thinking = {"type": "enabled", "budget_tokens": budget}
     body["max_tokens"] = max_tokens
-    body.update(_sampling(options, profile, effort is not None, plan))
+    body.update(_numbers(options, profile, effort is not None, plan))
     stop = _stop(options, profile, plan)
     if stop:
         body["stop_sequences" if dialect.stop_sequences else "stop"] = stop
@@ -244,7 +279,7 @@ class TurnRequest:
     dialect_read: bool = False
 
     def build(self, dialect: Dialect, *, stream: bool) -> Payload:
-        payload = build_payload(
+        return build_payload(
             profile=self.profile,
             options=self.options,
             messages=self.messages,
@@ -252,7 +287,6 @@ class TurnRequest:
             dialect=dialect,
             stream=stream,
         )
-        return payload
 
     @property
     def starting_dialect(self) -> Dialect:

@@ -1,9 +1,13 @@
 """What each model takes: the one source of truth for request parameters.
 
-A profile says which sampling parameters a model accepts and in what ranges, how it reasons,
-which request dialect it is reached with, what it can read (images, PDFs), what it costs and
-when it retires. Forms, templates, the page's controls and the request builder all read limits
-from here, never from copied constants.
+Each numeric request parameter is declared once, in `PARAMETERS` (its name, label, bounds and
+default); a profile says which of them a model accepts and in what ranges (`ranges`, by name),
+how it reasons, which request dialect it is reached with, what it can read (images, PDFs), what
+it costs and when it retires. The form, `TurnSettings`, the request builder, the notes and the
+page's controls all read the declarations and the ranges from here, never from copied
+constants. The rules that are not ranges stay here too, each in one place: temperature or top_p
+(the sampling choice), nothing but what `thinking_ranges` lists while thinking, the reasoning
+style, and max_tokens within the model's max output.
 
 Built-in profiles cover the models the gateway documents; an operator can override or add
 profiles (see the README), and the models and deprecations endpoints refresh lifecycle facts.
@@ -17,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from conversations.gateway.content import RequestStyle
 from conversations.gateway.events import ParameterNotSent
@@ -47,6 +51,112 @@ class ParamRange:
     def contains(self, value: float) -> bool:
         return self.low <= value <= self.high
 
+    def clamp(self, value: float) -> float:
+        return min(max(value, self.low), self.high)
+
+    def as_json(self) -> dict[str, float]:
+        return {"min": self.low, "max": self.high, "default": self.default}
+
+
+@dataclass(frozen=True, slots=True)
+class NumericParam:
+    """A request parameter that is one number. Declared once in `PARAMETERS`; a model takes it
+    when its profile gives it a range (`ModelProfile.ranges`)."""
+
+    # The wire name, the form field and the stored column.
+    name: str
+    # The control's label, and the subject of a note ("Top P was not sent as set: …").
+    label: str
+    # How a sentence names it: "takes a temperature from 0 to 1".
+    noun: str
+    # The wire schema's bounds whatever the model: the form refuses anything outside them, since
+    # a value is stored with the conversation even when it is not sent.
+    low: float
+    high: float
+    # A new conversation's value; None leaves it blank (the model's own default, not sent).
+    default: float | None = None
+    integer: bool = False
+    step: float = 1
+    # One of the sampling choice's parameters (temperature, top_p): sent only when the choice
+    # names it. Any other parameter is sent whenever it is set.
+    sampling: bool = False
+
+    def of(self, value: Any) -> float:
+        """A stored or sent value as this parameter's type."""
+        return int(value) if self.integer else float(value)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "noun": self.noun,
+            "default": self.default,
+            "step": self.step,
+            "sampling": self.sampling,
+        }
+
+
+# Every numeric parameter a request may carry, in the order of the controls and the notes.
+PARAMETERS: Final[tuple[NumericParam, ...]] = (
+    NumericParam(
+        name="temperature",
+        label="Temperature",
+        noun="temperature",
+        low=0.0,
+        high=2.0,
+        default=1.0,
+        step=0.05,
+        sampling=True,
+    ),
+    NumericParam(
+        name="top_p",
+        label="Top P",
+        noun="Top P",
+        low=0.0,
+        high=1.0,
+        default=1.0,
+        step=0.01,
+        sampling=True,
+    ),
+)
+# The words for the controls that are not numeric parameters, in notes and form errors.
+_CONTROL_LABELS: Final = {
+    "reasoning_effort": "Thinking",
+    "max_tokens": "Max tokens",
+    "stop": "Stop sequences",
+}
+
+
+def parameters() -> tuple[NumericParam, ...]:
+    """The declared numeric parameters, read at call time rather than bound at import."""
+    return PARAMETERS
+
+
+def sampling_parameters() -> tuple[NumericParam, ...]:
+    return tuple(spec for spec in PARAMETERS if spec.sampling)
+
+
+def control_label(name: str) -> str:
+    for spec in PARAMETERS:
+        if spec.name == name:
+            return spec.label
+    return _CONTROL_LABELS.get(name, name)
+
+
+def declared_values(
+    values: Mapping[str, float | None] | None, named: Mapping[str, float | None], *, of: str
+) -> dict[str, float | None]:
+    """Parameter values given as a mapping and as keywords, all of them declared ones."""
+    given = {**(values or {}), **named}
+    unknown = set(given) - {spec.name for spec in PARAMETERS}
+    if unknown:
+        raise TypeError(f"{of} takes no parameter {', '.join(sorted(unknown))}")
+    return given
+
+
+def parameter_not_sent(parameter: str, reason: str) -> ParameterNotSent:
+    return ParameterNotSent(parameter=parameter, reason=reason, label=control_label(parameter))
+
 
 @dataclass(frozen=True, slots=True)
 class Lifecycle:
@@ -66,15 +176,15 @@ class ModelProfile:
     # Other ids the gateway accepts for the same model.
     aliases: tuple[str, ...] = ()
     dialect: RequestStyle = RequestStyle.OPENAI
-    # None: the model does not take the parameter (the control is hidden, nothing is sent).
-    temperature: ParamRange | None = None
-    top_p: ParamRange | None = None
-    top_k: ParamRange | None = None
+    # The parameters the model takes, by name, in its ranges; a parameter it does not take is
+    # absent (its control is hidden, nothing is sent).
+    ranges: Mapping[str, ParamRange] = field(default_factory=dict, hash=False)
     # Claude refuses temperature and top_p in one request.
     sampling_exclusive: bool = True
     reasoning: ReasoningStyle = ReasoningStyle.NONE
-    # With thinking on: temperature is not sent (only 1 is allowed) and top_p must lie here.
-    top_p_while_thinking: ParamRange | None = None
+    # With thinking on, only these parameters are sent, in these ranges (Claude: top_p from
+    # 0.95; temperature is left out, thinking uses 1).
+    thinking_ranges: Mapping[str, ParamRange] = field(default_factory=dict, hash=False)
     thinking_budget_min: int = 1024
     max_stop_sequences: int = 4
     vision: bool = False
@@ -96,7 +206,11 @@ class ModelProfile:
 
     @property
     def takes_sampling(self) -> bool:
-        return self.temperature is not None or self.top_p is not None
+        return any(spec.name in self.ranges for spec in sampling_parameters())
+
+    def allowed(self, name: str, *, thinking: bool) -> ParamRange | None:
+        """The range parameter `name` may be sent in; None when it is not sent at all."""
+        return (self.thinking_ranges if thinking else self.ranges).get(name)
 
     @property
     def takes_reasoning_switch(self) -> bool:
@@ -135,16 +249,19 @@ class ModelProfile:
         """What the page's controls need to follow this model, as plain JSON."""
 
         def span(value: ParamRange | None) -> dict[str, float] | None:
-            if value is None:
-                return None
-            return {"min": value.low, "max": value.high, "default": value.default}
+            return None if value is None else value.as_json()
 
         return {
             "id": self.id,
             "name": self.display_name,
-            "temperature": span(self.temperature),
-            "top_p": span(self.top_p),
-            "top_p_while_thinking": span(self.top_p_while_thinking),
+            "parameters": [
+                {
+                    **spec.as_json(),
+                    "range": span(self.ranges.get(spec.name)),
+                    "while_thinking": span(self.thinking_ranges.get(spec.name)),
+                }
+                for spec in parameters()
+            ],
             "sampling_exclusive": self.sampling_exclusive,
             "sampling_reason": "" if self.takes_sampling else self.sampling_missing_reason(),
             "reasoning": self.reasoning.value,
@@ -158,11 +275,14 @@ class ModelProfile:
         }
 
 
-# Sampling as Claude 4.x takes it: temperature 0–1 or top_p, one of them.
-_CLAUDE_TEMPERATURE: Final = ParamRange(0.0, 1.0, 1.0)
-_CLAUDE_TOP_P: Final = ParamRange(0.0, 1.0, 1.0)
-_CLAUDE_TOP_P_THINKING: Final = ParamRange(0.95, 1.0, 1.0)
-_CLAUDE_TOP_K: Final = ParamRange(1, 500, 40)
+# Sampling as Claude 4.x takes it: temperature 0–1 or top_p, one of them; while thinking, only
+# top_p from 0.95. (Claude's top_k range is a fact of the model, kept for when it is declared.)
+_CLAUDE_RANGES: Final[Mapping[str, ParamRange]] = {
+    "temperature": ParamRange(0.0, 1.0, 1.0),
+    "top_p": ParamRange(0.0, 1.0, 1.0),
+    "top_k": ParamRange(1, 500, 40),
+}
+_CLAUDE_THINKING_RANGES: Final[Mapping[str, ParamRange]] = {"top_p": ParamRange(0.95, 1.0, 1.0)}
 
 
 def _claude_4(
@@ -180,12 +300,10 @@ def _claude_4(
         aliases=aliases,
         context_window=200_000,
         max_output_tokens=64_000,
-        temperature=_CLAUDE_TEMPERATURE,
-        top_p=_CLAUDE_TOP_P,
-        top_k=_CLAUDE_TOP_K,
+        ranges=_CLAUDE_RANGES,
         sampling_exclusive=True,
         reasoning=ReasoningStyle.BUDGET,
-        top_p_while_thinking=_CLAUDE_TOP_P_THINKING,
+        thinking_ranges=_CLAUDE_THINKING_RANGES,
         vision=True,
         pdf=True,
         tools=True,
@@ -229,9 +347,6 @@ def adaptive_profile(*, id: str, display_name: str) -> ModelProfile:
         display_name=display_name,
         context_window=1_000_000,
         max_output_tokens=128_000,
-        temperature=None,
-        top_p=None,
-        top_k=None,
         reasoning=ReasoningStyle.ADAPTIVE,
         vision=True,
         pdf=True,
@@ -282,39 +397,98 @@ def profile_index(profiles: Iterable[ModelProfile]) -> dict[str, ModelProfile]:
 # ---------------------------------------------------------------------------------------------
 
 
-class Sampling(StrEnum):
-    """Which sampling parameter the user set; Claude takes one of them, never both."""
-
-    DEFAULT = "default"
-    TEMPERATURE = "temperature"
-    TOP_P = "top_p"
-
-
+# The sampling choice: the model's defaults, or the one sampling parameter it names.
+SAMPLING_DEFAULT: Final = "default"
 REASONING_OFF: Final = "off"
 # The TurnSettings fields a conversation and a user's preferences keep, column for column.
-STORED_FIELDS: Final = ("sampling", "temperature", "top_p", "reasoning_effort", "max_tokens")
+STORED_FIELDS: Final = (
+    "sampling",
+    *(spec.name for spec in PARAMETERS),
+    "reasoning_effort",
+    "max_tokens",
+)
 REASONING_EFFORTS: Final = ("low", "medium", "high")
+
+
+def sampling_choices() -> list[tuple[str, str]]:
+    return [
+        (SAMPLING_DEFAULT, "Model default"),
+        *((spec.name, spec.label) for spec in sampling_parameters()),
+    ]
 
 
 def _number(value: float) -> str:
     return f"{value:g}"
 
 
-@dataclass(frozen=True, slots=True)
+def _range_words(span: ParamRange) -> str:
+    return f"from {_number(span.low)} to {_number(span.high)}"
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class TurnSettings:
     """What the user chose for a turn. `problems` says in words what the chosen model would
-    refuse; `request_params` is exactly what is sent (and stored on the reply)."""
+    refuse; `request_params` is exactly what is sent (and stored on the reply).
 
-    sampling: str = Sampling.DEFAULT
-    temperature: float = 1.0
-    top_p: float = 1.0
-    reasoning_effort: str = REASONING_OFF
-    max_tokens: int = 4096
-    stop: tuple[str, ...] = ()
+    The numeric parameters are held by name in `values` and passed by name as keywords
+    (``TurnSettings(sampling="top_p", top_p=0.9)``); a parameter left out gets its declared
+    default."""
+
+    sampling: str
+    reasoning_effort: str
+    max_tokens: int
+    stop: tuple[str, ...]
     # None leaves the conversation's system prompt as it is.
-    system_prompt: str | None = None
+    system_prompt: str | None
     # The model the user picked; "" means the conversation's (or the site's) model.
-    model: str = ""
+    model: str
+    values: Mapping[str, float | None] = field(hash=False)
+
+    def __init__(
+        self,
+        *,
+        sampling: str = SAMPLING_DEFAULT,
+        reasoning_effort: str = REASONING_OFF,
+        max_tokens: int = 4096,
+        stop: tuple[str, ...] = (),
+        system_prompt: str | None = None,
+        model: str = "",
+        values: Mapping[str, float | None] | None = None,
+        **named: float | None,
+    ) -> None:
+        given = declared_values(values, named, of="TurnSettings")
+        for name, value in (
+            ("sampling", sampling),
+            ("reasoning_effort", reasoning_effort),
+            ("max_tokens", max_tokens),
+            ("stop", stop),
+            ("system_prompt", system_prompt),
+            ("model", model),
+            ("values", {spec.name: given.get(spec.name, spec.default) for spec in PARAMETERS}),
+        ):
+            object.__setattr__(self, name, value)
+
+    if not TYPE_CHECKING:
+        # The services copy `STORED_FIELDS` by name, the parameters among them; typed code
+        # reads `value(name)`.
+        def __getattr__(self, name: str) -> float | None:
+            try:
+                values = object.__getattribute__(self, "values")
+            except AttributeError:
+                raise AttributeError(name) from None
+            if name in values:
+                return values[name]
+            raise AttributeError(name)
+
+    def value(self, name: str) -> float | None:
+        return self.values.get(name)
+
+    def chosen(self, spec: NumericParam) -> float | None:
+        """The value the user asks to send: a sampling parameter only when the sampling
+        choice names it, any other whenever it is set."""
+        if spec.sampling and self.sampling != spec.name:
+            return None
+        return self.values.get(spec.name)
 
     @property
     def reasoning_on(self) -> bool:
@@ -322,6 +496,35 @@ class TurnSettings:
 
     def _thinking(self, profile: ModelProfile) -> bool:
         return self.reasoning_on and profile.reasoning is ReasoningStyle.BUDGET
+
+    def _parameter_problem(self, spec: NumericParam, profile: ModelProfile) -> str | None:
+        value = self.chosen(spec)
+        if value is None:
+            return None
+        name = profile.display_name
+        span = profile.ranges.get(spec.name)
+        if span is None:
+            return profile.sampling_missing_reason()
+        if not span.contains(value):
+            return f"{name} takes a {spec.noun} {_range_words(span)} (you chose {_number(value)})."
+        if not self._thinking(profile):
+            return None
+        thinking_span = profile.thinking_ranges.get(spec.name)
+        if thinking_span is None:
+            # The page says a sampling parameter is left out while thinking (thinking uses
+            # the model's own); any other set parameter would be dropped unseen.
+            if spec.sampling:
+                return None
+            return (
+                f"With reasoning on, {name} takes no {spec.noun}. Clear it or turn reasoning off."
+            )
+        if thinking_span.contains(value):
+            return None
+        return (
+            f"With reasoning on, {name} only accepts {spec.noun} {_range_words(thinking_span)} "
+            f"(you chose {_number(value)}). Raise {spec.noun} or reset sampling to the model "
+            "default."
+        )
 
     def problems(self, profile: ModelProfile) -> dict[str, str]:
         """Control name → what is wrong, in words. Empty when the model takes everything."""
@@ -332,37 +535,13 @@ class TurnSettings:
                 f"{name} writes from 1 to {profile.max_output_tokens:,} tokens per reply "
                 f"(you asked for {self.max_tokens:,})."
             )
-        if self.sampling not in tuple(Sampling):
-            found["sampling"] = "Choose the model default, temperature or Top P."
-        elif self.sampling == Sampling.TEMPERATURE:
-            span = profile.temperature
-            if span is None:
-                found["temperature"] = profile.sampling_missing_reason()
-            elif not span.contains(self.temperature):
-                found["temperature"] = (
-                    f"{name} takes a temperature from {_number(span.low)} to "
-                    f"{_number(span.high)} (you chose {_number(self.temperature)})."
-                )
-        elif self.sampling == Sampling.TOP_P:
-            span = profile.top_p
-            thinking_span = profile.top_p_while_thinking
-            if span is None:
-                found["top_p"] = profile.sampling_missing_reason()
-            elif not span.contains(self.top_p):
-                found["top_p"] = (
-                    f"{name} takes a Top P from {_number(span.low)} to {_number(span.high)} "
-                    f"(you chose {_number(self.top_p)})."
-                )
-            elif (
-                self._thinking(profile)
-                and thinking_span is not None
-                and not thinking_span.contains(self.top_p)
-            ):
-                found["top_p"] = (
-                    f"With reasoning on, {name} only accepts Top P from "
-                    f"{_number(thinking_span.low)} to {_number(thinking_span.high)} (you chose "
-                    f"{_number(self.top_p)}). Raise Top P or reset sampling to the model default."
-                )
+        if self.sampling not in dict(sampling_choices()):
+            nouns = " or ".join(spec.noun for spec in sampling_parameters())
+            found["sampling"] = f"Choose the model default, {nouns}."
+        for spec in parameters():
+            problem = self._parameter_problem(spec, profile)
+            if problem is not None:
+                found[spec.name] = problem
         if self.reasoning_effort not in (REASONING_OFF, *REASONING_EFFORTS):
             found["reasoning_effort"] = "Choose off, low, medium or high."
         elif self.reasoning_on and not profile.takes_reasoning_switch:
@@ -375,33 +554,40 @@ class TurnSettings:
         """What ``fitted`` changes, in words for the reply: a switch the user did not make
         must not drop or change their settings silently."""
         return [
-            ParameterNotSent(parameter=control, reason=reason).sentence
+            parameter_not_sent(control, reason).sentence
             for control, reason in self.problems(profile).items()
         ]
 
     def fitted(self, profile: ModelProfile) -> TurnSettings:
         """The nearest settings the model takes: for a switch the user did not make (a retired
         model), where refusing the turn would leave the conversation dead."""
+        thinking = self._thinking(profile)
         sampling = self.sampling
-        if (sampling == Sampling.TEMPERATURE and profile.temperature is None) or (
-            sampling == Sampling.TOP_P and profile.top_p is None
-        ):
-            sampling = Sampling.DEFAULT
-        top_p = self.top_p
-        if sampling == Sampling.TOP_P and profile.top_p is not None:
-            top_p = min(max(top_p, profile.top_p.low), profile.top_p.high)
-            thinking_span = profile.top_p_while_thinking
-            if self._thinking(profile) and thinking_span is not None:
-                top_p = min(max(top_p, thinking_span.low), thinking_span.high)
-        temperature = self.temperature
-        if sampling == Sampling.TEMPERATURE and profile.temperature is not None:
-            span = profile.temperature
-            temperature = min(max(temperature, span.low), span.high)
+        values = dict(self.values)
+        for spec in parameters():
+            value = self.chosen(spec)
+            span = profile.ranges.get(spec.name)
+            if value is None:
+                continue
+            if span is None:
+                # Not taken: the sampling choice goes back to the model's defaults, any other
+                # parameter to blank.
+                if spec.sampling:
+                    sampling = SAMPLING_DEFAULT
+                else:
+                    values[spec.name] = None
+                continue
+            fitted: float | None = span.clamp(value)
+            thinking_span = profile.thinking_ranges.get(spec.name)
+            if thinking and thinking_span is not None:
+                fitted = thinking_span.clamp(span.clamp(value))
+            elif thinking and not spec.sampling:
+                fitted = None
+            values[spec.name] = fitted
         return dataclasses.replace(
             self,
             sampling=sampling,
-            temperature=temperature,
-            top_p=top_p,
+            values=values,
             reasoning_effort=(
                 self.reasoning_effort if profile.takes_reasoning_switch else REASONING_OFF
             ),
@@ -410,20 +596,18 @@ class TurnSettings:
         )
 
     def request_params(self, profile: ModelProfile) -> dict[str, Any]:
-        """Exactly the parameters to send: only what the user set and the model takes.
-        Temperature and top_p are either/or, and temperature is never sent while thinking
-        (thinking only allows 1)."""
+        """Exactly the parameters to send: only what the user set and the model takes. A
+        sampling parameter goes only when the choice names it (temperature and top_p are
+        either/or), and while thinking only what `thinking_ranges` lists (never temperature:
+        thinking only allows 1)."""
         params: dict[str, Any] = {
             "max_tokens": min(max(self.max_tokens, 1), profile.max_output_tokens)
         }
-        if (
-            self.sampling == Sampling.TEMPERATURE
-            and profile.temperature is not None
-            and not self._thinking(profile)
-        ):
-            params["temperature"] = self.temperature
-        elif self.sampling == Sampling.TOP_P and profile.top_p is not None:
-            params["top_p"] = self.top_p
+        thinking = self._thinking(profile)
+        for spec in parameters():
+            value = self.chosen(spec)
+            if value is not None and profile.allowed(spec.name, thinking=thinking) is not None:
+                params[spec.name] = value
         if self.reasoning_on and profile.takes_reasoning_switch:
             params["reasoning_effort"] = self.reasoning_effort
         if self.stop:
@@ -433,15 +617,11 @@ class TurnSettings:
 
 def settings_from_params(params: Mapping[str, Any], *, model: str) -> TurnSettings:
     """The settings a stored request was sent with (to send it again, or to another model)."""
-    sampling = Sampling.DEFAULT
-    if "temperature" in params:
-        sampling = Sampling.TEMPERATURE
-    elif "top_p" in params:
-        sampling = Sampling.TOP_P
+    declared = parameters()
+    sent = [spec.name for spec in declared if spec.sampling and spec.name in params]
     return TurnSettings(
-        sampling=sampling,
-        temperature=float(params.get("temperature", 1.0)),
-        top_p=float(params.get("top_p", 1.0)),
+        sampling=sent[0] if sent else SAMPLING_DEFAULT,
+        values={spec.name: spec.of(params[spec.name]) for spec in declared if spec.name in params},
         reasoning_effort=str(params.get("reasoning_effort", REASONING_OFF)),
         max_tokens=int(params.get("max_tokens", 4096)),
         stop=tuple(str(s) for s in params.get("stop", ())),

@@ -35,6 +35,25 @@
     if (input && output) output.textContent = Number(input.value).toFixed(2);
   }
 
+  // The numeric parameters as declared, each with this model's range (null: not taken) and its
+  // range while thinking (null: not sent while thinking).
+  function parameters(profile, sampling) {
+    return (profile.parameters || []).filter(function (param) {
+      return param.sampling === sampling;
+    });
+  }
+
+  function parameter(profile, name) {
+    return (profile.parameters || []).filter(function (param) {
+      return param.name === name;
+    })[0];
+  }
+
+  function listed(nouns, last) {
+    if (nouns.length < 2) return nouns.join("");
+    return nouns.slice(0, -1).join(", ") + " " + last + " " + nouns[nouns.length - 1];
+  }
+
   // Which sampling parameter is sent: one segmented choice (default / temperature / top P)
   // offering only what the model takes, and only the chosen parameter's slider shows. The
   // sliders and the choice share one description (#sampling-hint) saying what is sent.
@@ -43,32 +62,38 @@
     return checked ? checked.value : "default";
   }
 
+  function samplingHint(profile, mode) {
+    var params = parameters(profile, true);
+    var nouns = params.map(function (param) { return param.noun; });
+    var chosen = parameter(profile, mode);
+    if (!chosen) return "Model defaults: neither " + listed(nouns, "nor") + " is sent.";
+    var others = listed(nouns.filter(function (noun) { return noun !== chosen.noun; }), "or") + " is not sent.";
+    if (!thinking(profile)) return "Sending " + chosen.noun + "; " + others;
+    var span = chosen.while_thinking;
+    if (!span) return "With reasoning on, " + chosen.noun + " is not sent (thinking uses " + chosen.default + ").";
+    return "Sending " + chosen.noun + " (with reasoning on, " + profile.name + " takes " + span.min + " to " + span.max + "); " + others;
+  }
+
   function setSampling(mode) {
     var profile = currentProfile();
     if (!profile) return;
-    if (mode !== "default" && !profile[mode]) mode = "default";
+    var chosen = parameter(profile, mode);
+    if (mode !== "default" && !(chosen && chosen.sampling && chosen.range)) mode = "default";
     var radio = $("sampling-" + mode);
     if (radio) radio.checked = true;
     document.querySelectorAll("[data-sampling-control]").forEach(function (control) {
       control.hidden = control.getAttribute("data-sampling-control") !== mode;
     });
     // The slider keeps the model's full range: the server says what thinking allows, in words.
-    var thinks = thinking(profile);
-    var span = profile.top_p_while_thinking;
     var hint = $("sampling-hint");
     if (!hint) return;
-    hint.hidden = !profile.temperature && !profile.top_p;
-    if (hint.hidden) hint.textContent = "";
-    else if (mode === "default") hint.textContent = "Model defaults: neither temperature nor Top P is sent.";
-    else if (mode === "temperature" && thinks) hint.textContent = "With reasoning on, temperature is not sent (thinking uses 1).";
-    else if (mode === "temperature") hint.textContent = "Sending temperature; Top P is not sent.";
-    else if (thinks && span) hint.textContent = "Sending Top P (with reasoning on, " + profile.name + " takes " + span.min + " to " + span.max + "); temperature is not sent.";
-    else hint.textContent = "Sending Top P; temperature is not sent.";
+    hint.hidden = Boolean(profile.sampling_reason);
+    hint.textContent = hint.hidden ? "" : samplingHint(profile, mode);
   }
 
-  // The choice offers a parameter only when the model takes it, and its slider spans the
-  // model's range.
-  function applyRange(name, span) {
+  // The choice offers a sampling parameter only when the model takes it, and its slider spans
+  // the model's range.
+  function applySamplingRange(name, span) {
     var option = $("sampling-" + name);
     var label = document.querySelector('label[for="sampling-' + name + '"]');
     var input = $(name);
@@ -84,6 +109,24 @@
     showValue(name);
   }
 
+  // Any other parameter: its input shows in the model's range, or hides and goes blank (blank
+  // is the model's own default, and nothing the model refuses is kept to be sent).
+  function applyRange(param) {
+    var input = $(param.name);
+    var control = document.querySelector('[data-parameter-control="' + param.name + '"]');
+    var span = param.range;
+    if (control) control.hidden = !span;
+    if (!input) return;
+    if (!span) {
+      input.value = "";
+      return;
+    }
+    input.min = String(span.min);
+    input.max = String(span.max);
+    input.placeholder = "default (" + span.default + ")";
+    if (input.value !== "") clamp(input, span.min, span.max);
+  }
+
   function setReason(id, text) {
     var note = $(id);
     if (!note) return;
@@ -95,8 +138,10 @@
   // why the others are gone.
   function applyProfile(profile) {
     if (!profile) return;
-    applyRange("temperature", profile.temperature);
-    applyRange("top_p", profile.top_p);
+    parameters(profile, true).forEach(function (param) {
+      applySamplingRange(param.name, param.range);
+    });
+    parameters(profile, false).forEach(applyRange);
     setReason("sampling-reason", profile.sampling_reason);
     var choice = document.querySelector("[data-sampling-choice]");
     if (choice) choice.hidden = Boolean(profile.sampling_reason);
@@ -119,18 +164,21 @@
 
   function bind() {
     var picker = $("model");
-    var temperature = $("temperature");
-    var topP = $("top_p");
     var reasoning = $("reasoning_effort");
-    if (!picker || !temperature || !topP) return;
+    if (!picker) return;
+    // Every profile lists the same declared parameters; only their ranges differ.
+    var known = profiles();
+    var any = currentProfile() || known[Object.keys(known)[0]];
+    if (!any) return;
+    var sliders = parameters(any, true);
     picker.addEventListener("change", function () {
       applyProfile(currentProfile());
     });
-    temperature.addEventListener("input", function () {
-      showValue("temperature");
-    });
-    topP.addEventListener("input", function () {
-      showValue("top_p");
+    sliders.forEach(function (param) {
+      var input = $(param.name);
+      if (input) input.addEventListener("input", function () {
+        showValue(param.name);
+      });
     });
     document.querySelectorAll('input[name="sampling"]').forEach(function (radio) {
       radio.addEventListener("change", function () {
@@ -145,11 +193,12 @@
     var reset = $("reset-sampling");
     if (reset) {
       reset.addEventListener("click", function () {
-        var profile = currentProfile();
-        temperature.value = String(profile && profile.temperature ? profile.temperature.default : 1);
-        topP.value = String(profile && profile.top_p ? profile.top_p.default : 1);
-        showValue("temperature");
-        showValue("top_p");
+        parameters(currentProfile() || any, true).forEach(function (param) {
+          var input = $(param.name);
+          if (!input) return;
+          input.value = String(param.range ? param.range.default : param.default);
+          showValue(param.name);
+        });
         setSampling("default");
       });
     }

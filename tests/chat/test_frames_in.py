@@ -202,7 +202,7 @@ async def test_every_action_with_every_wrong_value_of_every_field_answers_an_err
     answered = 0
     for action, valid in _valid_frames(asked, reply).items():
         reads_controls = action not in ("retry", "switch")
-        for field in [*valid, *(TurnSettingsForm.base_fields if reads_controls else ())]:
+        for field in [*valid, *(TurnSettingsForm.control_fields() if reads_controls else ())]:
             if field == "action":
                 continue
             values = list(WRONG_VALUES)
@@ -273,7 +273,7 @@ ANY_ACTION = st.sampled_from(
     ["send", "stop", "retry", "regenerate", "continue", "edit", "switch", "dance", ""]
 )
 FIELD_NAMES = st.sampled_from(
-    ["message", "message_id", "client_token", *TurnSettingsForm.base_fields, "HEADERS"]
+    ["message", "message_id", "client_token", *TurnSettingsForm.control_fields(), "HEADERS"]
 )
 FIELD_VALUES = JSON_VALUES | UUID_LIKE | st.just(HUGE[:120_000])
 HOSTILE_FRAMES = st.fixed_dictionaries(

@@ -129,7 +129,7 @@ def test_a_models_list_entry_maps_an_unknown_id_to_the_adaptive_kind() -> None:
 
     assert profile.kind == KIND_ADAPTIVE
     assert profile.display_name == "Claude Sonnet 5"
-    assert profile.temperature is None
+    assert "temperature" not in profile.ranges
     assert (profile.context_window, profile.max_output_tokens) == (1_000_000, 128_000)
     assert profile.input_price_per_mtok == Decimal("3")
 
