@@ -108,8 +108,14 @@ def context_usage(*, conversation: Conversation, profile: ModelProfile) -> Conte
     )
 
 
-def context_usage_for(*, conversation: Conversation, model: str = "") -> ContextUsage:
-    current = catalogue.catalogue_current()
+def context_usage_for(
+    *,
+    conversation: Conversation,
+    model: str = "",
+    current_catalogue: catalogue.Catalogue | None = None,
+) -> ContextUsage:
+    """`current_catalogue`: the one the caller has read already (read here when None)."""
+    current = current_catalogue or catalogue.catalogue_current()
     chosen = model or conversation.model or catalogue.default_model_id(catalogue=current)
     return context_usage(conversation=conversation, profile=current.profile(chosen))
 
@@ -206,11 +212,14 @@ def context_offers_needed(
     max_tokens: int,
     model: str,
     attachment_ids: Sequence[uuid.UUID] = (),
+    current_catalogue: catalogue.Catalogue | None = None,
 ) -> ContextUsage | None:
     """The usage when the next turn (its words and the files attached to it) would not fit
     (the user is then offered the two ways on), None when it fits."""
     conversation = Conversation.objects.select_related("owner").get(id=conversation_id)
-    usage = context_usage_for(conversation=conversation, model=model)
+    usage = context_usage_for(
+        conversation=conversation, model=model, current_catalogue=current_catalogue
+    )
     attached = attachments_for_user(attachment_ids=attachment_ids, user=conversation.owner)
     files_tokens = attachments_tokens(attachments=attached)
     if usage.fits(new_text=new_text, max_tokens=max_tokens, new_files_tokens=files_tokens):

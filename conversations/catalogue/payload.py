@@ -22,9 +22,11 @@ def turn_request(
     params: Mapping[str, Any],
     messages: Sequence[Mapping[str, Any]],
     system_prompt: str,
+    current_catalogue: catalogue.Catalogue | None = None,
 ) -> TurnRequest:
+    """`current_catalogue`: the one the caller has read already (read here when None)."""
     return TurnRequest(
-        profile=catalogue.catalogue_current().profile(model_id),
+        profile=(current_catalogue or catalogue.catalogue_current()).profile(model_id),
         options=options_from_params(model=model_id, params=params),
         messages=messages,
         system_prompt=system_prompt,

@@ -327,8 +327,11 @@ class ModelChoice:
         return self.offered
 
 
-def model_choice_for_user(*, user: User, current: str = "") -> ModelChoice:
-    catalogue = catalogue_current()
+def model_choice_for_user(
+    *, user: User, current: str = "", current_catalogue: Catalogue | None = None
+) -> ModelChoice:
+    """`current_catalogue`: the one the caller has read already (read here when None)."""
+    catalogue = current_catalogue or catalogue_current()
     offered = models_offered_for_user(user=user, catalogue=catalogue, on=today())
     if not current:
         current = model_for_new_conversation(user=user, catalogue=catalogue)

@@ -20,7 +20,11 @@ from conversations.accounts import limits, sessions
 from conversations.accounts.sessions import CLOSE_SESSION_ENDED, SESSION_ENDED_TEXT
 from conversations.attachments import services as attachment_services
 from conversations.catalogue import context
-from conversations.catalogue.selectors import model_choice_for_user
+from conversations.catalogue.selectors import (
+    Catalogue,
+    catalogue_current,
+    model_choice_for_user,
+)
 from conversations.chat import frames, frames_in, selectors, services, titles
 from conversations.chat.forms import (
     TurnForm,
@@ -493,10 +497,16 @@ def _turn_begin(
     against the model's profile, the fit in the context window (the usage when it does not
     fit), then the turn started. Split into hops, a burst of sends queued each turn's later
     hops behind every other turn's earlier ones, and every first token waited for the last."""
+    # Read once for the whole hop: it is several statements and the same for every step.
+    current_catalogue = catalogue_current()
     # Files may be sent without a word about them.
     form_class = TurnWithFilesForm if frame.attachment_ids else TurnForm
     form = _checked_form(
-        form_class, {**frame.controls, "message": frame.message}, owner, conversation_id
+        form_class,
+        {**frame.controls, "message": frame.message},
+        owner,
+        conversation_id,
+        current_catalogue=current_catalogue,
     )
     if form.errors:
         raise FrameError(form_error_text(form))
@@ -508,6 +518,7 @@ def _turn_begin(
         max_tokens=turn_settings.max_tokens,
         model=turn_settings.model,
         attachment_ids=frame.attachment_ids,
+        current_catalogue=current_catalogue,
     )
     if overflow is not None:
         return overflow
@@ -518,6 +529,7 @@ def _turn_begin(
         turn_settings=turn_settings,
         model=turn_settings.model,
         attachment_ids=frame.attachment_ids,
+        current_catalogue=current_catalogue,
     )
 
 
@@ -529,9 +541,10 @@ def _turn_start(
     turn_settings: services.TurnSettings,
     model: str,
     attachment_ids: tuple[uuid.UUID, ...] = (),
+    current_catalogue: Catalogue | None = None,
 ) -> TurnStart:
-    """One thread hop for the whole start of a turn: save it, claim the reply, build its
-    upstream request and render the frame every viewer gets."""
+    """The start of a turn, on the ORM thread: save it, claim the reply, build its upstream
+    request and render the frame every viewer gets."""
     started = services.turn_start(
         conversation_id=conversation_id,
         owner=owner,
@@ -539,11 +552,12 @@ def _turn_start(
         settings=turn_settings,
         model=model,
         attachment_ids=attachment_ids,
+        current_catalogue=current_catalogue,
     )
     messages = [started.user_message, started.reply]
     return TurnStart(
         started=started,
-        prepared=generation.reply_prepare(reply=started.reply),
+        prepared=generation.reply_prepare(reply=started.reply, current_catalogue=current_catalogue),
         # Every viewer of a conversation is its owner, so one quota line fits them all.
         frame=frames.turn_started(
             messages=selectors.messages_as_only_versions(messages=messages)
@@ -555,12 +569,19 @@ def _turn_start(
 
 
 def _checked_form(
-    form_class: type[TurnSettingsForm], data: dict[str, Any], user: Any, conversation_id: uuid.UUID
+    form_class: type[TurnSettingsForm],
+    data: dict[str, Any],
+    user: Any,
+    conversation_id: uuid.UUID,
+    *,
+    current_catalogue: Catalogue | None = None,
 ) -> TurnSettingsForm:
     current = (
         Conversation.objects.filter(id=conversation_id).values_list("model", flat=True).first()
     )
-    choice = model_choice_for_user(user=user, current=current or "")
+    choice = model_choice_for_user(
+        user=user, current=current or "", current_catalogue=current_catalogue
+    )
     return turn_form_checked(form_class=form_class, frame=data, choice=choice)
 
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 from conversations.attachments import selectors as attachment_selectors
 from conversations.catalogue.payload import turn_request
 from conversations.catalogue.selectors import (
+    Catalogue,
     messages_mark_context_start,
     replies_mark_model_changes,
     thread_in_context,
@@ -145,7 +146,9 @@ def _ancestors(
     return list(manager.raw(sql, params))
 
 
-def reply_turn(*, reply: Message) -> tuple[TurnRequest, uuid.UUID]:
+def reply_turn(
+    *, reply: Message, current_catalogue: Catalogue | None = None
+) -> tuple[TurnRequest, uuid.UUID]:
     """The turn for a saved reply, and its conversation's id. Given to the gateway client as is,
     it is built in the dialect that works for the model (negotiated once when refused).
 
@@ -161,6 +164,7 @@ def reply_turn(*, reply: Message) -> tuple[TurnRequest, uuid.UUID]:
         params=reply.request_params,
         messages=context,
         system_prompt=conversation.system_prompt,
+        current_catalogue=current_catalogue,
     )
     return turn, conversation.id
 

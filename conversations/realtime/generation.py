@@ -461,13 +461,15 @@ def reply_too_long_error() -> str:
     )
 
 
-def reply_prepare(*, reply: Message) -> tuple[TurnRequest, uuid.UUID]:
+def reply_prepare(
+    *, reply: Message, current_catalogue: catalogue.Catalogue | None = None
+) -> tuple[TurnRequest, uuid.UUID]:
     """Claim a saved `streaming` reply for this process and gather its turn (the client builds
     the request from it in the dialect that works); returns (turn, conversation id). Sync: call
     it in the same ORM hop as the write that saved it."""
     # Recorded so that, should this process die, another one can tell the reply is orphaned.
     recovery.reply_claim(message_id=reply.id, worker=recovery.worker_id())
-    turn, conversation_id = selectors.reply_turn(reply=reply)
+    turn, conversation_id = selectors.reply_turn(reply=reply, current_catalogue=current_catalogue)
     gateway = runtime.dialect_memory_gateway()
     if gateway is None:
         return turn, conversation_id

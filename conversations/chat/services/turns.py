@@ -50,6 +50,7 @@ def turn_start(
     settings: TurnSettings,
     model: str,
     attachment_ids: Sequence[uuid.UUID] = (),
+    current_catalogue: catalogue.Catalogue | None = None,
 ) -> StartedTurn:
     """Save the user's message (with the uploads it carries) and an empty streaming reply,
     atomically: an attachment refused (not the user's, over a limit, a kind the model cannot
@@ -63,7 +64,12 @@ def turn_start(
         state = _turn_start_state(conversation=conversation)
         if state.reply_streaming:
             raise TurnRefused(REPLY_STREAMING_REFUSAL)
-        plan = _turn_plan(conversation=conversation, settings=settings, model=model)
+        plan = _turn_plan(
+            conversation=conversation,
+            settings=settings,
+            model=model,
+            current_catalogue=current_catalogue,
+        )
         quota = _allowance_check(user=owner, max_tokens=plan.params["max_tokens"])
         user_message = Message.objects.create(
             conversation=conversation,
@@ -190,11 +196,15 @@ REPLY_STREAMING_REFUSAL = (
 
 
 def _turn_plan(
-    *, conversation: Conversation, settings: TurnSettings, model: str
+    *,
+    conversation: Conversation,
+    settings: TurnSettings,
+    model: str,
+    current_catalogue: catalogue.Catalogue | None = None,
 ) -> catalogue.TurnPlan:
     """Where the turn goes and what it sends: the model picked for it (else the conversation's,
     else the site's), or that model's replacement once it is retired."""
-    current = catalogue.catalogue_current()
+    current = current_catalogue or catalogue.catalogue_current()
     chosen = model or conversation.model or catalogue.default_model_id(catalogue=current)
     return catalogue.turn_plan(
         settings=settings, chosen=chosen, catalogue=current, on=catalogue.today()
