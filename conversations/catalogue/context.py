@@ -207,7 +207,8 @@ def overflow_reason(*, usage: ContextUsage) -> str:
 
 def context_offers_needed(
     *,
-    conversation_id: uuid.UUID,
+    conversation: Conversation,
+    owner: User,
     new_text: str,
     max_tokens: int,
     model: str,
@@ -216,11 +217,10 @@ def context_offers_needed(
 ) -> ContextUsage | None:
     """The usage when the next turn (its words and the files attached to it) would not fit
     (the user is then offered the two ways on), None when it fits."""
-    conversation = Conversation.objects.select_related("owner").get(id=conversation_id)
     usage = context_usage_for(
         conversation=conversation, model=model, current_catalogue=current_catalogue
     )
-    attached = attachments_for_user(attachment_ids=attachment_ids, user=conversation.owner)
+    attached = attachments_for_user(attachment_ids=attachment_ids, user=owner)
     files_tokens = attachments_tokens(attachments=attached)
     if usage.fits(new_text=new_text, max_tokens=max_tokens, new_files_tokens=files_tokens):
         return None

@@ -38,7 +38,7 @@ from conversations.chat.frames_in import FrameError
 from conversations.chat.orm import orm_concurrent
 from conversations.gateway.payload import TurnRequest
 from conversations.models import Conversation, Message
-from conversations.realtime import events, generation, live
+from conversations.realtime import events, generation, live, recovery
 
 logger = logging.getLogger(__name__)
 
@@ -497,15 +497,16 @@ def _turn_begin(
     against the model's profile, the fit in the context window (the usage when it does not
     fit), then the turn started. Split into hops, a burst of sends queued each turn's later
     hops behind every other turn's earlier ones, and every first token waited for the last."""
-    # Read once for the whole hop: it is several statements and the same for every step.
+    # Read once for the whole hop, and the same for every step.
     current_catalogue = catalogue_current()
+    conversation = Conversation.objects.get(id=conversation_id, owner=owner)
     # Files may be sent without a word about them.
     form_class = TurnWithFilesForm if frame.attachment_ids else TurnForm
-    form = _checked_form(
+    form = _form_checked(
         form_class,
         {**frame.controls, "message": frame.message},
         owner,
-        conversation_id,
+        conversation_model=conversation.model,
         current_catalogue=current_catalogue,
     )
     if form.errors:
@@ -513,7 +514,8 @@ def _turn_begin(
     message = form.cleaned_data["message"]
     turn_settings = turn_settings_from(form=form, frame=frame.controls)
     overflow = context.context_offers_needed(
-        conversation_id=conversation_id,
+        conversation=conversation,
+        owner=owner,
         new_text=message,
         max_tokens=turn_settings.max_tokens,
         model=turn_settings.model,
@@ -553,6 +555,7 @@ def _turn_start(
         model=model,
         attachment_ids=attachment_ids,
         current_catalogue=current_catalogue,
+        worker=recovery.worker_id(),
     )
     messages = [started.user_message, started.reply]
     return TurnStart(
@@ -569,18 +572,26 @@ def _turn_start(
 
 
 def _checked_form(
-    form_class: type[TurnSettingsForm],
-    data: dict[str, Any],
-    user: Any,
-    conversation_id: uuid.UUID,
-    *,
-    current_catalogue: Catalogue | None = None,
+    form_class: type[TurnSettingsForm], data: dict[str, Any], user: Any, conversation_id: uuid.UUID
 ) -> TurnSettingsForm:
     current = (
         Conversation.objects.filter(id=conversation_id).values_list("model", flat=True).first()
     )
+    return _form_checked(form_class, data, user, conversation_model=current or "")
+
+
+def _form_checked(
+    form_class: type[TurnSettingsForm],
+    data: dict[str, Any],
+    user: Any,
+    *,
+    conversation_model: str,
+    current_catalogue: Catalogue | None = None,
+) -> TurnSettingsForm:
+    """The controls checked against the profile of the model they name, the conversation's
+    when they name none."""
     choice = model_choice_for_user(
-        user=user, current=current or "", current_catalogue=current_catalogue
+        user=user, current=conversation_model, current_catalogue=current_catalogue
     )
     return turn_form_checked(form_class=form_class, frame=data, choice=choice)
 

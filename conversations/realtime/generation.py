@@ -467,8 +467,11 @@ def reply_prepare(
     """Claim a saved `streaming` reply for this process and gather its turn (the client builds
     the request from it in the dialect that works); returns (turn, conversation id). Sync: call
     it in the same ORM hop as the write that saved it."""
-    # Recorded so that, should this process die, another one can tell the reply is orphaned.
-    recovery.reply_claim(message_id=reply.id, worker=recovery.worker_id())
+    # Recorded so that, should this process die, another one can tell the reply is orphaned;
+    # a turn start records it as it saves the reply.
+    worker = recovery.worker_id()
+    if reply.worker_id != worker:
+        recovery.reply_claim(message_id=reply.id, worker=worker)
     turn, conversation_id = selectors.reply_turn(reply=reply, current_catalogue=current_catalogue)
     gateway = runtime.dialect_memory_gateway()
     if gateway is None:

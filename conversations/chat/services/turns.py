@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import User
 from django.db import connection, transaction
+from django.utils import timezone
 
 from conversations.accounts import limits
 from conversations.accounts import services as accounts_services
@@ -51,13 +52,15 @@ def turn_start(
     model: str,
     attachment_ids: Sequence[uuid.UUID] = (),
     current_catalogue: catalogue.Catalogue | None = None,
+    worker: str = "",
 ) -> StartedTurn:
     """Save the user's message (with the uploads it carries) and an empty streaming reply,
     atomically: an attachment refused (not the user's, over a limit, a kind the model cannot
     read) leaves nothing behind.
 
     The conversation row is locked so that two processes cannot both start a reply in the same
-    conversation: one generation at a time, never run twice.
+    conversation: one generation at a time, never run twice. `worker`, the process that will
+    generate the reply, is recorded with it (see realtime.recovery).
     """
     with transaction.atomic():
         conversation = Conversation.objects.select_for_update().get(id=conversation_id, owner=owner)
@@ -91,6 +94,8 @@ def turn_start(
                 if state.leaf_reply_model is None
                 else bool(state.leaf_reply_model) and state.leaf_reply_model != plan.model
             ),
+            worker_id=worker,
+            heartbeat_at=timezone.now() if worker else None,
         )
         attachment_services.turn_attachments_apply(
             user_message=user_message,
