@@ -128,11 +128,12 @@ DATABASES = {
 # conversations/chat/orm.py). A pooled connection goes back to the pool after each call, so
 # CONN_MAX_AGE does not apply to it. 0 = no pool, a connection per thread as before.
 DATABASE_POOL_MAX = env_int("DATABASE_POOL_MAX", 20)
-# Two: the turn starts are mostly Python work, which one process runs on one core (the GIL)
-# however many threads it has. More threads only help a database far away; near one, in a
-# burst of sends they took the GIL from the event loop, whose requests to the gateway then
-# waited up to 0.9 s for their answers (bench/REPORT.md).
-CHAT_ORM_THREADS = env_int("CHAT_ORM_THREADS", 2)
+# Turn starts are mostly Python work, which one process runs on one core (the GIL) however
+# many threads it has. Many threads share the GIL with the event loop in a burst of sends:
+# the turn starts all end sooner (the last first token comes sooner), at the cost of the first
+# ones, whose replies wait with the rest. Two threads do the opposite. Measured in
+# bench/REPORT.md (round 5): eight won at every burst size for the slowest first token.
+CHAT_ORM_THREADS = env_int("CHAT_ORM_THREADS", 8)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_MAX > 0:
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
