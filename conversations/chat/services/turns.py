@@ -80,22 +80,16 @@ def turn_start(
             role=Message.Role.USER,
             content=content,
         )
-        reply = Message.objects.create(
+        reply = _streaming_reply_new(
             conversation=conversation,
             parent=user_message,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.STREAMING,
-            model=plan.model,
-            request_params=plan.params,
-            model_note=plan.note,
-            request_notes=plan.notes,
+            plan=plan,
             model_changed=(
                 _model_changes(parent=user_message, model=plan.model)
                 if state.leaf_reply_model is None
                 else bool(state.leaf_reply_model) and state.leaf_reply_model != plan.model
             ),
-            worker_id=worker,
-            heartbeat_at=timezone.now() if worker else None,
+            worker=worker,
         )
         attachment_services.turn_attachments_apply(
             user_message=user_message,
@@ -239,7 +233,30 @@ def _reply_create(
 ) -> Message:
     # Regenerate, edit and continue start replies too, so they count against the same limits.
     _allowance_check(user=conversation.owner, max_tokens=int(plan.params.get("max_tokens") or 0))
-    reply = Message.objects.create(
+    reply = _streaming_reply_new(
+        conversation=conversation,
+        parent=parent,
+        plan=plan,
+        model_changed=_model_changes(parent=parent, model=plan.model),
+    )
+    _attachments_check(conversation=conversation, leaf=parent, reply=reply, plan=plan)
+    accounts_services.usage_reserve(reply=reply, owner=conversation.owner)
+    conversation.active_leaf = reply
+    conversation.save()
+    return reply
+
+
+def _streaming_reply_new(
+    *,
+    conversation: Conversation,
+    parent: Message | None,
+    plan: catalogue.TurnPlan,
+    model_changed: bool,
+    worker: str = "",
+) -> Message:
+    """The empty reply the model is about to write, under `parent`, as `plan` says; `worker`,
+    when known, is the process that will write it (see realtime.recovery)."""
+    return Message.objects.create(
         conversation=conversation,
         parent=parent,
         role=Message.Role.ASSISTANT,
@@ -248,13 +265,10 @@ def _reply_create(
         request_params=plan.params,
         model_note=plan.note,
         request_notes=plan.notes,
-        model_changed=_model_changes(parent=parent, model=plan.model),
+        model_changed=model_changed,
+        worker_id=worker,
+        heartbeat_at=timezone.now() if worker else None,
     )
-    _attachments_check(conversation=conversation, leaf=parent, reply=reply, plan=plan)
-    accounts_services.usage_reserve(reply=reply, owner=conversation.owner)
-    conversation.active_leaf = reply
-    conversation.save()
-    return reply
 
 
 def _profile_of(plan: catalogue.TurnPlan) -> ModelProfile:
@@ -447,15 +461,10 @@ def reply_retry(
         )
         if not plan.note:
             plan = catalogue.TurnPlan(model=sent, params=failed.request_params)
-        reply = Message.objects.create(
+        reply = _streaming_reply_new(
             conversation=conversation,
-            parent_id=failed.parent_id,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.STREAMING,
-            model=plan.model,
-            request_params=plan.params,
-            model_note=plan.note,
-            request_notes=plan.notes,
+            parent=failed.parent,
+            plan=plan,
             model_changed=_model_changes(parent=failed.parent, model=plan.model),
         )
         _attachments_check(conversation=conversation, leaf=failed.parent, reply=reply, plan=plan)
