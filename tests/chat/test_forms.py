@@ -2,15 +2,7 @@ import pytest
 
 from conversations.chat.forms import RenameForm, TurnSettingsForm, turn_settings_from
 from conversations.gateway.profiles import SONNET_4_5
-from tests.support.factories import builtin_choice
-
-CONTROLS = {
-    "sampling": "default",
-    "temperature": "1",
-    "top_p": "1",
-    "reasoning_effort": "off",
-    "max_tokens": "1000",
-}
+from tests.support.factories import CONTROLS, builtin_choice
 
 
 def test_stop_sequences_are_kept_verbatim_deduplicated_and_sent_as_stop() -> None:

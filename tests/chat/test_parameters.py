@@ -23,6 +23,7 @@ from conversations.gateway.profiles import (
     settings_from_params,
 )
 from conversations.models import Conversation, UserPreferences
+from tests.support.factories import CONTROLS
 
 TOP_K = NumericParam(name="top_k", label="Top K", noun="Top K", low=1, high=10_000, integer=True)
 TAKES = dataclasses.replace(
@@ -33,13 +34,6 @@ TAKES = dataclasses.replace(
     ranges={**SONNET_4_5.ranges, "top_k": ParamRange(1, 500, 40)},
 )
 REFUSES = adaptive_profile(id="test/adaptive", display_name="Test adaptive model")
-CONTROLS = {
-    "sampling": "default",
-    "temperature": "1",
-    "top_p": "1",
-    "reasoning_effort": "off",
-    "max_tokens": "1000",
-}
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
 

@@ -9,6 +9,15 @@ from conversations.models import Conversation, Message
 
 MODEL = "anthropic/claude-sonnet-4.5"
 
+# The turn controls as the page's form posts them, at their defaults.
+CONTROLS = {
+    "sampling": "default",
+    "temperature": "1",
+    "top_p": "1",
+    "reasoning_effort": "off",
+    "max_tokens": "1000",
+}
+
 
 def turn_settings(**overrides: Any) -> services.TurnSettings:
     values: dict[str, Any] = {

@@ -10,6 +10,7 @@ from channels.testing import WebsocketCommunicator
 from conversations.chat.routing import websocket_urlpatterns
 from conversations.models import Conversation, Message
 from conversations.realtime import runtime
+from tests.support.factories import CONTROLS
 
 # Generous: CI machines are small and noisy; a passing test never waits this long.
 RECEIVE_TIMEOUT = 30
@@ -17,15 +18,7 @@ RECEIVE_TIMEOUT = 30
 SOCKET_TIMEOUT = 10
 
 # A composer send as the page's form makes it.
-SEND = {
-    "action": "send",
-    "message": "Hello there",
-    "sampling": "default",
-    "temperature": "1",
-    "top_p": "1",
-    "reasoning_effort": "off",
-    "max_tokens": "1000",
-}
+SEND = {"action": "send", "message": "Hello there", **CONTROLS}
 
 COMPLETE = 'data-role="assistant" data-status="complete"'
 
