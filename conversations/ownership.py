@@ -4,7 +4,7 @@ import uuid
 from typing import TypeVar
 
 from django.contrib.auth.models import User
-from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db.models import Model, QuerySet
 
 RowT = TypeVar("RowT", bound=Model)
@@ -20,5 +20,6 @@ def owned_row_get(
         return None
     try:
         return rows.get(id=row_id, **{owner: user})
-    except (ObjectDoesNotExist, ValueError, TypeError):
+    except (ObjectDoesNotExist, ValidationError, ValueError, TypeError):
+        # ValidationError: text that is no UUID (Django's UUIDField says so, not ValueError).
         return None

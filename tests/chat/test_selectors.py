@@ -388,3 +388,5 @@ def test_an_id_from_a_client_finds_only_the_users_own_row(
         assert lookup(**{key: row.id, "user": other}) is None
         assert lookup(**{key: row.id, "user": AnonymousUser()}) is None
         assert lookup(**{key: uuid.uuid4(), "user": owner}) is None
+        # Text that is no UUID at all is no row either, not a server error.
+        assert lookup(**{key: "not-a-uuid", "user": owner}) is None
