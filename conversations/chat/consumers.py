@@ -38,12 +38,14 @@ from conversations.chat.frames_in import FrameError
 from conversations.chat.orm import orm_concurrent
 from conversations.gateway.payload import TurnRequest
 from conversations.models import Conversation, Message
-from conversations.realtime import events, generation, live, recovery
+from conversations.realtime import events, generation, live, recovery, runtime
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
+# How long a sidebar or quota re-render waits for a burst of turn starts to pass.
+BACKGROUND_RENDER_WAIT_SECONDS = 2.0
 DATABASE_BUSY = (
     "The server is too busy to save this right now. Nothing was sent; your message is still "
     "here, so try again in a moment."
@@ -167,9 +169,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         owner = self.user
         try:
             # On PostgreSQL beside other turn starts: a burst of Enters is not a queue.
-            turn = await orm_concurrent(_turn_begin)(
-                frame=frame, owner=owner, conversation_id=self.conversation_id
-            )
+            with runtime.current().turn_starts.running():
+                turn = await orm_concurrent(_turn_begin)(
+                    frame=frame, owner=owner, conversation_id=self.conversation_id
+                )
         except (services.TurnRefused, attachment_services.AttachmentRefused) as exc:
             raise FrameError(str(exc)) from exc
         if isinstance(turn, context.ContextUsage):
@@ -407,6 +410,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _refresh(self) -> None:
         user = self.user
+        await runtime.current().turn_starts.passed(at_most=BACKGROUND_RENDER_WAIT_SECONDS)
         while self._stale:
             parts, self._stale = self._stale, set()
             try:

@@ -10,7 +10,7 @@ from channels.db import database_sync_to_async
 
 from conversations.chat.services import conversation_create
 from conversations.models import Conversation, Message
-from conversations.realtime import runtime
+from conversations.realtime import live, runtime
 from tests.support.factories import exchange
 from tests.support.sockets import (
     COMPLETE,
@@ -69,6 +69,36 @@ async def test_first_exchange_gets_a_model_title_in_every_tab(
     assert [r.json["stream"] for r in upstream.requests] == [True, False]
     await comm.disconnect(timeout=RECEIVE_TIMEOUT)
     await elsewhere.disconnect(timeout=RECEIVE_TIMEOUT)
+
+
+async def test_a_sidebar_render_waits_for_the_turn_starts_in_flight(user: Any) -> None:
+    # In a burst of Enters a sidebar render would take the interpreter from everyone's turn
+    # start: it waits for them to pass, then shows the latest state.
+    conversation, _, _ = await _with_exchange(user)
+    comm = await _connected(user, conversation)
+    turn_starts = runtime.current().turn_starts
+
+    with turn_starts.running():
+        await live.sidebar_changed(user_id=user.pk)
+        assert await comm.receive_nothing(timeout=0.5)
+
+    frames = await receive_until(comm, 'id="conversation-list"')
+    assert str(conversation.id) in frames
+    await comm.disconnect(timeout=RECEIVE_TIMEOUT)
+
+
+async def test_a_steady_stream_of_turn_starts_holds_a_render_back_only_so_long() -> None:
+    turn_starts = runtime.TurnStarts()
+
+    with turn_starts.running():
+        async with asyncio.timeout(RECEIVE_TIMEOUT):
+            await turn_starts.passed(at_most=0.01)
+        waiting = asyncio.ensure_future(turn_starts.passed(at_most=RECEIVE_TIMEOUT))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+
+    async with asyncio.timeout(RECEIVE_TIMEOUT):
+        await waiting
 
 
 async def test_regenerate_streams_a_second_version(upstream: FakeUpstream, user: Any) -> None:
