@@ -20,7 +20,7 @@ from conversations.attachments.selectors import attachments_for_user
 from conversations.catalogue import selectors as catalogue
 from conversations.catalogue.payload import turn_request
 from conversations.catalogue.selectors import thread_in_context
-from conversations.chat.selectors import thread_path
+from conversations.chat.selectors import context_tail, thread_path
 from conversations.gateway.payload import TurnRequest
 from conversations.gateway.profiles import ModelProfile
 from conversations.models import Conversation, Message
@@ -38,7 +38,12 @@ SUMMARY_NOTE = "Summary of an earlier conversation, to continue from:"
 
 
 def estimate_tokens(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE) if text else 0
+    return length_tokens(len(text))
+
+
+def length_tokens(length: int) -> int:
+    """`estimate_tokens` of a text of `length` characters."""
+    return math.ceil(length / CHARS_PER_TOKEN_ESTIMATE)
 
 
 def attachments_tokens(*, attachments: Sequence[Attachment]) -> int:
@@ -86,23 +91,18 @@ def _thread(conversation: Conversation) -> list[Message]:
 
 
 def context_usage(*, conversation: Conversation, profile: ModelProfile) -> ContextUsage:
-    thread = _thread(conversation)
-    used = estimate_tokens(conversation.system_prompt)
-    counted_from = 0
-    trimmed_at = conversation.context_trimmed_at
-    for index in range(len(thread) - 1, -1, -1):
-        reply = thread[index]
-        measured = reply.role == Message.Role.ASSISTANT and reply.prompt_tokens is not None
-        # A count taken before the user left turns out still includes them.
-        if measured and (trimmed_at is None or reply.created_at > trimmed_at):
-            used = (reply.prompt_tokens or 0) + (
-                reply.completion_tokens
-                if reply.completion_tokens is not None
-                else estimate_tokens(reply.content)
-            )
-            counted_from = index + 1
-            break
-    used += sum(estimate_tokens(m.content) for m in thread[counted_from:])
+    tail = context_tail(conversation=conversation)
+    if tail.measured_prompt_tokens is None:
+        used = estimate_tokens(conversation.system_prompt)
+    else:
+        # The gateway's count of the newest reply's request and answer (the system prompt is in
+        # it), then an estimate of what came after.
+        used = tail.measured_prompt_tokens + (
+            tail.measured_completion_tokens
+            if tail.measured_completion_tokens is not None
+            else length_tokens(tail.measured_length)
+        )
+    used += sum(length_tokens(length) for length in tail.lengths)
     return ContextUsage(
         used=used, window=profile.context_window, max_output=profile.max_output_tokens
     )

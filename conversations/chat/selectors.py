@@ -146,6 +146,95 @@ def _ancestors(
     return list(manager.raw(sql, params))
 
 
+@dataclass(frozen=True, slots=True)
+class ContextTail:
+    """What counting the next request's context needs of a branch, from its leaf back: the
+    newest reply in upstream's view whose usage the gateway reported after the user last left
+    turns out (None when there is none), and the lengths in characters of the messages after
+    it, oldest first (of everything upstream sees when there is no such reply)."""
+
+    measured_prompt_tokens: int | None
+    measured_completion_tokens: int | None
+    measured_length: int
+    lengths: list[int]
+
+
+def context_tail(*, conversation: Conversation) -> ContextTail:
+    """One recursive statement that walks back from the leaf only as far as counting needs: to
+    the newest measured reply, or to where the user chose upstream's view to start. It reads
+    lengths, not text: reading every message of a long branch to count it was most of the
+    page's time (2,000 messages: 200 of 275 ms)."""
+    if conversation.active_leaf_id is None:
+        return ContextTail(None, None, 0, [])
+    manager = Message.objects
+    connection = connections[manager.db]
+    quote = connection.ops.quote_name
+    meta = Message._meta
+    column = {f.name: quote(f.column) for f in meta.concrete_fields if f.column is not None}
+    table = quote(meta.db_table)
+    pk, parent, in_conversation = column["id"], column["parent"], column["conversation"]
+    measured = f"m.{column['role']} = %s AND m.{column['prompt_tokens']} IS NOT NULL"
+    measured_params: list[Any] = [Message.Role.ASSISTANT.value]
+    if conversation.context_trimmed_at is not None:
+        # A count taken before the user left turns out still includes them.
+        measured += f" AND m.{column['created_at']} > %s"
+        measured_params.append(
+            meta.get_field("created_at").get_db_prep_value(
+                conversation.context_trimmed_at, connection
+            )
+        )
+    stop, stop_params = f"({measured})", list(measured_params)
+    if conversation.context_from_id is not None:
+        stop += f" OR m.{pk} = %s"
+        stop_params.append(meta.pk.get_db_prep_value(conversation.context_from_id, connection))
+    conversation_param = meta.get_field("conversation").get_db_prep_value(
+        conversation.id, connection
+    )
+    leaf_param = meta.pk.get_db_prep_value(conversation.active_leaf_id, connection)
+    # Only names from the model's own metadata are interpolated; values go in as parameters.
+    # The conversation is checked outside the recursion, as in `_ancestors`.
+    sql = f"""
+        WITH RECURSIVE ancestry (node_id, parent_id, depth, stop) AS (
+            SELECT m.{pk}, m.{parent}, 0, ({stop})
+            FROM {table} m
+            WHERE m.{pk} = %s AND m.{in_conversation} = %s
+            UNION ALL
+            SELECT m.{pk}, m.{parent}, ancestry.depth + 1, ({stop})
+            FROM {table} m
+            JOIN ancestry ON m.{pk} = ancestry.parent_id
+            WHERE NOT ancestry.stop
+        )
+        SELECT
+            LENGTH(m.{column["content"]}),
+            CASE WHEN {measured} THEN m.{column["prompt_tokens"]} END,
+            m.{column["completion_tokens"]}
+        FROM {table} m
+        JOIN ancestry ON m.{pk} = ancestry.node_id
+        WHERE m.{in_conversation} = %s
+        ORDER BY ancestry.depth DESC
+    """
+    params = [
+        *stop_params,
+        leaf_param,
+        conversation_param,
+        *stop_params,
+        *measured_params,
+        conversation_param,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows: list[tuple[int | None, int | None, int | None]] = cursor.fetchall()
+    # Only the oldest row can be a measured reply: the walk stops at the first one.
+    if rows and rows[0][1] is not None:
+        length, prompt_tokens, completion_tokens = rows[0]
+        return ContextTail(prompt_tokens, completion_tokens, length or 0, _lengths(rows[1:]))
+    return ContextTail(None, None, 0, _lengths(rows))
+
+
+def _lengths(rows: Sequence[tuple[int | None, int | None, int | None]]) -> list[int]:
+    return [length or 0 for length, _, _ in rows]
+
+
 def reply_turn(
     *, reply: Message, current_catalogue: Catalogue | None = None
 ) -> tuple[TurnRequest, uuid.UUID]:

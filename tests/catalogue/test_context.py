@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from conversations.attachments import services as attachment_services
 from conversations.catalogue import context
+from conversations.chat import selectors as chat_selectors
 from conversations.chat import services
 from conversations.gateway.profiles import SONNET_4_6
 from conversations.models import Conversation, Message
@@ -253,3 +254,41 @@ def test_the_meter_counts_what_is_new_after_the_last_measured_reply(keyed, user)
     assert usage.used == 2300
     assert usage.fits(new_text="", max_tokens=200_000 - 2300)
     assert not usage.fits(new_text="y", max_tokens=200_000 - 2300)
+
+
+@pytest.mark.django_db
+def test_the_meter_reads_back_only_to_the_newest_measured_reply(keyed, user) -> None:
+    turns = [(f"Question {n}", f"Answer {n}") for n in range(30)]
+    conversation = conversation_with(user, *turns, prompt_tokens=1000)
+    services.turn_start(
+        conversation_id=conversation.id,
+        owner=user,
+        content="x" * 35,
+        settings=services.TurnSettings(max_tokens=100),
+        model=SONNET_4_6.id,
+    )
+    conversation.refresh_from_db()
+
+    tail = chat_selectors.context_tail(conversation=conversation)
+
+    # The new message and its empty streaming reply, not the 60 messages before them.
+    assert (tail.measured_prompt_tokens, tail.measured_completion_tokens) == (1000, 300)
+    assert tail.lengths == [35, 0]
+    assert context.context_usage_for(conversation=conversation).used == 1000 + 300 + 10
+
+
+@pytest.mark.django_db
+def test_without_a_measured_reply_the_meter_estimates_the_whole_branch(keyed, user) -> None:
+    conversation = Conversation.objects.create(owner=user, model=SONNET_4_6.id, system_prompt="s")
+    for n in range(30):
+        add_turn(conversation, f"Question {n:02}", "A" * 7)
+    # As from a gateway that reports no usage.
+    conversation.messages.update(prompt_tokens=None, completion_tokens=None)
+    conversation.refresh_from_db()
+
+    tail = chat_selectors.context_tail(conversation=conversation)
+
+    assert tail.measured_prompt_tokens is None
+    assert tail.lengths == [11, 7] * 30
+    # 1 for the system prompt, then 4 + 2 tokens a turn.
+    assert context.context_usage_for(conversation=conversation).used == 1 + 30 * 6
