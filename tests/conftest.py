@@ -15,6 +15,7 @@ from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
+from django.db import connections
 from django.test import Client
 
 from conversations.realtime import runtime
@@ -55,6 +56,25 @@ def upstream(upstream_server: FakeUpstream, settings: pytest.FixtureRequest) -> 
     settings.CHAT_MODELS_REFRESH_SECONDS = 0
     runtime.forget_all()
     return upstream_server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _database_sessions_ended_before_teardown(
+    django_db_setup: None, django_db_blocker
+) -> Iterator[None]:
+    """The ORM threads' connections outlive the tests, idle (in the pool, or held by a thread
+    that has no more work): the test database could not be dropped while they were open."""
+    yield
+    connection = connections["default"]
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        connection.close_pool()
 
 
 @pytest.fixture(autouse=True)
