@@ -1,4 +1,4 @@
-"""What the admin's yes/no list filters share, whichever sub-domain's admin uses them."""
+"""What the admin's list filters of fixed choices share, whichever sub-domain's admin uses them."""
 
 from typing import Any
 
@@ -7,16 +7,22 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
 
-class YesNoFilter(admin.SimpleListFilter):
-    """Rows that meet `condition()` (yes) or do not (no); any other value filters nothing."""
+class FixedChoicesFilter(admin.SimpleListFilter):
+    """A list filter whose choices, (value, label) pairs, are known when the class is written."""
 
-    yes_label = "Yes"
-    no_label = "No"
+    fixed_choices: tuple[tuple[str, str], ...] = ()
 
     def lookups(
         self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
     ) -> list[tuple[str, str]]:
-        return [("yes", self.yes_label), ("no", self.no_label)]
+        return list(self.fixed_choices)
+
+
+class YesNoFilter(FixedChoicesFilter):
+    """Rows that meet `condition()` (yes) or do not (no); any other value filters nothing. A
+    subclass may relabel the two choices, never revalue them."""
+
+    fixed_choices = (("yes", "Yes"), ("no", "No"))
 
     def condition(self) -> Q:
         raise NotImplementedError

@@ -319,26 +319,35 @@ def turn_allowance_check(*, user: User, max_tokens: int = 0) -> QuotaUsage:
             % {"count": limits.per_minute}
             + f" Try again in {_wait_text(wait)}. Nothing was sent."
         )
-    resets = _wait_text((usage.day_ends_at - now).total_seconds())
-    if limits.per_day and usage.messages_today >= limits.per_day:
-        used = ngettext(
-            "You have used your %(count)s message for today.",
-            "You have used all %(count)s messages for today.",
+    # The daily quotas, each with its sentence written out whole so that it can be translated.
+    for limit, spent, used_up in (
+        (
             limits.per_day,
-        ) % {"count": f"{limits.per_day:,}"}
-        raise LimitReached(
-            f"{used} The quota resets at midnight {settings.TIME_ZONE} (in {resets}). "
-            "Nothing was sent."
-        )
-    if limits.tokens_per_day and usage.tokens_today >= limits.tokens_per_day:
-        used = ngettext(
-            "You have used your %(count)s token of today's quota.",
-            "You have used all %(count)s tokens of today's quota.",
+            usage.messages_today,
+            ngettext(
+                "You have used your %(count)s message for today.",
+                "You have used all %(count)s messages for today.",
+                limits.per_day,
+            ),
+        ),
+        (
             limits.tokens_per_day,
-        ) % {"count": f"{limits.tokens_per_day:,}"}
-        raise LimitReached(
-            f"{used} It resets at midnight {settings.TIME_ZONE} (in {resets}). Nothing was sent."
-        )
+            usage.tokens_today,
+            ngettext(
+                "You have used your %(count)s token of today's quota.",
+                "You have used all %(count)s tokens of today's quota.",
+                limits.tokens_per_day,
+            ),
+        ),
+    ):
+        if limit and spent >= limit:
+            resets = _wait_text((usage.day_ends_at - now).total_seconds())
+            raise LimitReached(
+                used_up
+                % {"count": f"{limit:,}"}
+                + f" The quota resets at midnight {settings.TIME_ZONE} (in {resets}). "
+                "Nothing was sent."
+            )
     if (
         limits.tokens_per_day
         and usage.tokens_reserved

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from conversations.attachments import selectors
 from conversations.attachments.models import Attachment, MessageAttachment
-from conversations.attachments.validation import AttachmentRefused, file_validate
+from conversations.attachments.validation import AttachmentRefused, ValidatedFile, file_validate
 from conversations.gateway.profiles import ModelProfile
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,15 @@ def _size_text(size: float) -> str:
 def _storage_names(*, owner_id: Any, sha256: str, extension: str) -> tuple[str, str]:
     base = f"{selectors.STORAGE_PREFIX}/{owner_id}/{sha256}"
     return f"{base}.{extension}", f"{base}.thumb.webp"
+
+
+# What a row says about its file, the same whether the file was checked just now (an upload)
+# or is another row's (a copy); where it is stored and who holds it are each row's own.
+_FILE_FACTS = ("kind", "media_type", "filename", "width", "height", "page_count")
+
+
+def _file_facts(source: ValidatedFile | Attachment) -> dict[str, Any]:
+    return {name: getattr(source, name) for name in _FILE_FACTS}
 
 
 def attachment_upload(*, owner: User, data: bytes, filename: str) -> Attachment:
@@ -82,16 +91,11 @@ def attachment_upload(*, owner: User, data: bytes, filename: str) -> Attachment:
                 written.append(thumb_name)
             return Attachment.objects.create(
                 owner=owner,
-                kind=validated.kind,
-                media_type=validated.media_type,
-                filename=validated.filename,
+                **_file_facts(validated),
                 sha256=sha256,
                 size=len(validated.data),
                 storage_name=name,
                 thumbnail_name=thumb_name if validated.thumbnail is not None else "",
-                width=validated.width,
-                height=validated.height,
-                page_count=validated.page_count,
             )
     except BaseException:
         for written_name in written:
@@ -322,16 +326,11 @@ def _attachments_copy_for(
             copies.append(
                 Attachment.objects.create(
                     owner=owner,
-                    kind=source.kind,
-                    media_type=source.media_type,
-                    filename=source.filename,
+                    **_file_facts(source),
                     sha256=source.sha256,
                     size=source.size,
                     storage_name=name,
                     thumbnail_name=thumb_name if source.thumbnail_name else "",
-                    width=source.width,
-                    height=source.height,
-                    page_count=source.page_count,
                     sent_at=now,
                 )
             )

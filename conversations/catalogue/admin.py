@@ -18,7 +18,7 @@ class RetiringModelFilter(YesNoFilter):
 
     title = "model retiring"
     parameter_name = "model_retiring"
-    yes_label = "Retiring or retired"
+    fixed_choices = (("yes", "Retiring or retired"), ("no", "No"))
 
     def condition(self) -> Q:
         ids = selectors.retiring_model_ids(

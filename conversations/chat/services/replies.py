@@ -104,6 +104,25 @@ RAW_EVENT_MAX_CHARS = 4000
 DIALECT_MAX_CHARS = Message._meta.get_field("dialect").max_length or 0
 
 
+# The outcome's fields that the reply's columns of the same name take unchanged; the others
+# are cleaned, bounded or worked out first.
+_STORED_AS_IS = (
+    "status",
+    "content",
+    "reasoning",
+    "finish_reason",
+    "error",
+    "refusal",
+    "prompt_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "cached_tokens",
+    "usage_estimated",
+    "time_to_first_token_ms",
+    "duration_ms",
+)
+
+
 def request_notes_bounded(*, notes: list[str]) -> list[str]:
     kept: list[str] = []
     for note in notes:
@@ -131,23 +150,11 @@ def reply_finish(*, message_id: uuid.UUID, outcome: ReplyOutcome) -> None:
         updated = Message.objects.filter(
             id=message_id, status__in=[Message.Status.STREAMING, Message.Status.INTERRUPTED]
         ).update(
-            status=outcome.status,
-            content=outcome.content,
+            **{name: getattr(outcome, name) for name in _STORED_AS_IS},
             content_html=content_html,
-            reasoning=outcome.reasoning,
-            finish_reason=outcome.finish_reason,
-            error=outcome.error,
-            refusal=outcome.refusal,
             citations=web_citations(outcome.citations),
-            prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens,
-            reasoning_tokens=outcome.reasoning_tokens,
-            cached_tokens=outcome.cached_tokens,
             cost_usd=cost_usd,
             cost_estimated=cost_estimated,
-            usage_estimated=outcome.usage_estimated,
-            time_to_first_token_ms=outcome.time_to_first_token_ms,
-            duration_ms=outcome.duration_ms,
             raw_event=outcome.raw_event[:RAW_EVENT_MAX_CHARS],
             dialect=outcome.dialect[:DIALECT_MAX_CHARS],
             updated_at=timezone.now(),

@@ -221,9 +221,13 @@ def _conversation_apply_settings(
         conversation.system_prompt = settings.system_prompt
 
 
-def _message_of(*, conversation: Conversation, message_id: uuid.UUID | str, role: str) -> Message:
+def _message_of(
+    *, conversation: Conversation, message_id: uuid.UUID | str, role: str | None = None
+) -> Message:
+    """One of the conversation's messages (of `role`, when given), else refused in words."""
+    of_role = {} if role is None else {"role": role}
     try:
-        return Message.objects.get(id=message_id, conversation=conversation, role=role)
+        return Message.objects.get(id=message_id, conversation=conversation, **of_role)
     except (Message.DoesNotExist, ValueError, TypeError) as exc:
         raise TurnRefused("That message is not part of this conversation.") from exc
 
@@ -397,10 +401,7 @@ def branch_switch(
     """Show another version of a message: the branch through it, down to its newest leaf."""
     with transaction.atomic():
         conversation = _conversation_lock_idle(conversation_id=conversation_id, owner=owner)
-        try:
-            message = Message.objects.get(id=message_id, conversation=conversation)
-        except (Message.DoesNotExist, ValueError, TypeError) as exc:
-            raise TurnRefused("That message is not part of this conversation.") from exc
+        message = _message_of(conversation=conversation, message_id=message_id)
         children: dict[uuid.UUID, uuid.UUID] = {}
         # Ordered oldest first, so the last child written under each parent wins.
         for child_id, parent_id in (

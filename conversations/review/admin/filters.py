@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import HttpRequest
 
-from conversations.admin_filters import YesNoFilter
+from conversations.admin_filters import FixedChoicesFilter, YesNoFilter
 from conversations.models import (
     Conversation,
     Message,
@@ -17,9 +17,14 @@ from conversations.models import (
 from conversations.sharing import selectors as sharing_selectors
 
 
+def _has_row(rows: QuerySet[Any], *, to_conversation: str = "conversation") -> Exists:
+    """The conversation has one of `rows`, which reach it through `to_conversation`."""
+    return Exists(rows.filter(**{to_conversation: OuterRef("pk")}))
+
+
 def _has_message(**lookup: object) -> Exists:
     """The conversation has a message that matches `lookup`."""
-    return Exists(Message.objects.filter(conversation=OuterRef("pk"), **lookup))
+    return _has_row(Message.objects.filter(**lookup))
 
 
 class _MessageFieldFilter(admin.SimpleListFilter):
@@ -55,16 +60,12 @@ class ModelFilter(_MessageFieldFilter):
         return [(model, model) for model in models]
 
 
-class MessageStatusFilter(_MessageFieldFilter):
+class MessageStatusFilter(_MessageFieldFilter, FixedChoicesFilter):
     title = "message status"
     parameter_name = "status"
     field = "status"
     values = Message.Status.values
-
-    def lookups(
-        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
-    ) -> list[tuple[str, str]]:
-        return list(Message.Status.choices)
+    fixed_choices = tuple(Message.Status.choices)
 
 
 class HasErrorFilter(YesNoFilter):
@@ -83,10 +84,9 @@ class NegativeFeedbackFilter(YesNoFilter):
 
     def condition(self) -> Q:
         return Q(
-            Exists(
-                MessageFeedback.objects.filter(
-                    message__conversation=OuterRef("pk"), rating=MessageFeedback.Rating.DOWN
-                )
+            _has_row(
+                MessageFeedback.objects.filter(rating=MessageFeedback.Rating.DOWN),
+                to_conversation="message__conversation",
             )
         )
 
@@ -96,13 +96,7 @@ class SharedFilter(YesNoFilter):
     parameter_name = "shared"
 
     def condition(self) -> Q:
-        return Q(
-            Exists(
-                ShareLink.objects.filter(
-                    sharing_selectors.share_link_live_q(), conversation=OuterRef("pk")
-                )
-            )
-        )
+        return Q(_has_row(ShareLink.objects.filter(sharing_selectors.share_link_live_q())))
 
 
 class FlaggedFilter(YesNoFilter):
@@ -121,16 +115,12 @@ class ReviewedFilter(YesNoFilter):
         return Q(review__reviewed_at__isnull=False)
 
 
-class EmptyConversationFilter(admin.SimpleListFilter):
+class EmptyConversationFilter(FixedChoicesFilter):
     """Blank "New chat" rows (no message) only clutter the list: hidden unless asked for."""
 
     title = "messages"
     parameter_name = "empty"
-
-    def lookups(
-        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
-    ) -> list[tuple[str, str]]:
-        return [("include", "Including empty"), ("only", "Empty only")]
+    fixed_choices = (("include", "Including empty"), ("only", "Empty only"))
 
     def choices(self, changelist: Any) -> Iterator[Any]:
         for choice in super().choices(changelist):
