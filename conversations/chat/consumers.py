@@ -241,18 +241,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 form = await self._checked_form(TurnSettingsForm, frame.controls)
                 if form.errors:
                     raise FrameError(form_error_text(form))
-                write = (
-                    services.reply_continue
-                    if frame.action == "continue"
-                    else services.reply_regenerate
-                )
                 turn_settings = turn_settings_from(form=form, frame=frame.controls)
-                reply = await database_sync_to_async(write)(
+                reply = await database_sync_to_async(services.reply_redo)(
                     conversation_id=self.conversation_id,
                     owner=owner,
                     reply_id=message_id,
                     settings=turn_settings,
                     model=turn_settings.model,
+                    how=services.Redo(frame.action),
                 )
                 reply_id = reply.id
         except (services.TurnRefused, attachment_services.AttachmentRefused) as exc:

@@ -323,7 +323,8 @@ def test_a_continued_reply_reads_as_one_with_a_larger_version_switcher(
     conversation = services.conversation_create(owner=user)
     _, cut = exchange(conversation, "Write a poem", "Roses are red,", finish_reason="length")
     continuation = finish(
-        services.reply_continue(
+        services.reply_redo(
+            how=services.Redo.CONTINUE,
             conversation_id=conversation.id,
             owner=user,
             reply_id=cut.id,

@@ -236,17 +236,21 @@ async def test_the_gateways_prompt_too_long_leads_to_the_same_offers(
     assert "Leave the oldest turns out" in offers.content.decode()
 
 
-@pytest.mark.django_db
-def test_the_meter_counts_what_is_new_after_the_last_measured_reply(keyed, user) -> None:
-    conversation = conversation_with(user, ("Hi", "Hello"), prompt_tokens=1000)
+def _send(conversation: Conversation, user: Any, content: str) -> None:
     services.turn_start(
         conversation_id=conversation.id,
         owner=user,
-        content="x" * 3500,
+        content=content,
         settings=services.TurnSettings(max_tokens=100),
         model=SONNET_4_6.id,
     )
     conversation.refresh_from_db()
+
+
+@pytest.mark.django_db
+def test_the_meter_counts_what_is_new_after_the_last_measured_reply(keyed, user) -> None:
+    conversation = conversation_with(user, ("Hi", "Hello"), prompt_tokens=1000)
+    _send(conversation, user, "x" * 3500)
 
     usage = context.context_usage_for(conversation=conversation)
 
@@ -260,14 +264,7 @@ def test_the_meter_counts_what_is_new_after_the_last_measured_reply(keyed, user)
 def test_the_meter_reads_back_only_to_the_newest_measured_reply(keyed, user) -> None:
     turns = [(f"Question {n}", f"Answer {n}") for n in range(30)]
     conversation = conversation_with(user, *turns, prompt_tokens=1000)
-    services.turn_start(
-        conversation_id=conversation.id,
-        owner=user,
-        content="x" * 35,
-        settings=services.TurnSettings(max_tokens=100),
-        model=SONNET_4_6.id,
-    )
-    conversation.refresh_from_db()
+    _send(conversation, user, "x" * 35)
 
     tail = chat_selectors.context_tail(conversation=conversation)
 

@@ -83,7 +83,8 @@ def test_a_continuation_is_not_a_version_of_a_later_user_message(conversation: C
     services.branch_switch(
         conversation_id=conversation.id, owner=conversation.owner, message_id=stopped.id
     )
-    more = services.reply_continue(
+    more = services.reply_redo(
+        how=services.Redo.CONTINUE,
         conversation_id=conversation.id,
         owner=conversation.owner,
         reply_id=stopped.id,
@@ -242,7 +243,8 @@ def test_message_path_is_exactly_the_branch_of_the_message(
 
 def test_messages_with_versions_for_frames(conversation: Conversation) -> None:
     _, first = exchange(conversation, "Hi", "Hello!")
-    second = services.reply_regenerate(
+    second = services.reply_redo(
+        how=services.Redo.REGENERATE,
         conversation_id=conversation.id,
         owner=conversation.owner,
         reply_id=first.id,
@@ -257,7 +259,8 @@ def test_messages_with_versions_for_frames(conversation: Conversation) -> None:
 
 def test_continuation_request_prefills_the_partial_reply(conversation: Conversation) -> None:
     _, stopped = exchange(conversation, "Count", "one two ", status=Message.Status.STOPPED)
-    more = services.reply_continue(
+    more = services.reply_redo(
+        how=services.Redo.CONTINUE,
         conversation_id=conversation.id,
         owner=conversation.owner,
         reply_id=stopped.id,
@@ -276,7 +279,8 @@ def test_continuation_request_prefills_the_partial_reply(conversation: Conversat
 
 def test_a_continued_reply_is_one_assistant_message_upstream(conversation: Conversation):
     _, stopped = exchange(conversation, "Count", "one ", status=Message.Status.STOPPED)
-    more = services.reply_continue(
+    more = services.reply_redo(
+        how=services.Redo.CONTINUE,
         conversation_id=conversation.id,
         owner=conversation.owner,
         reply_id=stopped.id,
@@ -304,7 +308,8 @@ def test_a_continued_reply_is_one_assistant_message_upstream(conversation: Conve
 
 def test_regenerated_request_uses_the_path_to_the_new_version(conversation: Conversation):
     _, first = exchange(conversation, "Hi", "Hello!")
-    second = services.reply_regenerate(
+    second = services.reply_redo(
+        how=services.Redo.REGENERATE,
         conversation_id=conversation.id,
         owner=conversation.owner,
         reply_id=first.id,

@@ -11,7 +11,8 @@ pytestmark = pytest.mark.django_db
 def test_regenerate_keeps_the_old_reply_as_a_version(conversation: Conversation) -> None:
     asked, first = exchange(conversation, "Hi", "Hello!")
 
-    second = services.reply_regenerate(
+    second = services.reply_redo(
+        how=services.Redo.REGENERATE,
         conversation_id=conversation.id,
         owner=conversation.owner,
         reply_id=first.id,
@@ -33,7 +34,8 @@ def test_retry_of_an_error_reply_does_not_repeat_the_user_message(
 ) -> None:
     asked, failed = exchange(conversation, "Hi", "", status=Message.Status.ERROR, error="Boom")
 
-    retry = services.reply_regenerate(
+    retry = services.reply_redo(
+        how=services.Redo.REGENERATE,
         conversation_id=conversation.id,
         owner=conversation.owner,
         reply_id=failed.id,
@@ -56,7 +58,8 @@ def test_tree_changes_are_refused_while_a_reply_streams(conversation: Conversati
     )
 
     with pytest.raises(services.TurnRefused, match="still being written"):
-        services.reply_regenerate(
+        services.reply_redo(
+            how=services.Redo.REGENERATE,
             conversation_id=conversation.id,
             owner=conversation.owner,
             reply_id=first.id,
@@ -74,7 +77,8 @@ def test_a_message_of_another_conversation_is_refused(conversation: Conversation
     _, foreign = exchange(other, "Bob's", "Reply to Bob")
 
     with pytest.raises(services.TurnRefused, match="not part of this conversation"):
-        services.reply_regenerate(
+        services.reply_redo(
+            how=services.Redo.REGENERATE,
             conversation_id=conversation.id,
             owner=conversation.owner,
             reply_id=foreign.id,
@@ -82,7 +86,8 @@ def test_a_message_of_another_conversation_is_refused(conversation: Conversation
             model=MODEL,
         )
     with pytest.raises(Conversation.DoesNotExist):
-        services.reply_regenerate(
+        services.reply_redo(
+            how=services.Redo.REGENERATE,
             conversation_id=other.id,
             owner=conversation.owner,
             reply_id=foreign.id,
@@ -155,7 +160,8 @@ def test_continue_a_stopped_reply_as_its_child_without_thinking(
 ) -> None:
     _, stopped = exchange(conversation, "Write", "Once upon", status=Message.Status.STOPPED)
 
-    more = services.reply_continue(
+    more = services.reply_redo(
+        how=services.Redo.CONTINUE,
         conversation_id=conversation.id,
         owner=conversation.owner,
         reply_id=stopped.id,
@@ -183,7 +189,8 @@ def test_continue_only_a_reply_cut_short(
     _, reply = exchange(conversation, "Write", "Some text", **outcome)
 
     def attempt() -> Message:
-        return services.reply_continue(
+        return services.reply_redo(
+            how=services.Redo.CONTINUE,
             conversation_id=conversation.id,
             owner=conversation.owner,
             reply_id=reply.id,
@@ -298,7 +305,8 @@ def test_rename_and_delete_check_the_owner(conversation: Conversation, make_user
 def test_delete_removes_the_whole_tree(conversation: Conversation) -> None:
     _, first = exchange(conversation, "Hi", "Hello!")
     exchange(conversation, "More", "Sure.")
-    services.reply_regenerate(
+    services.reply_redo(
+        how=services.Redo.REGENERATE,
         conversation_id=conversation.id,
         owner=conversation.owner,
         reply_id=first.id,

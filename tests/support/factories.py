@@ -65,7 +65,8 @@ def exchange(
 def regenerated(conversation: Conversation, reply: Message, content: str) -> Message:
     """A finished new version of `reply`, now the branch on screen."""
     return finish(
-        services.reply_regenerate(
+        services.reply_redo(
+            how=services.Redo.REGENERATE,
             conversation_id=conversation.id,
             owner=conversation.owner,
             reply_id=reply.id,

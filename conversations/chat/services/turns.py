@@ -1,6 +1,7 @@
 """Turns: starting one, and the branching actions on a thread (regenerate, edit, continue,
 retry, switch version), each a single transaction that refuses in words."""
 
+import enum
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -307,26 +308,58 @@ def _model_changes(*, parent: Message | None, model: str) -> bool:
     return bool(previous) and previous != model
 
 
-def reply_regenerate(
+class Redo(enum.StrEnum):
+    """What a new reply makes of an existing one (the socket's action names)."""
+
+    # A new version of the reply (also how an error is retried): a sibling under the same user
+    # message, so the old one stays reachable and the user's message is not repeated.
+    REGENERATE = "regenerate"
+    # A reply cut short (token limit, Stop, restart) carried on as its child: upstream sees the
+    # partial reply as the last assistant message and writes on from there.
+    CONTINUE = "continue"
+
+
+def reply_redo(
     *,
     conversation_id: uuid.UUID,
     owner: User,
     reply_id: uuid.UUID | str,
     settings: TurnSettings,
     model: str,
+    how: Redo,
 ) -> Message:
-    """A new version of a reply (also how an error is retried): a sibling under the same user
-    message, so the old one stays reachable and the user's message is not repeated."""
+    """A new streaming reply made from an existing one, as `how` says."""
     with transaction.atomic():
         conversation = _conversation_lock_idle(conversation_id=conversation_id, owner=owner)
-        old = _message_of(
+        reply = _message_of(
             conversation=conversation, message_id=reply_id, role=Message.Role.ASSISTANT
         )
-        if old.parent is None:  # replies always answer a message; this row is damaged
-            raise TurnRefused("That reply has no message to answer.")
+        parent = _continued(reply) if how is Redo.CONTINUE else _regenerated(reply)
         plan = _turn_plan(conversation=conversation, settings=settings, model=model)
+        if how is Redo.CONTINUE:
+            # Claude refuses a prefilled assistant turn while thinking: a continuation never
+            # thinks.
+            plan.params.pop("reasoning_effort", None)
         _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
-        return _reply_create(conversation=conversation, parent=old.parent, plan=plan)
+        return _reply_create(conversation=conversation, parent=parent, plan=plan)
+
+
+def _regenerated(reply: Message) -> Message:
+    """The parent of a new version of `reply`: the message it answers."""
+    if reply.parent is None:  # replies always answer a message; this row is damaged
+        raise TurnRefused("That reply has no message to answer.")
+    return reply.parent
+
+
+def _continued(partial: Message) -> Message:
+    """The parent of a continuation of `partial`: itself, if it was cut short."""
+    cut_short = partial.finish_reason == "length" or partial.status in (
+        Message.Status.STOPPED,
+        Message.Status.INTERRUPTED,
+    )
+    if not cut_short or not partial.content:
+        raise TurnRefused("Only a reply that was stopped or hit the token limit can continue.")
+    return partial
 
 
 def turn_edit(
@@ -365,34 +398,6 @@ def turn_edit(
         _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
         reply = _reply_create(conversation=conversation, parent=user_message, plan=plan)
     return user_message, reply
-
-
-def reply_continue(
-    *,
-    conversation_id: uuid.UUID,
-    owner: User,
-    reply_id: uuid.UUID | str,
-    settings: TurnSettings,
-    model: str,
-) -> Message:
-    """Carry on a reply cut short (token limit, Stop, restart) as its child: upstream sees the
-    partial reply as the last assistant message and writes on from there."""
-    with transaction.atomic():
-        conversation = _conversation_lock_idle(conversation_id=conversation_id, owner=owner)
-        partial = _message_of(
-            conversation=conversation, message_id=reply_id, role=Message.Role.ASSISTANT
-        )
-        cut_short = partial.finish_reason == "length" or partial.status in (
-            Message.Status.STOPPED,
-            Message.Status.INTERRUPTED,
-        )
-        if not cut_short or not partial.content:
-            raise TurnRefused("Only a reply that was stopped or hit the token limit can continue.")
-        plan = _turn_plan(conversation=conversation, settings=settings, model=model)
-        # Claude refuses a prefilled assistant turn while thinking, so a continuation never thinks.
-        plan.params.pop("reasoning_effort", None)
-        _conversation_apply_settings(conversation=conversation, settings=settings, model=plan.model)
-        return _reply_create(conversation=conversation, parent=partial, plan=plan)
 
 
 def branch_switch(
