@@ -12,6 +12,7 @@ import hashlib
 import io
 import unicodedata
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -22,7 +23,7 @@ from pypdf.errors import PyPdfError
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE: Final = b"\xff\xd8\xff"
 PDF_SIGNATURE: Final = b"%PDF-"
-PILLOW_FORMATS: Final = {
+PILLOW_FORMATS: Final[Mapping[str, str]] = {
     "image/png": "PNG",
     "image/jpeg": "JPEG",
     "image/gif": "GIF",

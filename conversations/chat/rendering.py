@@ -32,10 +32,10 @@ import html
 import itertools
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import nh3
 from markdown_it import MarkdownIt
@@ -71,39 +71,41 @@ HIGHLIGHT_BUDGET_CHARS = 60_000
 HIGHLIGHT_BLOCK_COST = 256
 
 _LANG_RE = re.compile(r"[A-Za-z0-9_+-]{0,30}")
-_ALIGN_CLASSES = {
+_ALIGN_CLASSES: Final[Mapping[str, str]] = {
     "text-align:left": "align-left",
     "text-align:center": "align-center",
     "text-align:right": "align-right",
 }
 
-_DOC_TAGS = {
-    "p",
-    "br",
-    "hr",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "strong",
-    "em",
-    "del",
-    "s",
-    "code",
-    "blockquote",
-    "ul",
-    "ol",
-    "li",
-    "a",
-    "table",
-    "thead",
-    "tbody",
-    "tr",
-    "th",
-    "td",
-}
+_DOC_TAGS: Final = frozenset(
+    {
+        "p",
+        "br",
+        "hr",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "strong",
+        "em",
+        "del",
+        "s",
+        "code",
+        "blockquote",
+        "ul",
+        "ol",
+        "li",
+        "a",
+        "table",
+        "thead",
+        "tbody",
+        "tr",
+        "th",
+        "td",
+    }
+)
 
 # Relative URLs are denied rather than passed through: they would resolve against this app's
 # origin (e.g. a model-written link to a state-changing admin URL) and cover "//evil" tricks.
@@ -121,7 +123,7 @@ _DOC_CLEANER = nh3.Cleaner(
 
 # Pygments output is already escaped, but its class names come from lexer token types; pinning
 # them to the standard set keeps the code fragment's attack surface to span+class.
-_PYGMENTS_CLASSES = {cls for cls in STANDARD_TYPES.values() if cls}
+_PYGMENTS_CLASSES: Final = frozenset(cls for cls in STANDARD_TYPES.values() if cls)
 _CODE_CLEANER = nh3.Cleaner(
     tags={"span"},
     attributes={},

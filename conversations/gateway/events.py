@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final
@@ -110,7 +111,7 @@ class DialectUsed:
     dialect: Dialect
 
 
-_ASPECT_NAMES: Final = {
+_ASPECT_NAMES: Final[Mapping[Aspect, str]] = {
     Aspect.SYSTEM: "the system prompt",
     Aspect.REASONING: "the thinking switch",
     Aspect.STOP: "the stop sequences",

@@ -120,7 +120,7 @@ PARAMETERS: Final[tuple[NumericParam, ...]] = (
     ),
 )
 # The words for the controls that are not numeric parameters, in notes and form errors.
-_CONTROL_LABELS: Final = {
+_CONTROL_LABELS: Final[Mapping[str, str]] = {
     "reasoning_effort": "Thinking",
     "max_tokens": "Max tokens",
     "stop": "Stop sequences",

@@ -17,7 +17,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Container
-from typing import Any
+from typing import Any, Final
 
 from django.conf import settings
 from django.db import transaction
@@ -30,18 +30,14 @@ from conversations.realtime import events, runtime, spool
 
 logger = logging.getLogger(__name__)
 
-_BOOT_NONCE = uuid.uuid4().hex[:8]
-_worker_id: tuple[int, str] | None = None
+# A new process imports this afresh: the nonce tells a restarted pid 1 (containers) from its
+# ghost, while a forked child differs from its parent by pid.
+_BOOT_NONCE: Final = uuid.uuid4().hex[:8]
 
 
 def worker_id() -> str:
-    """hostname:pid:nonce of this process (the nonce tells a restarted pid 1 from its ghost)."""
-    global _worker_id
-    pid = os.getpid()
-    if _worker_id is None or _worker_id[0] != pid:
-        nonce = _BOOT_NONCE if _worker_id is None else uuid.uuid4().hex[:8]
-        _worker_id = (pid, f"{socket.gethostname()[:80]}:{pid}:{nonce}")
-    return _worker_id[1]
+    """hostname:pid:nonce of this process."""
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{_BOOT_NONCE}"
 
 
 def _pid_alive(pid: int) -> bool:

@@ -3,7 +3,7 @@ from django import forms
 from conversations.models import ShareLink
 from conversations.sharing.services import ShareOptions
 
-EXPIRY_CHOICES = [(0, "Never"), (1, "1 day"), (7, "7 days"), (30, "30 days")]
+EXPIRY_CHOICES = ((0, "Never"), (1, "1 day"), (7, "7 days"), (30, "30 days"))
 
 
 class ShareOptionsForm(forms.Form):
