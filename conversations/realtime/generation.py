@@ -7,7 +7,6 @@ to whichever process holds the task, so any tab on any process can stop it or jo
 """
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import uuid
@@ -35,6 +34,7 @@ from conversations.gateway.events import (
 from conversations.gateway.payload import TurnRequest
 from conversations.models import Message
 from conversations.realtime import events, recovery, runtime, saving
+from conversations.realtime.control import ControlListener
 from conversations.realtime.delivery import LayerHealth
 from conversations.realtime.events import control_group, viewers_group
 from conversations.realtime.outcome import UpstreamOutcome
@@ -51,11 +51,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["control_group", "reply_generate", "reply_prepare", "viewers_group"]
 
-CONTROL_RETRY_SECONDS = 1.0
-# How long a reply's start waits for Redis to take its control channel (the layer's own bound
-# for a waited send).
-CONTROL_JOIN_SECONDS = 5.0
-LISTENER_DONE_TIMEOUT = 10.0
 # Viewers are told a reply ended for this long while the channel layer is down.
 FINISHED_SEND_SECONDS = 60.0
 
@@ -88,6 +83,13 @@ class Generation:
         self._upstream = UpstreamOutcome()
         self._checkpoints = CheckpointClock(interval=settings.CHAT_CHECKPOINT_INTERVAL)
         self._viewers_reachable = LayerHealth(reply_id=reply_id)
+        self._control = ControlListener(
+            layer=layer,
+            reply_id=reply_id,
+            conversation_id=conversation_id,
+            on_stop=self.stop,
+            on_snapshot=self._snapshot_send,
+        )
         # Frames leave in order: a snapshot is taken between two deltas, never inside one.
         self._send_lock = asyncio.Lock()
         self._dirty = asyncio.Event()
@@ -116,18 +118,7 @@ class Generation:
     async def _run(self) -> None:
         self._started_at = asyncio.get_running_loop().time()
         self._checkpoints.reset(self._started_at)
-        control_channel = await self._layer.new_channel()
-        try:
-            # Bounded: this process's membership is set before Redis is asked, and a stalled
-            # Redis must not hold the reply's first text for its socket timeout (twice over).
-            async with asyncio.timeout(CONTROL_JOIN_SECONDS):
-                await self._layer.group_add(
-                    events.control_group(self.conversation_id), control_channel
-                )
-        except Exception:
-            # Only stop and snapshot requests from other processes' sockets are lost.
-            logger.exception("reply %s cannot hear control requests", self.reply_id)
-        listener = asyncio.create_task(self._listen(control_channel))
+        await self._control.open()
         flusher = asyncio.create_task(self._flush_loop())
         renderer = asyncio.create_task(self._render_loop())
         status, error = Message.Status.COMPLETE, ""
@@ -159,7 +150,7 @@ class Generation:
                 # Don't make the end of the reply wait out the flush interval.
                 flusher.cancel()
             renderer.cancel()
-            await asyncio.shield(self._finish(flusher, listener, control_channel, status, error))
+            await asyncio.shield(self._finish(flusher, status, error))
         if shutting_down:
             raise asyncio.CancelledError
 
@@ -217,14 +208,7 @@ class Generation:
             else:
                 self._upstream.record(event)
 
-    async def _finish(
-        self,
-        flusher: asyncio.Task[None],
-        listener: asyncio.Task[None],
-        control_channel: str,
-        status: str,
-        error: str,
-    ) -> None:
+    async def _finish(self, flusher: asyncio.Task[None], status: str, error: str) -> None:
         try:
             await asyncio.wait([flusher])
             # Whatever the flusher had not sent goes out beside the save, neither waiting for
@@ -258,7 +242,7 @@ class Generation:
         finally:
             self.first_text_sent.set()
             self._live.generations.pop(self.reply_id, None)
-            await self._listener_end(listener, control_channel)
+            await self._control.close()
 
     async def _final_html(self, content: str) -> str | None:
         """The finished reply's HTML from the streaming render, which renders only the last
@@ -397,49 +381,19 @@ class Generation:
                 last_render=loop.time() - started, streaming=len(self._live.generations)
             )
 
-    # Control requests (stop, snapshot) from any process.
-
-    async def _listen(self, channel: str) -> None:
-        while True:
-            try:
-                message = await self._layer.receive(channel)
-            except Exception:
-                # Stop and snapshot requests are lost while the layer is down; the reply goes on.
-                logger.exception(
-                    "control channel of reply %s failed; listening again", self.reply_id
+    async def _snapshot_send(self, reply_channel: str) -> None:
+        """The text so far, for a viewer joining mid-reply on any process."""
+        async with self._send_lock:
+            await self._viewers_reachable.attempt(
+                events.reply_snapshot_send(
+                    self._layer,
+                    channel=reply_channel,
+                    message_id=str(self.reply_id),
+                    text=self._text.content_text(),
+                    reasoning=self._text.reasoning_text(),
+                    notice=self._notice_text,
                 )
-                await asyncio.sleep(CONTROL_RETRY_SECONDS)
-                continue
-            if message["type"] == events.LISTENER_DONE["type"]:
-                return
-            if message.get("message_id") not in (None, str(self.reply_id)):
-                continue
-            if message["type"] == "generation.stop":
-                self.stop()
-            elif message["type"] == "generation.snapshot":
-                async with self._send_lock:
-                    await self._viewers_reachable.attempt(
-                        events.reply_snapshot_send(
-                            self._layer,
-                            channel=message["reply_channel"],
-                            message_id=str(self.reply_id),
-                            text=self._text.content_text(),
-                            reasoning=self._text.reasoning_text(),
-                            notice=self._notice_text,
-                        )
-                    )
-
-    async def _listener_end(self, listener: asyncio.Task[None], channel: str) -> None:
-        # The listener is told to end rather than cancelled: cancelling a Redis layer's receive
-        # midway can leave the layer's receive lock held, stalling every socket of the process.
-        try:
-            await events.listener_done_send(self._layer, channel=channel)
-            async with asyncio.timeout(LISTENER_DONE_TIMEOUT):
-                await asyncio.gather(listener, return_exceptions=True)
-        except Exception:
-            listener.cancel()
-        with contextlib.suppress(Exception):
-            await self._layer.group_discard(events.control_group(self.conversation_id), channel)
+            )
 
     async def _notice(self, text: str) -> None:
         self._notice_text = text
