@@ -12,7 +12,6 @@ import hashlib
 import io
 import unicodedata
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -23,7 +22,7 @@ from pypdf.errors import PyPdfError
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE: Final = b"\xff\xd8\xff"
 PDF_SIGNATURE: Final = b"%PDF-"
-PILLOW_FORMATS: Final[Mapping[str, str]] = {
+PILLOW_FORMATS: Final = {
     "image/png": "PNG",
     "image/jpeg": "JPEG",
     "image/gif": "GIF",
