@@ -10,8 +10,6 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from collections.abc import Coroutine
-from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import BaseChannelLayer
@@ -35,17 +33,9 @@ from conversations.gateway.payload import TurnRequest
 from conversations.models import Message
 from conversations.realtime import events, recovery, runtime, saving
 from conversations.realtime.control import ControlListener
-from conversations.realtime.delivery import LayerHealth
 from conversations.realtime.events import control_group, viewers_group
 from conversations.realtime.outcome import UpstreamOutcome
-from conversations.realtime.pacing import (
-    CheckpointClock,
-    Delta,
-    StreamText,
-    flush_pause,
-    render_pause,
-)
-from conversations.realtime.render import StreamingRender
+from conversations.realtime.relay import ReplyRelay
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +46,10 @@ FINISHED_SEND_SECONDS = 60.0
 
 
 class Generation:
-    """One reply's task: consume the upstream stream, flush deltas, render, listen for control
-    requests, and finish. The finish saves first: nothing the channel layer does (full, slow or
-    down) can keep a reply whose upstream ended from being saved with all its text."""
+    """One reply's task: read the upstream stream into its relay (deltas, renders, notices,
+    checkpoints: relay.py), hear stop and snapshot requests (control.py), and finish. The
+    finish saves first: nothing the channel layer does (full, slow or down) can keep a reply
+    whose upstream ended from being saved with all its text."""
 
     def __init__(
         self,
@@ -78,30 +69,23 @@ class Generation:
         self._turn = turn
         self._client = client
         self._layer = layer
-        self._text = StreamText()
-        self._render = StreamingRender()
         self._upstream = UpstreamOutcome()
-        self._checkpoints = CheckpointClock(interval=settings.CHAT_CHECKPOINT_INTERVAL)
-        self._viewers_reachable = LayerHealth(reply_id=reply_id)
+        self._relay = ReplyRelay(
+            reply_id=reply_id, conversation_id=conversation_id, layer=layer, live=live
+        )
+        self._text = self._relay.text
         self._control = ControlListener(
             layer=layer,
             reply_id=reply_id,
             conversation_id=conversation_id,
             on_stop=self.stop,
-            on_snapshot=self._snapshot_send,
+            on_snapshot=self._relay.snapshot_send,
         )
-        # Frames leave in order: a snapshot is taken between two deltas, never inside one.
-        self._send_lock = asyncio.Lock()
-        self._dirty = asyncio.Event()
-        self._streaming_done = False
-        self._flusher_pausing = False
         self._started_at = 0.0
         self._consume_task: asyncio.Task[None] | None = None
         self.task: asyncio.Task[None] | None = None
-        # The last notice shown, so a viewer joining mid-reply sees it too.
-        self._notice_text = ""
         # Set once the first text has gone to the viewers, or the reply has ended without any.
-        self.first_text_sent = asyncio.Event()
+        self.first_text_sent = self._relay.first_text_sent
 
     def start(self) -> asyncio.Task[None]:
         self._live.generations[self.reply_id] = self
@@ -117,10 +101,8 @@ class Generation:
 
     async def _run(self) -> None:
         self._started_at = asyncio.get_running_loop().time()
-        self._checkpoints.reset(self._started_at)
         await self._control.open()
-        flusher = asyncio.create_task(self._flush_loop())
-        renderer = asyncio.create_task(self._render_loop())
+        self._relay.start()
         status, error = Message.Status.COMPLETE, ""
         shutting_down = False
         self._consume_task = asyncio.create_task(self._consume_or_switch())
@@ -144,13 +126,7 @@ class Generation:
             logger.exception("reply %s failed", self.reply_id)
             status, error = Message.Status.ERROR, "The reply failed because of an internal error."
         finally:
-            self._streaming_done = True
-            self._dirty.set()
-            if self._flusher_pausing:
-                # Don't make the end of the reply wait out the flush interval.
-                flusher.cancel()
-            renderer.cancel()
-            await asyncio.shield(self._finish(flusher, status, error))
+            await asyncio.shield(self._finish(status, error))
         if shutting_down:
             raise asyncio.CancelledError
 
@@ -172,11 +148,12 @@ class Generation:
             )
             # The refused model's notices no longer apply; the replacement's come with its turn.
             self._upstream.notes.clear()
-            await self._notice(note)
+            await self._relay.notice_send(note)
             await self._consume()
 
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
+        arrived = self._relay.arrived
         stream = self._client.stream_chat(self._turn, request_id=str(self.reply_id))
         # `type(event) is` rather than isinstance: one comparison per token on the hot path, which
         # mypy does not narrow on, hence the ignores below.
@@ -185,13 +162,13 @@ class Generation:
             if event_type is ContentDelta:
                 self._upstream.first_text(loop.time())
                 self._text.pending_content.append(event.text)  # type: ignore[union-attr]
-                self._dirty.set()
+                arrived.set()
             elif event_type is ReasoningDelta:
                 self._upstream.first_text(loop.time())
                 self._text.pending_reasoning.append(event.text)  # type: ignore[union-attr]
-                self._dirty.set()
+                arrived.set()
             elif event_type is Retrying:
-                await self._notice(
+                await self._relay.notice_send(
                     f"The model is busy ({event.reason}); retrying in "  # type: ignore[union-attr]
                     f"{event.delay:.0f} s (attempt {event.attempt + 1})."  # type: ignore[union-attr]
                 )
@@ -204,19 +181,19 @@ class Generation:
                     )
                 self._upstream.record(event)
                 # Kept on the reply when it is saved; shown at once meanwhile.
-                await self._notice(" ".join(self._upstream.notes))
+                await self._relay.notice_send(" ".join(self._upstream.notes))
             else:
                 self._upstream.record(event)
 
-    async def _finish(self, flusher: asyncio.Task[None], status: str, error: str) -> None:
+    async def _finish(self, status: str, error: str) -> None:
         try:
-            await asyncio.wait([flusher])
+            await self._relay.end()
             # Whatever the flusher had not sent goes out beside the save, neither waiting for
             # the other: the last words are not held up by the database, nor the save by the
             # layer.
             tail = self._text.take_pending()
-            tail_sent = asyncio.create_task(self._send_tail(tail))
-            self._live.checkpointer.discard(self.reply_id)
+            tail_sent = asyncio.create_task(self._relay.tail_send(tail))
+            self._relay.checkpoints_end()
             outcome = self._outcome(status, error)
             frame = await saving.reply_save_final(
                 message_id=self.reply_id,
@@ -228,7 +205,7 @@ class Generation:
             await tail_sent
             # Viewers must learn that the reply ended, or their page shows it streaming for
             # good: this one is worth waiting for the layer (the text is already safe).
-            await self._viewers_reachable.persist(
+            await self._relay.reachable.persist(
                 lambda: events.reply_finished_send(
                     self._layer,
                     conversation_id=self.conversation_id,
@@ -248,7 +225,7 @@ class Generation:
         """The finished reply's HTML from the streaming render, which renders only the last
         block again; None (the save then renders it whole) should that fail."""
         try:
-            return await self._render.render(content)
+            return await self._relay.final_html(content)
         except Exception:
             logger.exception("reply %s: the streaming render failed at the end", self.reply_id)
             return None
@@ -273,137 +250,6 @@ class Generation:
             started_at=self._started_at,
             now=asyncio.get_running_loop().time(),
             estimate=estimate,
-        )
-
-    # Deltas and checkpoints.
-
-    async def _flush_loop(self) -> None:
-        """The first token goes out at once; after that at most one delta per flush interval
-        (longer while the layer fails). Text can arrive while a flush is on the wire, so the
-        last flush happens only after the stream has ended (in _finish)."""
-        while not self._streaming_done:
-            await self._wait_dirty()
-            self._dirty.clear()
-            await self._flush()
-            self._maybe_checkpoint()
-            # While pausing, the end of the stream cuts the pause short (see _run).
-            self._flusher_pausing = True
-            try:
-                pause = flush_pause(streaming=len(self._live.generations))
-                await asyncio.sleep(max(pause, self._viewers_reachable.backoff()))
-            finally:
-                self._flusher_pausing = False
-
-    async def _wait_dirty(self) -> None:
-        """Wait for new text. Text not yet checkpointed is saved when its checkpoint falls due
-        even if nothing more arrives, so a stream that stalls and then dies with the process
-        loses at most one checkpoint interval."""
-        if self._dirty.is_set():
-            return
-        if self._checkpoints.saved == self._text.lengths():
-            await self._dirty.wait()
-            return
-        due = self._checkpoints.due_in(asyncio.get_running_loop().time())
-        try:
-            async with asyncio.timeout(max(due, 0.0)):
-                await self._dirty.wait()
-        except TimeoutError:
-            self._maybe_checkpoint()
-            await self._dirty.wait()
-
-    async def _flush(self) -> None:
-        async with self._send_lock:
-            delta = self._text.take_pending()
-            if delta is None:
-                return
-            # A delta the layer refuses is lost to the viewers, not to the reply: the next one
-            # shows them the gap and they ask for a snapshot.
-            await self._viewers_reachable.attempt(self._send_delta(delta))
-            self.first_text_sent.set()
-
-    async def _send_tail(self, delta: Delta | None) -> None:
-        if delta is not None:
-            async with self._send_lock:
-                await self._viewers_reachable.attempt(self._send_delta(delta))
-
-    def _send_delta(self, delta: Delta) -> Coroutine[Any, Any, None]:
-        return events.reply_delta_send(
-            self._layer,
-            conversation_id=self.conversation_id,
-            message_id=str(self.reply_id),
-            offset=delta.offset,
-            text=delta.text,
-            reasoning_offset=delta.reasoning_offset,
-            reasoning=delta.reasoning,
-        )
-
-    def _maybe_checkpoint(self) -> None:
-        now = asyncio.get_running_loop().time()
-        if not self._checkpoints.is_due(now):
-            return
-        self._checkpoints.taken(now, self._text.lengths())
-        self._live.checkpointer.submit(
-            self.reply_id, self._text.content_text(), self._text.reasoning_text()
-        )
-
-    # Markdown.
-
-    async def _render_loop(self) -> None:
-        """Send the Markdown of the text so far a few times a second at most, so readers never
-        look at raw `**` for long. Rendering runs off the loop and beside the flushes; text
-        flushed meanwhile rides along as an escaped tail, so a render is never out of date."""
-        loop = asyncio.get_running_loop()
-        pause = render_pause(last_render=0.0, streaming=len(self._live.generations))
-        while True:
-            await asyncio.sleep(pause)
-            length = self._text.content_length
-            if length > settings.CHAT_MESSAGE_WINDOW_CHARS:
-                # Pages show a reply this long as plain text in windows: no more Markdown.
-                return
-            if self._render.is_current(length):
-                continue
-            started = loop.time()
-            html = await self._render.render(self._text.content_text())
-            async with self._send_lock:
-                text = self._text.content_text()
-                self._render.shown(len(text))
-                await self._viewers_reachable.attempt(
-                    events.reply_render_send(
-                        self._layer,
-                        conversation_id=self.conversation_id,
-                        message_id=str(self.reply_id),
-                        length=len(text),
-                        html=html,
-                        tail=text[length:],
-                    )
-                )
-            pause = render_pause(
-                last_render=loop.time() - started, streaming=len(self._live.generations)
-            )
-
-    async def _snapshot_send(self, reply_channel: str) -> None:
-        """The text so far, for a viewer joining mid-reply on any process."""
-        async with self._send_lock:
-            await self._viewers_reachable.attempt(
-                events.reply_snapshot_send(
-                    self._layer,
-                    channel=reply_channel,
-                    message_id=str(self.reply_id),
-                    text=self._text.content_text(),
-                    reasoning=self._text.reasoning_text(),
-                    notice=self._notice_text,
-                )
-            )
-
-    async def _notice(self, text: str) -> None:
-        self._notice_text = text
-        await self._viewers_reachable.attempt(
-            events.reply_notice_send(
-                self._layer,
-                conversation_id=self.conversation_id,
-                message_id=str(self.reply_id),
-                text=text,
-            )
         )
 
 
