@@ -161,7 +161,7 @@ class ReplyRelay:
         return events.reply_delta_send(
             self._layer,
             conversation_id=self._conversation_id,
-            message_id=self._message_id,
+            message_id=str(self._reply_id),
             offset=delta.offset,
             text=delta.text,
             reasoning_offset=delta.reasoning_offset,
