@@ -289,7 +289,9 @@ def test_rename_and_delete_live_in_more(browser_page: Page, live: DaphneServer, 
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text("shared links stop working")
     dialog.get_by_role("button", name="Delete for good").click()
-    expect(page).not_to_have_url(re.compile(str(conversation.id)))
+    # Until the next page has loaded: its URL changes as soon as the navigation commits.
+    page.wait_for_url(lambda url: str(conversation.id) not in url, wait_until="load")
+    expect(page.get_by_role("heading", level=1)).to_be_visible()
     assert not Conversation.objects.filter(id=conversation.id).exists()
 
 
