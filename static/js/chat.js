@@ -313,7 +313,12 @@
       if (ack && pendingToken && ack.getAttribute("data-token") === pendingToken) {
         pendingToken = null;
         $("message").value = "";
-        autoGrow($("message"));
+        // Measuring the emptied composer forces a layout; in the next frame's own layout it
+        // costs nothing, and the turn's articles and first words (already on the wire) are
+        // swapped in without waiting for it.
+        window.requestAnimationFrame(function () {
+          autoGrow($("message"));
+        });
         // Sending is asking to see the reply: any earlier scroll up is over.
         leaving = false;
         leftAt = null;

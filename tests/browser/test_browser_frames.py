@@ -78,6 +78,32 @@ def test_streaming_frames_force_no_layout_and_the_page_follows_the_stream(
     page.wait_for_function(f"{TRANSCRIPT_DISTANCE_FROM_END} < 80")
 
 
+def test_a_turn_start_forces_no_layout_and_the_composer_shrinks_back(
+    browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user
+) -> None:
+    """The frames before the first words (the composer's acknowledgement, the turn's articles,
+    the first delta) arrive together: a forced layout in any of them delays the words."""
+    upstream.enqueue(Stream(gateway_chunks(["Hello there."])))
+    page = browser_page
+    page.add_init_script(COUNT_LAYOUT_READS)
+    sign_in(page, username=user.username)
+    composer = page.get_by_label("Message")
+    one_row = composer.evaluate("element => element.getBoundingClientRect().height")
+    composer.fill("A question\nwritten\nover\nfive\nlines")
+    assert composer.evaluate("element => element.getBoundingClientRect().height") > one_row
+
+    page.evaluate("window.__layoutReads.inFrame = window.__layoutReads.outside = 0")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator(".message-body").last).to_contain_text("Hello there.")
+    reads = page.evaluate("window.__layoutReads")
+
+    assert reads["outside"] == 0, reads
+    expect(composer).to_have_value("")
+    page.wait_for_function(
+        f"document.getElementById('message').getBoundingClientRect().height <= {one_row}"
+    )
+
+
 # Holds the page's socket "opening" (its open event) until the test lets it through.
 HOLD_SOCKET_OPEN = """
 (() => {
