@@ -207,6 +207,16 @@ def render(results: dict[str, Any], chart_name: str, results_name: str) -> str:
         f"| 20 | {_ms(page['20']['p50'])} | {_ms(page['20']['p99'])} | {page['bytes']['20']} |",
         f"| 2000 | {_ms(page['2000']['p50'])} | {_ms(page['2000']['p99'])} | "
         f"{page['bytes']['2000']} |",
+    ]
+    if "2000-unmeasured" in page:
+        lines.append(
+            f"| 2000, no usage reported | {_ms(page['2000-unmeasured']['p50'])} | "
+            f"{_ms(page['2000-unmeasured']['p99'])} | {page['bytes']['2000-unmeasured']} |"
+        )
+    lines += [
+        "",
+        "Replies carry the usage the gateway reported, as the app saves them; the context "
+        "meter counts from the newest. With no usage anywhere it walks the whole branch.",
         "",
     ]
     if NOTES.exists():
