@@ -43,6 +43,14 @@ REMOTE_SEND_TIMEOUT = 5.0
 # Frames for other processes that may wait per group while Redis is slow: beyond it the oldest
 # replaceable one is dropped (its viewers see the gap and ask for a snapshot).
 REMOTE_BACKLOG = 64
+# How long a group's members on other processes, as read from Redis, serve the frames a later
+# one makes up for: a stream whose viewers are all in this process then sends them no Redis
+# command at all. A viewer that joins elsewhere meanwhile gets the turn and the end of the reply
+# at once (those always read the members) and deltas within this long; it asks for a snapshot
+# when it connects and again at the first gap, so it misses nothing.
+REMOTE_MEMBERS_FRESH_SECONDS = 0.5
+# Groups whose members are remembered before those not sent to lately are forgotten.
+REMOTE_MEMBERS_GROUPS = 256
 
 
 def _copy(message: dict[str, Any]) -> dict[str, Any]:
@@ -168,6 +176,9 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]  # u
             functools.partial(FrameBuffer, self.capacity)
         )
         self._local_groups: dict[str, set[str]] = {}
+        # Per group: until when the members on other processes last read from Redis serve
+        # replaceable frames, and those members.
+        self._remote_members_read: dict[str, tuple[float, list[str]]] = {}
         self._home_loop: asyncio.AbstractEventLoop | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._pump_idle: asyncio.TimerHandle | None = None
@@ -292,6 +303,8 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]  # u
         done: asyncio.Future[None] | None = None
         if not _replaceable(message):
             done = asyncio.get_running_loop().create_future()
+        elif self._remote_members_known(group) == []:
+            return
         backlog = self._remote_backlog.setdefault(group, collections.deque())
         backlog.append((_copy(message), done))
         if len(backlog) > REMOTE_BACKLOG:
@@ -340,6 +353,20 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]  # u
                 del self._remote_backlog[group]
 
     async def _group_send_remote(self, group: str, message: dict[str, Any]) -> None:
+        remote = self._remote_members_known(group) if _replaceable(message) else None
+        if remote is None:
+            remote = await self._remote_members(group)
+        if remote:
+            await self._send_through_redis(group, remote, message)
+
+    def _remote_members_known(self, group: str) -> list[str] | None:
+        """The group's members on other processes, if read from Redis recently enough."""
+        read = self._remote_members_read.get(group)
+        if read is None or read[0] < time.monotonic():
+            return None
+        return read[1]
+
+    async def _remote_members(self, group: str) -> list[str]:
         key = self._group_key(group)
         connection = self.connection(self.consistent_hash(group))
         await connection.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
@@ -348,8 +375,13 @@ class LocalFirstRedisChannelLayer(RedisChannelLayer):  # type: ignore[misc]  # u
             for name in (member.decode("utf8") for member in await connection.zrange(key, 0, -1))
             if not self._is_local(name)
         ]
-        if remote:
-            await self._send_through_redis(group, remote, message)
+        now = time.monotonic()
+        if len(self._remote_members_read) > REMOTE_MEMBERS_GROUPS:
+            # Groups no longer sent to (conversations nobody streams) are forgotten.
+            for stale in [g for g, (until, _) in self._remote_members_read.items() if until < now]:
+                del self._remote_members_read[stale]
+        self._remote_members_read[group] = (now + REMOTE_MEMBERS_FRESH_SECONDS, remote)
+        return remote
 
     async def _send_through_redis(
         self, group: str, channels: list[str], message: dict[str, Any]

@@ -139,3 +139,59 @@ async def test_a_socket_that_falls_behind_loses_frames_it_can_catch_up_on_never_
     received = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(3)]
 
     assert [m.get("offset", m["type"]) for m in received] == ["reply.finished", 2, 3]
+
+
+async def _zrange_calls() -> int:
+    """How many ZRANGE commands the Redis server has run (each reads a group's members)."""
+    import redis.asyncio
+
+    client = redis.asyncio.from_url(os.environ["REDIS_URL"])
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return int(stats.get("cmdstat_zrange", {}).get("calls", 0))
+
+
+async def test_a_stream_to_this_process_alone_does_not_ask_redis_for_members_per_frame() -> None:
+    layer = _layer(os.environ["REDIS_URL"], f"test-layers-{uuid.uuid4().hex[:8]}")
+    local = await layer.new_channel()
+    await layer.group_add("chat.g", local)
+    await layer.group_send("chat.g", {"type": "reply.delta", "offset": 0})
+    await _until(lambda: not layer._remote_senders)
+    before = await _zrange_calls()
+
+    for offset in range(1, 51):
+        await layer.group_send("chat.g", {"type": "reply.delta", "offset": offset})
+    await _until(lambda: not layer._remote_senders)
+
+    assert await _zrange_calls() - before <= 1
+    received = [await asyncio.wait_for(layer.receive(local), 5) for _ in range(51)]
+    assert [message["offset"] for message in received] == list(range(51))
+    await layer.group_discard("chat.g", local)
+    await layer.flush()
+
+
+async def test_a_viewer_joining_on_another_process_gets_the_end_at_once_and_deltas_soon() -> None:
+    prefix = f"test-layers-{uuid.uuid4().hex[:8]}"
+    here, elsewhere = (
+        _layer(os.environ["REDIS_URL"], prefix),
+        _layer(os.environ["REDIS_URL"], prefix),
+    )
+    local = await here.new_channel()
+    await here.group_add("chat.g", local)
+    # Only this process's member so far: frames stay here.
+    await here.group_send("chat.g", {"type": "reply.delta", "offset": 0})
+    remote = await elsewhere.new_channel()
+    await elsewhere.group_add("chat.g", remote)
+
+    # What is not made up for by a later frame asks Redis who is there, every time.
+    await here.group_send("chat.g", {"type": "turn.started", "offset": 1})
+    assert (await asyncio.wait_for(elsewhere.receive(remote), 5))["offset"] == 1
+    # Deltas reach the newcomer from then on (a newcomer that missed some asks for a snapshot).
+    await here.group_send("chat.g", {"type": "reply.delta", "offset": 2})
+    assert (await asyncio.wait_for(elsewhere.receive(remote), 5))["offset"] == 2
+
+    await here.group_discard("chat.g", local)
+    await elsewhere.group_discard("chat.g", remote)
+    await here.flush()
