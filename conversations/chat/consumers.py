@@ -198,8 +198,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             what="turn start",
         )
         running = await generation.reply_generate(reply_id=reply.id, prepared=turn.prepared)
-        if turn.started.sidebar_moves:
-            live.sidebar_changed_after(user_id=owner.pk, event=running.first_text_sent)
+        live.turn_announced_after(
+            user_id=owner.pk,
+            event=running.first_text_sent,
+            quota=turn.started.quota,
+            sidebar_moves=turn.started.sidebar_moves,
+        )
         if user_message.parent_id is None:
             titles.title_schedule(
                 conversation_id=self.conversation_id,
@@ -394,6 +398,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def sidebar_changed(self, event: dict[str, Any]) -> None:
         self._refresh_soon("sidebar")
 
+    async def quota_changed(self, event: events.QuotaChanged) -> None:
+        await self.send(text_data=event["frame"])
+
     def _refresh_soon(self, part: str) -> None:
         """Re-render the sidebar or the quota line in the background, coalesced: at most one
         render in flight per socket, and changes that arrive meanwhile make one more render of
@@ -561,13 +568,11 @@ def _turn_start(
     return TurnStart(
         started=started,
         prepared=generation.reply_prepare(reply=started.reply, current_catalogue=current_catalogue),
-        # Every viewer of a conversation is its owner, so one quota line fits them all.
         frame=frames.turn_started(
             messages=selectors.messages_as_only_versions(messages=messages)
             if started.without_siblings
             else selectors.messages_with_versions(messages=messages)
-        )
-        + frames.quota_status(usage=started.quota),
+        ),
     )
 
 

@@ -108,6 +108,12 @@ class SidebarChanged(TypedDict):
     type: Literal["sidebar.changed"]
 
 
+class QuotaChanged(TypedDict):
+    type: Literal["quota.changed"]
+    # Rendered once for every page of the user.
+    frame: str
+
+
 # To the control group, or a generation's own channel.
 
 
@@ -235,6 +241,11 @@ async def thread_changed_send(layer: BaseChannelLayer, *, conversation_id: uuid.
 
 async def sidebar_changed_send(layer: BaseChannelLayer, *, user_id: int | str) -> None:
     event: SidebarChanged = {"type": "sidebar.changed"}
+    await layer.group_send(user_group(user_id), dict(event))
+
+
+async def quota_changed_send(layer: BaseChannelLayer, *, user_id: int | str, frame: str) -> None:
+    event: QuotaChanged = {"type": "quota.changed", "frame": frame}
     await layer.group_send(user_group(user_id), dict(event))
 
 

@@ -9,6 +9,8 @@ import uuid
 
 from asgiref.sync import async_to_sync
 
+from conversations.accounts.limits import QuotaUsage
+from conversations.chat import frames
 from conversations.realtime import events, runtime
 from conversations.realtime.events import user_group
 from conversations.realtime.generation import reply_stop
@@ -20,15 +22,24 @@ async def sidebar_changed(*, user_id: int | str) -> None:
     await events.sidebar_changed_send(events.channel_layer(), user_id=user_id)
 
 
-def sidebar_changed_after(*, user_id: int | str, event: asyncio.Event) -> None:
-    """`sidebar_changed` once `event` is set: a sidebar re-render queued on a socket ahead of a
-    reply's first text would hold that text back, and the reply matters more."""
+def turn_announced_after(
+    *, user_id: int | str, event: asyncio.Event, quota: QuotaUsage, sidebar_moves: bool
+) -> None:
+    """A turn's news for every page of its user, once `event` (the reply's first text) is set:
+    the quota line, rendered from the usage the turn read, and the sidebar when the
+    conversation moved up. Either, ahead of the reply's first text, would hold that text back;
+    in a burst of Enters, everyone's."""
 
     async def announce() -> None:
         await event.wait()
-        await sidebar_changed(user_id=user_id)
+        layer = events.channel_layer()
+        await events.quota_changed_send(
+            layer, user_id=user_id, frame=frames.quota_status(usage=quota)
+        )
+        if sidebar_moves:
+            await events.sidebar_changed_send(layer, user_id=user_id)
 
-    runtime.current().spawn(announce(), name=f"sidebar-{user_id}")
+    runtime.current().spawn(announce(), name=f"turn-announced-{user_id}")
 
 
 def sidebar_changed_sync(*, user_id: int | str) -> None:

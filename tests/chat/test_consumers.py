@@ -311,13 +311,39 @@ async def test_a_turn_that_moves_the_sidebar_updates_it_after_the_first_text(
     await comm.disconnect()
 
 
+async def test_the_quota_line_follows_the_first_text_on_every_page_of_the_user(
+    upstream: FakeUpstream, user: Any, settings: Any
+) -> None:
+    # Rendered into the turn's frame, the quota line was on every first token's path.
+    upstream.enqueue(Stream(gateway_chunks(["First words", " and more"])))
+    conversation = await database_sync_to_async(conversation_create)(owner=user)
+    other = await database_sync_to_async(conversation_create)(owner=user)
+    comm = communicator_for(user, conversation)
+    elsewhere = communicator_for(user, other)
+    assert (await comm.connect())[0]
+    assert (await elsewhere.connect())[0]
+
+    await comm.send_to(text_data=json.dumps(SEND))
+    frames = await receive_until(comm, 'id="quota-status"')
+    elsewhere_frames = await receive_until(elsewhere, 'id="quota-status"')
+
+    assert "First words" in frames.split('id="quota-status"')[0]
+    per_day = settings.CHAT_DAILY_MESSAGE_QUOTA
+    one_sent = f"{per_day - 1:,} of {per_day:,} messages left today"
+    assert one_sent in frames.split('id="quota-status"')[1]
+    assert one_sent in elsewhere_frames
+    await finished(conversation)
+    await comm.disconnect()
+    await elsewhere.disconnect()
+
+
 async def test_a_turn_in_the_conversation_on_top_leaves_the_sidebar_alone(
     upstream: FakeUpstream, user: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     conversation = await database_sync_to_async(conversation_create)(owner=user)
     await database_sync_to_async(exchange)(conversation, "Hi", "Hello!")
     announced: list[Any] = []
-    monkeypatch.setattr(live, "sidebar_changed_after", lambda **kw: announced.append(kw))
+    monkeypatch.setattr(live, "turn_announced_after", lambda **kw: announced.append(kw))
     comm = communicator_for(user, conversation)
     assert (await comm.connect())[0]
     await receive_until(comm, COMPLETE)  # the finished reply, on connect
@@ -326,7 +352,7 @@ async def test_a_turn_in_the_conversation_on_top_leaves_the_sidebar_alone(
     frames = await receive_until(comm, COMPLETE)
 
     # The consumer decides before the reply streams; no sidebar update is on its way.
-    assert announced == []
+    assert [kw["sidebar_moves"] for kw in announced] == [False]
     assert 'id="conversation-list"' not in frames
     await comm.disconnect()
 
