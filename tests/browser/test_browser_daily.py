@@ -275,6 +275,39 @@ def test_quota_line_shows_when_little_is_left_or_on_its_indicator(
     expect(quota).to_contain_text("4 of 4 messages left today")
 
 
+def test_quota_line_counts_a_send_while_its_reply_streams_in_every_tab(
+    browser_page: Page, live: DaphneServer, upstream: FakeUpstream, user
+) -> None:
+    gate = Gate()
+    chunks = gateway_chunks(["First words", " and the rest"])
+    upstream.enqueue(Stream([chunks[0], Hold(gate), *chunks[1:]]))
+    UserQuota.objects.update_or_create(user=user, defaults={"messages_per_day": 4})
+    page = browser_page
+    sign_in(page, username=user.username)
+    other_tab = page.context.new_page()
+    # The quota frame is sent once: the other tab's socket must be open before the send.
+    other_tab.add_init_script(
+        "window.socketOpened = new Promise("
+        "(resolve) => document.addEventListener('htmx:wsOpen', resolve, {once: true}))"
+    )
+    other_tab.goto(page.url)
+    other_tab.evaluate("window.socketOpened.then(() => true)")
+    page.goto(f"/c/{services.conversation_create(owner=user).id}/")
+    expect(page.locator("#quota-status")).to_contain_text("4 of 4 messages left today")
+
+    page.get_by_label("Message").fill("Count me")
+    page.get_by_label("Message").press("Enter")
+
+    reply = page.locator('article[data-role="assistant"]')
+    expect(reply).to_contain_text("First words")
+    expect(reply).to_have_attribute("data-status", "streaming")
+    expect(page.locator("#quota-status")).to_contain_text("3 of 4 messages left today")
+    expect(other_tab.locator("#quota-status")).to_contain_text("3 of 4 messages left today")
+    gate.release()
+    expect(reply).to_have_attribute("data-status", "complete")
+    other_tab.close()
+
+
 def test_rename_and_delete_live_in_more(browser_page: Page, live: DaphneServer, user) -> None:
     conversation = _long_conversation(user, turns=1)
     page = browser_page
