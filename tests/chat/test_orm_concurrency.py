@@ -20,6 +20,7 @@ from tests.support.sockets import (
     SEND,
     communicator_for,
     receive_until,
+    wait_generations,
 )
 from tests.support.upstream_server import FakeUpstream, Stream, gateway_chunks
 
@@ -59,6 +60,10 @@ async def test_a_turn_starts_while_the_shared_orm_thread_is_busy(
     finally:
         orm_free.set()
         await orm_busy
+    # The reply's saves must be over before the test database is flushed: a save racing the
+    # flush's TRUNCATE deadlocks it.
+    await receive_until(comm, 'data-status="complete"')
+    await wait_generations()
     await comm.disconnect()
 
 
