@@ -77,6 +77,39 @@ def _database_sessions_ended_before_teardown(
         connection.close_pool()
 
 
+# Longer than any save of a reply takes; a connection a fault test left stuck is not waited out.
+QUIET_DATABASE_SECONDS = 5.0
+
+
+@pytest.fixture(autouse=True)
+def _database_quiet_before_flush(
+    request: pytest.FixtureRequest, django_db_blocker: Any
+) -> Iterator[None]:
+    """A reply may still be saving on an ORM thread when its test ends (the event loop lives for
+    the session): a transaction of it racing the flush's TRUNCATE deadlocks the flush. Tearing
+    down before pytest-django's flush, this waits until no other session of the test database
+    is inside a statement or a transaction."""
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    transactional = (marker is not None and marker.kwargs.get("transaction", False)) or bool(
+        {"transactional_db", "live_server"} & set(request.fixturenames)
+    )
+    connection = connections["default"]
+    if not transactional or connection.vendor != "postgresql":
+        return
+    deadline = time.monotonic() + QUIET_DATABASE_SECONDS
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() "
+                "AND state IN ('active', 'idle in transaction')"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.01)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_runtime() -> Iterator[None]:
     # Each test starts with a new runtime (upstream client built from its settings, no live
