@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -94,20 +95,29 @@ def _database_quiet_before_flush(
     transactional = (marker is not None and marker.kwargs.get("transaction", False)) or bool(
         {"transactional_db", "live_server"} & set(request.fixturenames)
     )
-    connection = connections["default"]
-    if not transactional or connection.vendor != "postgresql":
+    if not transactional or connections["default"].vendor != "postgresql":
         return
+    # On a thread of its own: a browser test's Playwright loop runs on this one, and Django
+    # refuses synchronous queries beside a running loop.
+    with django_db_blocker.unblock(), ThreadPoolExecutor(max_workers=1) as executor:
+        executor.submit(_wait_for_a_quiet_database).result()
+
+
+def _wait_for_a_quiet_database() -> None:
     deadline = time.monotonic() + QUIET_DATABASE_SECONDS
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() "
-                "AND state IN ('active', 'idle in transaction')"
-            )
-            if cursor.fetchone()[0] == 0:
-                return
-            time.sleep(0.01)
+    try:
+        with connections["default"].cursor() as cursor:
+            while time.monotonic() < deadline:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() "
+                    "AND state IN ('active', 'idle in transaction')"
+                )
+                if cursor.fetchone()[0] == 0:
+                    return
+                time.sleep(0.01)
+    finally:
+        connections.close_all()
 
 
 @pytest.fixture(autouse=True)
